@@ -1,0 +1,125 @@
+"""The data-set registry: names, cheap validation of a spec's data section, and loading.
+
+Built-ins (mnist1d, digits, stdlib-text, convection) are made offline from installed packages.
+Folder data sets (cifar10, cifar100, svhn, tiny-imagenet, text-folder) read files the user has
+put under `data.root`; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.datasets import builtin, convection, folders, text, tinyimagenet
+from zoo.datasets.arguments import Param, resolve
+from zoo.datasets.base import DataBundle, DataInfo
+from zoo.datasets.convection import exact_solution
+from zoo.errors import SpecError
+
+__all__ = ["DataBundle", "DataInfo", "exact_solution", "load", "names", "validate"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """How to check and build one data set.
+
+    build takes (root or None, resolved args). locate, for folder data sets, checks that the
+    expected files exist under root (DataError otherwise) without reading them.
+    """
+
+    build: Callable[[Path | None, dict[str, Any]], DataBundle]
+    params: Mapping[str, Param] = field(default_factory=dict)
+    check_args: Callable[[dict[str, Any]], None] | None = None
+    locate: Callable[[Path], Any] | None = None
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "mnist1d": _Entry(lambda root, args: builtin.load_mnist1d()),
+    "digits": _Entry(lambda root, args: builtin.load_digits()),
+    "stdlib-text": _Entry(
+        lambda root, args: text.load_stdlib_text(args), text.STDLIB_PARAMS, text.check_args
+    ),
+    "convection": _Entry(
+        lambda root, args: convection.load_convection(args), convection.PARAMS
+    ),
+    "cifar10": _Entry(
+        lambda root, args: folders.load_cifar(folders.CIFAR10, root),
+        locate=lambda root: folders.cifar_folder(folders.CIFAR10, root),
+    ),
+    "cifar100": _Entry(
+        lambda root, args: folders.load_cifar(folders.CIFAR100, root),
+        locate=lambda root: folders.cifar_folder(folders.CIFAR100, root),
+    ),
+    "svhn": _Entry(lambda root, args: folders.load_svhn(root), locate=folders.svhn_folder),
+    "tiny-imagenet": _Entry(
+        lambda root, args: tinyimagenet.load_tiny_imagenet(root),
+        locate=tinyimagenet.tiny_imagenet_folder,
+    ),
+    "text-folder": _Entry(
+        text.load_text_folder,
+        text.TEXT_FOLDER_PARAMS,
+        text.check_args,
+        locate=text.text_folder_files,
+    ),
+}
+
+
+def names() -> list[str]:
+    """Every registered data-set name, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _check(
+    name: str, root: str | os.PathLike[str] | None, args: Mapping[str, Any] | None
+) -> tuple[_Entry, Path | None, dict[str, Any]]:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise SpecError(f"data.name: {name!r} is not a known data set; allowed: "
+                        f"{', '.join(names())}")
+    entry = _REGISTRY[name]
+    resolved = resolve(name, args, entry.params)
+    if entry.check_args is not None:
+        entry.check_args(resolved)
+    has_root = root is not None and str(root) != ""
+    if entry.locate is None:
+        if has_root:
+            raise SpecError(f"data.root: {str(root)!r} is not used by {name}, a built-in data "
+                            "set; leave data.root out")
+        return entry, None, resolved
+    if not has_root:
+        raise SpecError(f"data.root is required for {name}: the folder holding its files")
+    path = Path(root).expanduser()
+    entry.locate(path)
+    return entry, path, resolved
+
+
+def validate(
+    name: str, root: str | os.PathLike[str] | None, args: Mapping[str, Any] | None
+) -> None:
+    """Check a spec's data section without loading any data.
+
+    Raises:
+        SpecError: unknown name (the message lists the allowed ones), unknown or invalid
+            argument (naming data.args.<key>), data.root missing for a folder data set or
+            given for a built-in.
+        DataError: a folder data set's root or expected files are missing (naming the path
+            and what to download where).
+    """
+    _check(name, root, args)
+
+
+def load(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    args: Mapping[str, Any] | None = None,
+) -> DataBundle:
+    """Validate, then build the data set in memory; the same call gives the same tensors.
+
+    Returns:
+        a DataBundle: float32 inputs, int64 labels or tokens (see each module for shapes).
+    """
+    entry, path, resolved = _check(name, root, args)
+    return entry.build(path, resolved)

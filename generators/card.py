@@ -1,0 +1,80 @@
+"""The zoo folder's README.md: a dataset card with the YAML `configs:` that load_dataset reads."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from loaders.reader import ZooReader
+from zoo.folder import README, TABLE_FOLDERS, write_atomically
+from zoo.schema import TABLES
+
+def front_matter(name: str, tables: list[str]) -> str:
+    """YAML front matter: one `configs:` entry per table that has shards (models is default)."""
+    lines = ["---", "license: cc-by-4.0", f'pretty_name: "Phase Zoo: {name}"',
+             "tags: [model-zoo, weight-space-learning, loss-landscape, phase-transitions]",
+             "configs:"]
+    for table in tables:
+        lines.append(f"- config_name: {table}")
+        if table == "models":
+            lines.append("  default: true")
+        lines.append(f'  data_files: "{TABLE_FOLDERS[table]}/*.parquet"')
+    return "\n".join([*lines, "---", ""])
+
+
+def schema_table(table: str) -> str:
+    """A Markdown table of `table`'s columns, generated from zoo.schema."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in TABLES[table]]
+    return "\n".join(lines)
+
+
+def card_text(root: Path) -> str:
+    """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
+    reader = ZooReader(root)
+    spec = reader.zoo_json["spec"]
+    cells = reader.table("cells", columns=["phase"]).column("phase").to_pylist()
+    rows = sum(s.rows for s in reader.manifest.shards_of("models"))
+    phases = Counter(p or "unlabelled" for p in cells)
+    phase_lines = "\n".join(f"| {p} | {n} |" for p, n in sorted(phases.items()))
+    grid = (f"{spec['load']['name']} {spec['load']['values']} × "
+            f"{spec['temperature']['name']} {spec['temperature']['values']}")
+    return "\n".join([
+        front_matter(spec["name"], [t for t in TABLES if reader.manifest.shards_of(t)]),
+        f"# Phase Zoo: {spec['name']}",
+        "", spec.get("description", "").strip(), "",
+        f"A population of `{spec['architecture']['family']}` models trained on "
+        f"`{spec['data']['name']}` over the grid {grid}, seeds {spec['seeds']}, "
+        f"{spec['training']['epochs']} epochs, checkpoints at epochs "
+        f"{spec['checkpoint_epochs']}, landscape metrics at epochs {spec['metrics']['epochs']}.",
+        "", f"- cells: {len(cells)}", f"- model rows (model × kept epoch): {rows}",
+        f"- spec hash: `{reader.zoo_json['spec_hash']}`",
+        f"- data fingerprint: `{reader.zoo_json['data_fingerprint']}`",
+        f"- produced with: {json.dumps(reader.zoo_json['versions'], sort_keys=True)}", "",
+        "## Phases", "", "| phase | cells |", "|---|---|", phase_lines, "",
+        "## Loading", "", "```python",
+        "import datasets",
+        "models = datasets.load_dataset('PATH')            # one row per model and kept epoch",
+        "cells = datasets.load_dataset('PATH', 'cells')    # one row per grid cell, with phase",
+        "pairs = datasets.load_dataset('PATH', 'pairs')    # one row per seed pair of a cell",
+        "", "from loaders import ZooDataset, load_model",
+        "ds = ZooDataset('PATH', representation='flat', targets=['test_accuracy'])",
+        "```", "",
+        "Weights are flat float32 vectors in state_dict order (BatchNorm buffers included); "
+        "`layouts/<layout>.json` gives names, shapes and offsets. No pickles anywhere.", "",
+        "## Resolved spec", "", "```json", json.dumps(spec, indent=1, sort_keys=True), "```", "",
+        *(part for table in TABLES
+          for part in (f"## Table `{table}`", "", schema_table(table), "")),
+        "## Citation", "",
+        "Yang et al., Taxonomizing local versus global structure in neural network loss "
+        "landscapes, NeurIPS 2021. Schürholt et al., A Model Zoo on Phase Transitions in "
+        "Neural Networks, 2025.", "",
+    ])
+
+
+def write_card(root: Path) -> Path:
+    """Write (or rewrite) `root/README.md` atomically; returns its path."""
+    path = Path(root) / README
+    write_atomically(path, card_text(root).encode())
+    return path

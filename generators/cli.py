@@ -1,0 +1,149 @@
+"""The `zoo` command line: a thin layer over specs, generation and the readers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Sequence
+
+from zoo.errors import ZooError
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_table(root: Path) -> str:
+    """One line per cell: axes, models, mean test accuracy and train loss, phase."""
+    from loaders.reader import ZooReader
+
+    reader = ZooReader(root)
+    cells = reader.table("cells").to_pylist()
+    if not cells:
+        return "(no cells committed yet)"
+    load, temperature = cells[0]["load_axis"], cells[0]["temperature_axis"]
+    header = (load, temperature, "models", "test_acc", "test_err", "train_loss", "mc_train_err",
+              "cka", "phase")
+    lines = [header]
+    for row in sorted(cells, key=lambda r: (r["load_value"], r["temperature_value"])):
+        lines.append((_fmt(row["load_value"]), _fmt(row["temperature_value"]),
+                      _fmt(row["num_models"]), _fmt(row["test_accuracy_mean"]),
+                      _fmt(row["test_error_mean"]), _fmt(row["train_loss_mean"]),
+                      _fmt(row["mc_train_error_mean"]), _fmt(row["cka_mean"]),
+                      _fmt(row["phase"])))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
+
+
+def cmd_specs(args: argparse.Namespace) -> int:
+    from zoo.spec import builtin_specs
+
+    for name, description in builtin_specs().items():
+        print(f"{name:24s} {description.splitlines()[0] if description else ''}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from generators.generate import generate
+    from zoo.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out = Path(args.out or f"zoo-{spec.name}")
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    if "parquet" not in formats:
+        raise ZooError(f"--formats: {args.formats!r} must include parquet (the tables)")
+    result = generate(spec, out, address=args.address, workers=args.workers, formats=formats,
+                      gpus_per_task=args.gpus_per_task, dry_run=args.dry_run,
+                      progress=not args.no_progress)
+    if not args.dry_run:
+        print(summary_table(out))
+        print(f"zoo written to {out.resolve()} ({result.committed} cells trained this run)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from loaders.reader import ZooReader
+
+    reader = ZooReader(args.dir)
+    spec = reader.zoo_json["spec"]
+    shards = reader.manifest.shards
+    size = sum(s.bytes for s in shards)
+    rows = sum(s.rows for s in reader.manifest.shards_of("models"))
+    phases = Counter(reader.table("cells", columns=["phase"]).column("phase").to_pylist())
+    print(f"zoo {spec['name']} in {Path(args.dir).resolve()}")
+    print(f"spec hash {reader.zoo_json['spec_hash']}; {len(shards)} shards, {size / 1e6:.2f} MB")
+    print(f"{len(reader.manifest.cell_ids())} cells, {rows} model rows")
+    print("phases: " + ", ".join(f"{p or 'unlabelled'}: {n}" for p, n in sorted(
+        phases.items(), key=lambda item: str(item[0]))))
+    print(summary_table(Path(args.dir)))
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from generators.card import write_card
+
+    print(f"wrote {write_card(Path(args.dir))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="Generate, inspect and study phase model zoos.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    specs = sub.add_parser("specs", help="list the built-in zoo specs")
+    specs.set_defaults(run=cmd_specs)
+
+    gen = sub.add_parser("generate", help="train a zoo (or the missing part of one)",
+                         description="Train every model of a spec on Ray and write a zoo folder;"
+                                     " rerunning on the same folder trains only what is missing.")
+    gen.add_argument("spec", help="built-in spec name (see `zoo specs`) or a YAML file")
+    gen.add_argument("--out", help="zoo folder to write (default: zoo-<spec name>)")
+    gen.add_argument("--address", default=None,
+                     help="Ray cluster address to join (e.g. 'auto'); default: a local runtime")
+    gen.add_argument("--workers", type=int, default=None,
+                     help="at most this many cells train at once (default: all CPUs)")
+    gen.add_argument("--gpus-per-task", type=float, default=0.0,
+                     help="GPU fraction each task asks Ray for (e.g. 0.25)")
+    gen.add_argument("--formats", default="parquet,hdf5",
+                     help="comma-separated shard formats: parquet (always) and hdf5")
+    gen.add_argument("--dry-run", action="store_true",
+                     help="print the plan (cells, models, rows, bytes) and stop")
+    gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    gen.set_defaults(run=cmd_generate)
+
+    info = sub.add_parser("info", help="counts per cell, sizes and phases of a zoo folder")
+    info.add_argument("dir", help="zoo folder")
+    info.set_defaults(run=cmd_info)
+
+    card = sub.add_parser("card", help="rewrite a zoo folder's README.md dataset card")
+    card.add_argument("dir", help="zoo folder")
+    card.set_defaults(run=cmd_card)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `zoo` console script; errors are one line on stderr, exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except ZooError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"zoo: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

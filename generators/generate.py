@@ -1,0 +1,88 @@
+"""`zoo generate`: load the data, plan, train the missing cells on Ray, commit, write the card."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import torch
+
+import zoo
+from generators.card import write_card
+from generators.executor import ensure_ray, run_cells
+from generators.plan import Plan, make_plan
+from generators.writer import FORMATS, ZooWriter
+from zoo import architectures, datasets
+from zoo.cell import CellResult
+from zoo.datasets.base import DataBundle
+from zoo.spec import ZooSpec
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a run did: the plan it followed and how many cells it committed."""
+
+    plan: Plan
+    committed: int
+
+
+def versions() -> dict[str, str]:
+    """Versions of the code and libraries that produce a zoo."""
+    import pyarrow
+    import ray
+
+    return {"phase_zoo": zoo.__version__, "torch": torch.__version__, "ray": ray.__version__,
+            "pyarrow": pyarrow.__version__, "python": platform.python_version()}
+
+
+def count_parameters(spec: ZooSpec, bundle: DataBundle) -> int:
+    """Stored values per checkpoint of the widest model, built on the meta device (no memory)."""
+    widest = max(spec.cells(), key=lambda cell: cell.width)
+    with torch.device("meta"):
+        model = architectures.build(spec.architecture.family, width=widest.width,
+                                    info=bundle.info, args=spec.architecture.args)
+    return sum(t.numel() for t in model.state_dict().values())
+
+
+def load_data(spec: ZooSpec) -> DataBundle:
+    """The spec's data set, fully in memory."""
+    return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
+
+
+def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
+             workers: int | None = None, formats: Iterable[str] = FORMATS,
+             gpus_per_task: float = 0.0, dry_run: bool = False, progress: bool = True,
+             stream: TextIO | None = None) -> Generation:
+    """Generate (or complete) the zoo of `spec` in `out`; only missing cells are trained."""
+    stream = stream or sys.stderr
+    bundle = load_data(spec)
+    fingerprint = bundle.fingerprint()
+    plan = make_plan(spec, fingerprint, out)
+    formats = tuple(formats)
+    print(plan.describe(count_parameters(spec, bundle), len(formats)), file=stream)
+    if dry_run:
+        return Generation(plan, 0)
+    writer = ZooWriter(out, spec.spec_hash(), formats)
+    writer.start({"spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
+                  "data_fingerprint": fingerprint, "versions": versions()})
+    committed = 0
+    if plan.missing:
+        from tqdm import tqdm
+
+        ensure_ray(address, workers)
+        done_models = plan.num_models - sum(len(j) for j in plan.missing.values())
+        with tqdm(total=plan.num_models, initial=done_models, unit="model", file=stream,
+                  desc=f"zoo {spec.name}", disable=not progress) as bar:
+            def commit(result: CellResult) -> None:
+                nonlocal committed
+                writer.commit(result)
+                committed += 1
+                bar.update(len({row["model_id"] for row in result.models}))
+
+            run_cells(spec, plan.missing, bundle, workers=workers,
+                      gpus_per_task=gpus_per_task, on_result=commit)
+    write_card(out)
+    return Generation(plan, committed)

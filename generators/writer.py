@@ -1,0 +1,111 @@
+"""Commit finished cells into a zoo folder: Parquet and HDF5 shards, layouts, the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from zoo.cell import CellResult
+from zoo.folder import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON,
+                        Manifest, Shard, read_manifest, sha256_of, write_atomically,
+                        write_manifest)
+from zoo.layout import Layout
+from zoo.schema import to_arrow
+
+FORMATS = ("parquet", "hdf5")
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """zstd Parquet; float columns byte-stream-split, no dictionary for them (smaller: FACTS)."""
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    floats += [f"{f.name}.list.element" for f in table.schema
+               if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)]
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, path, compression="zstd", use_dictionary=strings,
+                   use_byte_stream_split=floats)
+
+
+def write_hdf5(rows: list[dict[str, Any]], layout: Layout, path: Path) -> None:
+    """Model rows as arrays: /weights/<parameter> (rows, *shape), /columns/<name>, /model_id."""
+    import h5py
+
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layout"] = layout.key
+        handle.create_dataset("model_id", data=np.array([r["model_id"] for r in rows], dtype="S"))
+        handle.create_dataset("epoch", data=np.array([r["epoch"] for r in rows], dtype=np.int64))
+        flat = np.stack([np.asarray(r["weights"], dtype=np.float32) for r in rows])
+        weights = handle.create_group("weights")
+        for entry in layout.entries:
+            values = flat[:, entry.offset:entry.offset + entry.size]
+            weights.create_dataset(entry.name, data=values.reshape(len(rows), *entry.shape))
+        columns = handle.create_group("columns")
+        for name in ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
+                     "test_accuracy", "test_error", "finite"):
+            values = [np.nan if r.get(name) is None else r[name] for r in rows]
+            columns.create_dataset(name, data=np.asarray(values))
+
+
+class ZooWriter:
+    """Writes one zoo folder; `commit(result)` makes a finished cell durable and listed."""
+
+    def __init__(self, root: Path, spec_hash: str, formats: Iterable[str] = FORMATS) -> None:
+        self.root = Path(root)
+        self.formats = tuple(formats)
+        for name in self.formats:
+            if name not in FORMATS:
+                raise ValueError(f"--formats: {name!r} is not allowed; expected {FORMATS}")
+        existing = read_manifest(self.root)
+        self.manifest = existing or Manifest(spec_hash, (), {})
+
+    def start(self, zoo_json: dict[str, Any]) -> None:
+        """Create the folders, remove leftovers of a killed run, write zoo.json."""
+        for folder in (*TABLE_FOLDERS.values(), HDF5_FOLDER, LAYOUTS):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.rglob(f"*{TEMPORARY_SUFFIX}"):
+            leftover.unlink()
+        write_atomically(self.root / ZOO_JSON,
+                         json.dumps(zoo_json, indent=1, sort_keys=True).encode())
+
+    def _shard(self, table: str, fmt: str, relative: str, rows: int, cell_id: str) -> Shard:
+        path = self.root / relative
+        return Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path), cell_id)
+
+    def _write(self, relative: str, write: Any) -> None:
+        path = self.root / relative
+        temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+        write(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+
+    def commit(self, result: CellResult) -> None:
+        """Write a cell's shards under temporary names, rename them, then replace the manifest."""
+        layouts = dict(self.manifest.layouts)
+        for key, layout in result.layouts.items():
+            relative = f"{LAYOUTS}/{key}.json"
+            if key not in layouts:
+                write_atomically(self.root / relative, layout.to_json().encode())
+                layouts[key] = sha256_of(self.root / relative)
+        shards = [s for s in self.manifest.shards if s.cell_id != result.cell_id]
+        stem = f"cell-{result.cell_id}"
+        for table in ("models", "pairs", "cells"):
+            rows = getattr(result, table)
+            if not rows:  # an empty Parquet file breaks datasets.load_dataset
+                continue
+            relative = f"{TABLE_FOLDERS[table]}/{stem}.parquet"
+            self._write(relative, lambda p, t=table, r=rows: write_parquet(to_arrow(t, r), p))
+            shards.append(self._shard(table, "parquet", relative, len(rows), result.cell_id))
+            if table == "models" and "hdf5" in self.formats:
+                layout = result.layouts[rows[0]["layout"]]
+                relative = f"{HDF5_FOLDER}/{stem}.h5"
+                self._write(relative, lambda p, r=rows, l=layout: write_hdf5(r, l, p))
+                shards.append(self._shard("models", "hdf5", relative, len(rows), result.cell_id))
+        shards.sort(key=lambda s: (s.table, s.format, s.path))
+        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts)
+        write_manifest(self.root, self.manifest)

@@ -1,0 +1,63 @@
+"""Shared fixtures: one Ray runtime per test session and one tiny real zoo to read from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+torch.set_num_threads(1)  # the same thread count as Ray workers: evaluations match bit for bit
+
+TINY_SPEC = {
+    "name": "tiny",
+    "description": "Two widths x two batch sizes of tiny MLPs on mnist1d, for tests.",
+    "architecture": {"family": "mlp", "width": 8, "args": {"depth": 1}},
+    "data": {"name": "mnist1d"},
+    "training": {"epochs": 2, "learning_rate": 0.05},
+    "grid": {"load": {"axis": "width", "values": [4, 8]},
+             "temperature": {"axis": "batch_size", "values": [128, 512]}},
+    "seeds": [0, 1],
+    "checkpoints": {"every": 1},
+    "metrics": {"epochs": ["last"],
+                "hessian": {"batches": 2, "batch_size": 32, "max_iter": 20},
+                "similarity": {"batches": 2, "batch_size": 64},
+                "curve": {"steps": 40, "batch_size": 64}},
+}
+
+
+def write_spec(folder: Path, **changes: object) -> Path:
+    """Write TINY_SPEC with top-level `changes` to folder/spec.yaml and return its path."""
+    body = {**TINY_SPEC, **changes}
+    path = folder / f"{body['name']}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """A local Ray runtime shared by the whole session."""
+    from generators.executor import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory, ray_runtime) -> Path:
+    """A real tiny zoo generated once per session (read-only for tests)."""
+    from generators.generate import generate
+    from zoo.spec import load_spec
+
+    folder = tmp_path_factory.mktemp("zoo")
+    spec = load_spec(write_spec(folder))
+    out = folder / "tiny-zoo"
+    generate(spec, out, progress=False)
+    return out

@@ -1,0 +1,130 @@
+"""End-to-end generation of a tiny real zoo: layout, values, determinism, HF, CLI."""
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from generators.cli import main
+from generators.generate import generate, load_data
+from loaders.reader import ZooReader
+from tests.conftest import write_spec
+from zoo.spec import load_spec
+from zoo.tasks import Objective
+from zoo.training import build_model
+
+
+def test_rows_are_cells_times_seeds_times_kept_epochs(tiny_zoo):
+    reader = ZooReader(tiny_zoo)
+    models = reader.table("models", columns=["model_id", "cell_id", "epoch", "finite"])
+    assert models.num_rows == 4 * 2 * 3
+    pairs = set(zip(models.column("model_id").to_pylist(), models.column("epoch").to_pylist()))
+    assert len(pairs) == models.num_rows  # no duplicate (model, epoch)
+    assert set(models.column("epoch").to_pylist()) == {0, 1, 2}
+    assert reader.table("cells").num_rows == 4
+    assert all(models.column("finite").to_pylist())
+    assert json.loads((tiny_zoo / "zoo.json").read_text())["spec"]["name"] == "tiny"
+
+
+def test_every_checkpoint_reproduces_its_recorded_test_metrics(tiny_zoo):
+    reader = ZooReader(tiny_zoo)
+    spec = load_spec(tiny_zoo.parent / "tiny.yaml")
+    bundle = load_data(spec)
+    objective = Objective(bundle)
+    rows = reader.table("models").to_pylist()
+    cells = {c.width: c for c in spec.cells()}
+    for row in rows:
+        layout = reader.layout(row["layout"])
+        model = build_model(spec, cells[row["width"]], bundle, seed=0)
+        model.load_state_dict(layout.unflatten(np.asarray(row["weights"], np.float32)))
+        result = objective.evaluate(model, "test")
+        assert result["accuracy"] == row["test_accuracy"]
+        assert result["loss"] == row["test_loss"]
+
+
+def test_parquet_and_hdf5_hold_identical_values(tiny_zoo):
+    reader = ZooReader(tiny_zoo)
+    for shard in reader.manifest.shards_of("models", "hdf5"):
+        parquet = next(s for s in reader.manifest.shards_of("models")
+                       if s.cell_id == shard.cell_id)
+        rows = pq.read_table(reader.path(parquet)).to_pylist()
+        with h5py.File(reader.path(shard), "r") as handle:
+            layout = reader.layout(handle.attrs["layout"])
+            assert [m.decode() for m in handle["model_id"][:]] == [r["model_id"] for r in rows]
+            assert list(handle["epoch"][:]) == [r["epoch"] for r in rows]
+            for i, row in enumerate(rows):
+                state = layout.unflatten(np.asarray(row["weights"], np.float32))
+                for name, tensor in state.items():
+                    stored = torch.from_numpy(handle["weights"][name][i])
+                    assert torch.equal(stored.to(tensor.dtype), tensor), name
+            assert np.array_equal(handle["columns"]["test_loss"][:],
+                                  [r["test_loss"] for r in rows])
+
+
+def test_same_spec_twice_gives_identical_weights(tiny_zoo, tmp_path, ray_runtime):
+    spec = load_spec(tiny_zoo.parent / "tiny.yaml")
+    again = tmp_path / "again"
+    generate(spec, again, progress=False, formats=("parquet",))
+    key = ["model_id", "epoch"]
+    first = ZooReader(tiny_zoo).table("models", columns=[*key, "weights"]).sort_by(
+        [(k, "ascending") for k in key])
+    second = ZooReader(again).table("models", columns=[*key, "weights"]).sort_by(
+        [(k, "ascending") for k in key])
+    assert first.equals(second)
+
+
+def test_rerun_on_a_finished_zoo_trains_nothing(tiny_zoo, ray_runtime):
+    spec = load_spec(tiny_zoo.parent / "tiny.yaml")
+    before = (tiny_zoo / "manifest.json").read_text()
+    result = generate(spec, tiny_zoo, progress=False)
+    assert result.committed == 0 and not result.plan.missing
+    assert (tiny_zoo / "manifest.json").read_text() == before
+
+
+def test_hugging_face_load_dataset_reads_the_folder_offline(tiny_zoo, tmp_path):
+    code = ("import datasets, sys; d = datasets.load_dataset(sys.argv[1], cache_dir=sys.argv[2]);"
+            "c = datasets.load_dataset(sys.argv[1], 'cells', cache_dir=sys.argv[2]);"
+            "print(d['train'].num_rows, c['train'].num_rows, len(d['train'][0]['weights']))")
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_zoo), str(tmp_path / "cache")],
+                         capture_output=True, text=True, env={"HF_DATASETS_OFFLINE": "1",
+                                                               "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    rows, cells, size = out.stdout.split()
+    assert (int(rows), int(cells)) == (24, 4)
+    assert int(size) == ZooReader(tiny_zoo).table("models", ["num_params"])[0][0].as_py()
+
+
+def test_cli_bad_spec_is_one_line_exit_2_and_leaves_no_folder(tmp_path, capsys):
+    path = write_spec(tmp_path, training={"epochs": -3})
+    out = tmp_path / "never"
+    code = main(["generate", str(path), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.strip().count("\n") == 0
+    assert "training.epochs: -3 is not allowed" in captured.err
+    assert "Traceback" not in captured.err
+    assert not out.exists()
+
+
+def test_cli_dry_run_info_and_specs(tiny_zoo, tmp_path, capsys):
+    path = tiny_zoo.parent / "tiny.yaml"
+    assert main(["generate", str(path), "--out", str(tmp_path / "dry"), "--dry-run"]) == 0
+    assert "4 cells (2 width × 2 batch_size) × 2 seeds = 8 models, 24 model rows" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "dry").exists()
+    assert main(["info", str(tiny_zoo)]) == 0
+    info = capsys.readouterr().out
+    assert "4 cells, 24 model rows" in info and "phases:" in info
+    assert main(["specs"]) == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_a_folder_of_another_spec_is_refused(tiny_zoo, tmp_path, capsys):
+    path = write_spec(tmp_path, seeds=[5])
+    assert main(["generate", str(path), "--out", str(tiny_zoo)]) == 2
+    assert "holds a zoo of another spec" in capsys.readouterr().err

@@ -1,0 +1,137 @@
+import copy
+
+import pytest
+
+from tests.conftest import TINY_SPEC, write_spec
+from zoo.errors import SpecError
+from zoo.spec import builtin_specs, load_spec, parse_spec, short_hash
+
+
+def _spec(**changes):
+    body = copy.deepcopy(TINY_SPEC)
+    body.update(changes)
+    return body
+
+
+def test_tiny_spec_parses_and_expands_into_cells_and_seeds():
+    spec = parse_spec(_spec())
+    jobs = spec.jobs("fingerprint")
+    assert len(spec.cells()) == 4 and len(jobs) == 8
+    assert [c.width for c in spec.cells()] == [4, 4, 8, 8]
+    assert [c.batch_size for c in spec.cells()] == [128, 512, 128, 512]
+    assert spec.checkpoint_epochs == (0, 1, 2)
+    assert spec.metrics.epochs == (2,)
+    assert len({j.model_id for j in jobs}) == 8 and len({j.cell_id for j in jobs}) == 4
+
+
+def test_ids_are_stable_and_depend_on_what_defines_the_model():
+    first = parse_spec(_spec()).jobs("fp")
+    again = parse_spec(_spec()).jobs("fp")
+    assert [j.model_id for j in first] == [j.model_id for j in again]
+    assert first[0].model_id == short_hash({**parse_spec(_spec()).cell_identity(
+        first[0].cell, "fp"), "seed": 0})
+    other_data = parse_spec(_spec()).jobs("other fingerprint")
+    assert first[0].model_id != other_data[0].model_id
+    # checkpoints and metric settings do not change what a model is
+    fewer = parse_spec(_spec(checkpoints={"every": 2})).jobs("fp")
+    assert [j.model_id for j in fewer] == [j.model_id for j in first]
+    # a grown zoo keeps the ids of the models it already had
+    grown = parse_spec(_spec(seeds=[0, 1, 2])).jobs("fp")
+    assert {j.model_id for j in first} <= {j.model_id for j in grown}
+
+
+def test_checkpoint_and_metric_epochs():
+    spec = parse_spec(_spec(training={"epochs": 12}, checkpoints={"every": 5, "epochs": [7]},
+                            metrics={"epochs": [3, "last"]}))
+    assert spec.checkpoint_epochs == (0, 5, 7, 10, 12)
+    assert spec.metrics.epochs == (3, 12)
+
+
+def test_model_dim_axis_sets_width():
+    spec = parse_spec(_spec(grid={"load": {"axis": "model_dim", "values": [16, 32]},
+                                  "temperature": {"axis": "learning_rate", "values": [0.1]}}))
+    assert [c.width for c in spec.cells()] == [16, 32]
+    assert [c.learning_rate for c in spec.cells()] == [0.1, 0.1]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"trainig": {}}, r"trainig: unknown field; allowed fields"),
+    ({"name": "bad name!"}, r"name: 'bad name!' is not allowed"),
+    ({"training": {"epochs": 0}}, r"training.epochs: 0 is not allowed; expected an integer >= 1"),
+    ({"training": {"epochs": 2.5}}, r"training.epochs: 2.5 is not allowed; expected an integer"),
+    ({"training": {"optimizer": "lbfgs"}}, r"training.optimizer: 'lbfgs' is not allowed; "
+                                           r"expected one of sgd, adam, adamw"),
+    ({"training": {"schedule": "step"}}, r"training.schedule: 'step' is not allowed"),
+    ({"training": {"augmentation": "mixup"}}, r"training.augmentation: 'mixup'"),
+    ({"training": {"learning_rate": 0.0}}, r"training.learning_rate: 0.0 is not allowed"),
+    ({"training": {"momentum": -1.0}}, r"training.momentum: -1.0 is not allowed"),
+    ({"grid": {"load": {"axis": "depth", "values": [1]},
+               "temperature": {"axis": "batch_size", "values": [8]}}},
+     r"grid.load.axis: 'depth' is not allowed; expected one of width, model_dim"),
+    ({"grid": {"load": {"axis": "width", "values": [4]},
+               "temperature": {"axis": "width", "values": [8]}}},
+     r"grid.temperature.axis: 'width' is not allowed"),
+    ({"grid": {"load": {"axis": "width", "values": []},
+               "temperature": {"axis": "batch_size", "values": [8]}}},
+     r"grid.load.values: \[\] is not allowed; expected a non-empty list"),
+    ({"grid": {"load": {"axis": "width", "values": [4, 4]},
+               "temperature": {"axis": "batch_size", "values": [8]}}},
+     r"grid.load.values: \[4, 4\] is not allowed; expected distinct values"),
+    ({"grid": {"load": {"axis": "data_fraction", "values": [0.5, 1.5]},
+               "temperature": {"axis": "batch_size", "values": [8]}}},
+     r"grid.load.values\[1\]: 1.5 is not allowed; expected a number > 0.0 and <= 1.0"),
+    ({"grid": {"load": {"axis": "width", "values": [4]}}},
+     r"grid.temperature: missing"),
+    ({"seeds": [0, 0]}, r"seeds: \[0, 0\] is not allowed; expected distinct seeds"),
+    ({"seeds": []}, r"seeds: \[\] is not allowed"),
+    ({"seeds": [-1]}, r"seeds\[0\]: -1 is not allowed"),
+    ({"checkpoints": {"every": 0}}, r"checkpoints.every: 0 is not allowed"),
+    ({"checkpoints": {"epochs": [9]}}, r"checkpoints.epochs\[0\]: 9 is not allowed; "
+                                       r"expected an integer >= 0 and <= 2"),
+    ({"metrics": {"epochs": [5]}}, r"metrics.epochs\[0\]: 5 is not allowed"),
+    ({"metrics": {"curve": {"points": 2}}}, r"metrics.curve.points: 2 is not allowed"),
+    ({"metrics": {"hessian": {"enabled": "yes"}}}, r"metrics.hessian.enabled: 'yes' is not"),
+    ({"metrics": {"hessian": {"probes": 3}}}, r"metrics.hessian.probes: unknown field"),
+    ({"phases": {"mc": -1.0}}, r"phases.mc: -1.0 is not allowed"),
+    ({"phases": {"loss": 1.0}}, r"phases.loss: unknown field"),
+    ({"data": {"name": "mnist1d", "fraction": 0.0}}, r"data.fraction: 0.0 is not allowed"),
+    ({"data": {"name": "mnist1d", "root": 3}}, r"data.root: 3 is not allowed"),
+    ({"architecture": {"family": "mlp", "width": 0}}, r"architecture.width: 0 is not allowed"),
+])
+def test_every_bad_field_is_named(changes, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(_spec(**changes))
+
+
+def test_missing_required_section_is_named():
+    body = _spec()
+    del body["grid"]
+    with pytest.raises(SpecError, match="grid: missing"):
+        parse_spec(body)
+
+
+def test_registries_are_checked_when_loading(tmp_path):
+    path = write_spec(tmp_path, architecture={"family": "lstm"})
+    with pytest.raises(SpecError, match="architecture.family: 'lstm' is not allowed"):
+        load_spec(path)
+    path = write_spec(tmp_path, data={"name": "imagenet"})
+    with pytest.raises(SpecError, match="data.name: 'imagenet'"):
+        load_spec(path)
+
+
+def test_unknown_spec_name_lists_the_built_ins(tmp_path):
+    with pytest.raises(SpecError, match="neither a file nor a built-in spec; built-in specs: .*demo"):
+        load_spec("no-such-spec")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+
+
+def test_every_built_in_spec_loads():
+    names = builtin_specs()
+    assert "demo" in names
+    for name in names:
+        spec = load_spec(name)
+        assert spec.name == name
+        assert spec.jobs("fp")

@@ -1,0 +1,52 @@
+"""Seeded training-time augmentation of image batches (random crop, flip, rotation)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+CROP_PADDING = 4  # pixels of zero padding before a random crop, as torchvision RandomCrop(pad 4)
+ROTATION_DEGREES = 20.0
+
+
+def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Apply `kind` ('none', 'flip', 'crop', 'crop-flip', 'crop-flip-rotate') to (B, C, H, W)."""
+    if kind == "none":
+        return images
+    if images.dim() != 4:
+        raise ValueError(f"augmentation {kind!r} needs image batches (B, C, H, W), "
+                         f"got shape {tuple(images.shape)}")
+    if "crop" in kind:
+        images = random_crop(images, generator)
+    if "flip" in kind:
+        flip = torch.rand(images.shape[0], generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if "rotate" in kind:
+        images = random_rotation(images, generator)
+    return images
+
+
+def random_crop(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by CROP_PADDING and crop back to the original size at a random offset."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, [CROP_PADDING] * 4)
+    dy = torch.randint(0, 2 * CROP_PADDING + 1, (batch,), generator=generator)
+    dx = torch.randint(0, 2 * CROP_PADDING + 1, (batch,), generator=generator)
+    rows = (dy[:, None] + torch.arange(height))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width))[:, None, None, :]
+    index = torch.arange(batch)[:, None, None, None]
+    channels = torch.arange(images.shape[1])[None, :, None, None]
+    return padded[index, channels, rows, cols]
+
+
+def random_rotation(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image by a uniform angle in ±ROTATION_DEGREES (bilinear, zero fill)."""
+    angles = (torch.rand(images.shape[0], generator=generator) * 2 - 1)
+    angles = angles * ROTATION_DEGREES * math.pi / 180
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    zeros = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False)

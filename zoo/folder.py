@@ -1,0 +1,109 @@
+"""The zoo folder's fixed names and its manifest, shared by the writer and the readers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooFolderError
+from zoo.schema import FORMAT_VERSION
+
+MANIFEST = "manifest.json"
+ZOO_JSON = "zoo.json"
+README = "README.md"
+LAYOUTS = "layouts"
+TABLE_FOLDERS = {"models": "data/models", "cells": "data/cells", "pairs": "data/pairs"}
+HDF5_FOLDER = "hdf5"
+TEMPORARY_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One complete file of the zoo: its table, format, path relative to the root, size, hash."""
+
+    table: str
+    format: str
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+    cell_id: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every complete shard of a zoo; written last and atomically, so it never lists a partial."""
+
+    spec_hash: str
+    shards: tuple[Shard, ...]
+    layouts: dict[str, str]  # layout key -> sha256 of layouts/<key>.json
+    format_version: int = FORMAT_VERSION
+
+    def cell_ids(self) -> set[str]:
+        """Cells whose cells-table row is committed (their models and pairs are, too)."""
+        return {s.cell_id for s in self.shards if s.table == "cells"}
+
+    def shards_of(self, table: str, format: str = "parquet") -> list[Shard]:
+        return [s for s in self.shards if s.table == table and s.format == format]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def confined(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing any path that leaves the zoo folder."""
+    root = root.resolve()
+    path = (root / relative).resolve()
+    if root != path and root not in path.parents:
+        raise ZooFolderError(f"{root / MANIFEST}: shard path {relative!r} leaves the zoo folder")
+    return path
+
+
+def read_manifest(root: Path) -> Manifest | None:
+    """The zoo's manifest, or None when the folder has none yet."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        body = json.loads(path.read_text())
+        if body.get("format_version") != FORMAT_VERSION:
+            raise ZooFolderError(f"{path}: format version {body.get('format_version')!r} "
+                                 f"is not supported (expected {FORMAT_VERSION})")
+        shards = tuple(Shard(**raw) for raw in body["shards"])
+        manifest = Manifest(body["spec_hash"], shards, dict(body["layouts"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ZooFolderError(f"{path}: malformed manifest ({error})") from None
+    for shard in manifest.shards:
+        confined(Path(root), shard.path)
+    for key in manifest.layouts:
+        confined(Path(root), f"{LAYOUTS}/{key}.json")
+    return manifest
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary sibling, flush it to disk, and rename it over `path`."""
+    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Replace the manifest atomically."""
+    body: dict[str, Any] = {"format_version": manifest.format_version,
+                            "spec_hash": manifest.spec_hash,
+                            "layouts": dict(sorted(manifest.layouts.items())),
+                            "shards": [asdict(s) for s in manifest.shards]}
+    write_atomically(Path(root) / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())

@@ -1,0 +1,186 @@
+"""Column names of the zoo tables: a public API declared once, used by writers, loaders, cards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, Arrow type and what it means (units included)."""
+
+    name: str
+    type: pa.DataType
+    description: str
+
+
+def _c(name: str, type_: pa.DataType, description: str) -> Column:
+    return Column(name, type_, description)
+
+
+F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+F64_LIST = pa.list_(pa.float64())
+
+IDENTITY = (
+    _c("cell_id", STR, "hash of everything that defines the cell's models but the seed"),
+    _c("spec_hash", STR, "hash of the resolved zoo spec that produced the row"),
+    _c("zoo", STR, "zoo spec name"),
+    _c("architecture", STR, "architecture family"),
+    _c("data", STR, "data set name"),
+    _c("load_axis", STR, "name of the load-like axis (width, model_dim, data_fraction, beta)"),
+    _c("load_value", F64, "the cell's value on the load-like axis"),
+    _c("temperature_axis", STR, "name of the temperature-like axis"),
+    _c("temperature_value", F64, "the cell's value on the temperature-like axis"),
+    _c("width", I64, "model width (hidden units, channels, base ResNet width, model_dim)"),
+    _c("data_fraction", F64, "fraction of the training set used"),
+    _c("beta", F64, "PDE coefficient (convection speed; PINN zoos only)"),
+    _c("batch_size", I64, "training batch size"),
+    _c("learning_rate", F64, "peak learning rate"),
+    _c("weight_decay", F64, "weight decay (L2) of the optimizer"),
+)
+
+EVALUATION = tuple(
+    _c(f"{split}_{what}", F64, f"{text} on the full {split} set, eval mode")
+    for split in ("train", "test")
+    for what, text in (
+        ("loss", "mean loss"),
+        ("accuracy", "accuracy in [0, 1] (classification and next-token; null for PINNs)"),
+        ("error", "error: 1 - accuracy, or the relative L2 error for PINNs"),
+    )
+)
+
+HESSIAN = tuple(
+    _c(f"hessian_{what}_{split}", F64, f"{text} of the loss Hessian on the fixed {split} probe set")
+    for split in ("train", "test")
+    for what, text in (
+        ("top_eigenvalue", "largest algebraic eigenvalue (Lanczos)"),
+        ("trace", "trace (Hutchinson, Rademacher probes)"),
+        ("trace_stderr", "standard error of the Hutchinson trace"),
+    )
+) + (
+    _c("hessian_samples", I64, "probe samples per split (batches × batch size)"),
+    _c("hessian_max_iter", I64, "maximum iterations of eigenvalue and trace estimators"),
+    _c("hessian_tol", F64, "relative tolerance of eigenvalue and trace estimators"),
+)
+
+MODEL_COLUMNS: tuple[Column, ...] = (
+    _c("model_id", STR, "hash of everything that defines the model (cell identity + seed)"),
+    *IDENTITY,
+    _c("seed", I64, "seed of initialisation, data order and probes"),
+    _c("epoch", I64, "epoch of the checkpoint (0 = initialisation)"),
+    _c("is_metric_epoch", BOOL, "landscape metrics were measured at this epoch"),
+    *EVALUATION,
+    _c("finite", BOOL, "weights and losses are finite (false: training diverged)"),
+    *HESSIAN,
+    _c("heavy_tail_alpha", F64, "mean WeightWatcher power-law exponent over weight matrices"),
+    _c("heavy_tail_alphas", F64_LIST, "per weight matrix exponent, layout order (NaN: skipped)"),
+    _c("trained_by", STR, "'single' (one model) or 'stacked' (a vmapped population)"),
+    _c("num_params", I64, "number of stored values (parameters and buffers)"),
+    _c("layout", STR, "key of layouts/<layout>.json: names, shapes, offsets of `weights`"),
+    _c("weights", pa.list_(pa.float32()), "all parameters and buffers, flat, state_dict order"),
+    _c("data_fingerprint", STR, "sha256 of the data set tensors"),
+    _c("code_version", STR, "phase-zoo version"),
+    _c("torch_version", STR, "torch version that trained the model"),
+    _c("train_seconds", F64, "wall-clock seconds of training (same for all epochs of a model)"),
+)
+
+CELL_MEANS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "train_error",
+              "test_error", "hessian_top_eigenvalue_train", "hessian_trace_train",
+              "hessian_top_eigenvalue_test", "hessian_trace_test", "heavy_tail_alpha",
+              "cka", "cka_mixup", "mc_train_error", "mc_test_error", "mc_train_loss",
+              "mc_test_loss", "linear_barrier_train_loss", "linear_barrier_test_error")
+
+CELL_COLUMNS: tuple[Column, ...] = (
+    *IDENTITY,
+    _c("metric_epoch", I64, "epoch at which the cell's metrics were taken"),
+    _c("num_models", I64, "models (seeds) in the cell"),
+    _c("num_pairs", I64, "seed pairs in the cell"),
+    _c("finite_fraction", F64, "fraction of the cell's models that stayed finite"),
+    *(col for name in CELL_MEANS for col in (
+        _c(f"{name}_mean", F64, f"mean of {name} over the cell's models or pairs"),
+        _c(f"{name}_std", F64, f"standard deviation of {name} over models or pairs"),
+    )),
+    _c("phase", STR, "phase label: I, II, III, IV-A, IV-B (Yang et al. 2021)"),
+    _c("phase_high_loss", F64, "threshold: train loss (PINN: error) above it is 'high'"),
+    _c("phase_mc", F64, "threshold: |mc| (error points) below it is 'well connected'"),
+    _c("phase_cka", F64, "threshold: CKA at or above it is 'high'"),
+)
+
+CURVE_LISTS = tuple(
+    _c(f"curve_{split}_{what}", F64_LIST, f"{split} {what} along the Bezier curve at curve_ts")
+    for split in ("train", "test") for what in ("loss", "error")
+)
+LINE_LISTS = tuple(
+    _c(f"linear_{split}_{what}", F64_LIST, f"{split} {what} along the straight segment")
+    for split in ("train", "test") for what in ("loss", "error")
+)
+
+PAIR_COLUMNS: tuple[Column, ...] = (
+    _c("cell_id", STR, "cell of both models"),
+    _c("spec_hash", STR, "hash of the resolved zoo spec"),
+    _c("model_id_a", STR, "first model"),
+    _c("model_id_b", STR, "second model"),
+    _c("seed_a", I64, "seed of the first model"),
+    _c("seed_b", I64, "seed of the second model"),
+    _c("epoch", I64, "metric epoch of both checkpoints"),
+    _c("cka", F64, "linear CKA of output logits on test samples, per batch then averaged"),
+    _c("cka_mixup", F64, "linear CKA of softmax outputs on mixup train inputs (Yang et al.)"),
+    _c("cka_samples", I64, "samples per CKA estimate (batches × batch size)"),
+    *(col for split in ("train", "test") for what in ("error", "loss") for col in (
+        _c(f"mc_{split}_{what}", F64, f"mode connectivity on {split} {what} (error in points)"),
+        _c(f"t_star_{split}_{what}", F64, f"t* of mc_{split}_{what}"),
+    )),
+    _c("curve_ts", F64_LIST, "evaluated points t of the Bezier curve"),
+    *CURVE_LISTS,
+    _c("curve_steps", I64, "optimizer steps used to fit the Bezier curve"),
+    _c("curve_learning_rate", F64, "learning rate of the curve fit"),
+    _c("curve_batch_size", I64, "batch size of the curve fit"),
+    _c("linear_alphas", F64_LIST, "evaluated points alpha of the straight segment"),
+    *LINE_LISTS,
+    _c("linear_barrier_train_loss", F64, "max_alpha L(alpha) - linear interpolation of ends"),
+    _c("linear_barrier_test_error", F64, "the same on test error, in points"),
+)
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "models": MODEL_COLUMNS, "cells": CELL_COLUMNS, "pairs": PAIR_COLUMNS,
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of `table` ('models', 'cells' or 'pairs')."""
+    return pa.schema([pa.field(c.name, c.type) for c in TABLES[table]])
+
+
+def to_arrow(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Build an Arrow table from row dicts; absent keys are null, unknown keys are an error."""
+    columns = TABLES[table]
+    names = {c.name for c in columns}
+    for row in rows:
+        unknown = set(row) - names
+        if unknown:
+            raise KeyError(f"{table} rows have undeclared columns: {sorted(unknown)}")
+    arrays = []
+    for column in columns:
+        values = [row.get(column.name) for row in rows]
+        if column.name == "weights":
+            arrays.append(_float32_lists(values))
+        else:
+            arrays.append(pa.array(values, type=column.type))
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(table))
+
+
+def _float32_lists(values: Iterable[np.ndarray]) -> pa.Array:
+    """A list<float32> array built from flat float32 vectors without per-element Python work."""
+    vectors = [np.asarray(v, dtype=np.float32).ravel() for v in values]
+    offsets = np.zeros(len(vectors) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in vectors], out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise ValueError("a shard holds more than 2**31 weights; write fewer rows per shard")
+    flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))

@@ -1,0 +1,119 @@
+"""Train one model of a zoo deterministically and keep its checkpoints and evaluations."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from zoo import architectures
+from zoo.augment import augment
+from zoo.datasets.base import DataBundle
+from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
+from zoo.tasks import Objective, is_finite
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A 63-bit seed for one purpose ('init', 'data', 'probe', ...) derived from a model seed."""
+    return int(hashlib.sha256(f"{seed}:{purpose}".encode()).hexdigest()[:15], 16)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model's state at a kept epoch, with its full-set evaluation."""
+
+    epoch: int
+    state_dict: dict[str, torch.Tensor]
+    train: dict[str, float | None]
+    test: dict[str, float | None]
+    finite: bool
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """All kept checkpoints of one model and how long it trained."""
+
+    job: ModelJob
+    checkpoints: tuple[Checkpoint, ...]
+    seconds: float
+
+
+def build_model(spec: ZooSpec, cell: Cell, bundle: DataBundle, seed: int) -> torch.nn.Module:
+    """The cell's architecture initialised from `seed` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return architectures.build(spec.architecture.family, width=cell.width,
+                                   info=bundle.info, args=spec.architecture.args)
+
+
+def make_optimizer(recipe: TrainingSpec, cell: Cell,
+                   parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD (momentum), Adam or AdamW at the cell's learning rate and weight decay."""
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=cell.learning_rate, momentum=recipe.momentum,
+                               weight_decay=cell.weight_decay)
+    optimizer = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+    return optimizer(parameters, lr=cell.learning_rate, weight_decay=cell.weight_decay)
+
+
+def make_schedule(recipe: TrainingSpec, optimizer: torch.optim.Optimizer, cell: Cell,
+                  total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """OneCycle (max lr = the cell's lr, stepped per batch, as the paper), cosine or constant."""
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cell.learning_rate,
+                                                   total_steps=total_steps)
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
+              diverged: bool) -> Checkpoint:
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    train, test = objective.evaluate(model, "train"), objective.evaluate(model, "test")
+    finite = (not diverged and is_finite(train) and is_finite(test)
+              and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()))
+    return Checkpoint(epoch, state, train, test, bool(finite))
+
+
+def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle) -> TrainedModel:
+    """Train one model; a run that diverges stops and its later checkpoints are non-finite.
+
+    The same spec, job and data give bitwise the same checkpoints on the same machine and
+    thread count: init, data order and augmentation each come from a seed derived from job.seed.
+    """
+    start = time.perf_counter()
+    recipe, cell = spec.training, job.cell
+    data = bundle.subsample(cell.data_fraction)
+    objective = Objective(data, beta=cell.beta)
+    model = build_model(spec, cell, data, job.seed)
+    optimizer = make_optimizer(recipe, cell, [p for p in model.parameters() if p.requires_grad])
+    steps_per_epoch = math.ceil(data.num_train / cell.batch_size)
+    schedule = make_schedule(recipe, optimizer, cell, steps_per_epoch * recipe.epochs)
+    generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
+    kept = set(spec.checkpoint_epochs) | set(spec.metrics.epochs)
+    checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
+    diverged = False
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        order = torch.randperm(data.num_train, generator=generator)
+        for index in order.split(cell.batch_size):
+            if diverged:
+                break
+            batch = tuple(t[index] for t in data.train)
+            if recipe.augmentation != "none":
+                batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
+            loss = objective.loss(model, batch)
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        if epoch in kept:
+            checkpoints.append(_snapshot(model, objective, epoch, diverged))
+    return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)

@@ -46,7 +46,7 @@ def model_rows(spec: ZooSpec, trained: TrainedModel, layout: Layout,
     job = trained.job
     base = {
         "model_id": job.model_id, **identity_columns(spec, job.cell, job.cell_id),
-        "seed": job.seed, "trained_by": "single", "num_params": layout.size,
+        "seed": job.seed, "trained_by": trained.trained_by, "num_params": layout.size,
         "layout": layout.key, "data_fingerprint": fingerprint,
         "code_version": zoo.__version__, "torch_version": torch.__version__,
         "train_seconds": trained.seconds,

@@ -18,6 +18,7 @@ TEMPERATURE_AXES = ("batch_size", "learning_rate", "weight_decay")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-flip-rotate")
+STACKING = ("auto", "always", "never")
 
 
 def canonical_json(value: Any) -> str:
@@ -96,6 +97,7 @@ class TrainingSpec:
     epochs: int = 20
     batch_size: int = 64
     augmentation: str = "none"
+    stacking: str = "auto"  # train a cell's seeds as one vmapped population: auto, always, never
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class ZooSpec:
     def cell_identity(self, cell: Cell, data_fingerprint: str) -> dict[str, Any]:
         """Everything that defines a cell's models except the seed (hashed into `cell_id`)."""
         recipe = asdict(self.training)
-        for name in ("batch_size", "learning_rate", "weight_decay"):
+        for name in ("batch_size", "learning_rate", "weight_decay", "stacking"):
             recipe.pop(name)
         return {
             "architecture": {"family": self.architecture.family,
@@ -370,6 +372,7 @@ def parse_spec(raw: Any) -> ZooSpec:
     _choice(training.optimizer, "training.optimizer", OPTIMIZERS)
     _choice(training.schedule, "training.schedule", SCHEDULES)
     _choice(training.augmentation, "training.augmentation", AUGMENTATIONS)
+    _choice(training.stacking, "training.stacking", STACKING)
     if training.learning_rate <= 0:
         raise _fail("training.learning_rate", training.learning_rate, "a number > 0")
 

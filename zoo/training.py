@@ -39,6 +39,7 @@ class TrainedModel:
     job: ModelJob
     checkpoints: tuple[Checkpoint, ...]
     seconds: float
+    trained_by: str = "single"  # or "stacked": a member of a vmapped population
 
 
 def build_model(spec: ZooSpec, cell: Cell, bundle: DataBundle, seed: int) -> torch.nn.Module:

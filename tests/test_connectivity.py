@@ -1,0 +1,245 @@
+"""Mode connectivity, Bezier curves and linear barriers on hand-made cases and tiny real nets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from zoo.metrics.connectivity import (
+    BezierCurve,
+    evaluate_curve,
+    fit_bezier,
+    linear_barrier,
+    mode_connectivity,
+    recondition_batchnorm,
+)
+
+TS = [0.0, 0.25, 0.5, 0.75, 1.0]
+CE = nn.functional.cross_entropy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny nets run far faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_mc", "expected_t"),
+    [
+        ([1.0, 1.5, 3.0, 1.2, 1.0], -2.0, 0.5),  # a bump: barrier
+        ([2.0, 1.0, 0.5, 1.5, 2.0], 1.5, 0.5),  # a dip: under-trained ends
+        ([1.0, 1.0, 1.0, 1.0, 1.0], 0.0, 0.0),  # flat: ties go to the first t
+        ([0.0, 1.0, 3.0, 4.5, 2.0], -3.5, 0.75),  # uneven ends, peak off-centre
+        ([0.0, 1.0, 1.0, 1.0, 10.0], 5.0, 0.0),  # the ends themselves deviate most
+        ([1.0, math.nan, 1.0, 1.0, 1.0], -math.inf, 0.25),  # a diverged point
+    ],
+)
+def test_mode_connectivity_on_hand_made_curves(values, expected_mc, expected_t) -> None:
+    mc, t_star = mode_connectivity(values, TS)
+    assert mc == expected_mc
+    assert t_star == expected_t
+
+
+def test_mode_connectivity_with_non_finite_ends_is_nan() -> None:
+    mc, t_star = mode_connectivity([math.inf, 1.0, 2.0], [0.0, 0.5, 1.0])
+    assert math.isnan(mc) and math.isnan(t_star)
+
+
+@pytest.mark.parametrize(
+    ("values", "ts", "match"),
+    [
+        ([1.0, 2.0], [0.0, 0.5, 1.0], "same length >= 2, got 2 and 3"),
+        ([1.0], [0.0], "same length >= 2, got 1 and 1"),
+        ([1.0, 2.0, 3.0], [0.1, 0.5, 1.0], "ts must start at 0 and end at 1, got 0.1 ... 1.0"),
+    ],
+)
+def test_mode_connectivity_rejects_bad_curves(values, ts, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        mode_connectivity(values, ts)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16
+    return x, torch.tensor(data.target)
+
+
+def _mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def _epoch(x: torch.Tensor, y: torch.Tensor):
+    def batches(g: torch.Generator | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(x), generator=g)
+        return [(x[order[i : i + 128]], y[order[i : i + 128]]) for i in range(0, len(x), 128)]
+
+    return batches
+
+
+@pytest.fixture(scope="module")
+def two_models(digits) -> tuple[nn.Module, nn.Module]:
+    x, y = digits
+    models = []
+    for seed in (0, 1):
+        model = _mlp(seed)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(3):
+            for xb, yb in _epoch(x, y)(torch.Generator().manual_seed(seed)):
+                opt.zero_grad()
+                CE(model(xb), yb).backward()
+                opt.step()
+        models.append(model.eval())
+    return models[0], models[1]
+
+
+def _loss_on(x: torch.Tensor, y: torch.Tensor):
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            out = model(x)
+        return {"loss": float(CE(out, y)), "error": float((out.argmax(1) != y).float().mean() * 100)}
+
+    return evaluate
+
+
+def test_fitted_curve_keeps_its_ends_and_beats_the_straight_line(digits, two_models) -> None:
+    x, y = digits
+    a, b = two_models
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    curve = fit_bezier(a, b, CE, _epoch(x, y), steps=150, generator=torch.Generator().manual_seed(0))
+    for name, p in a.named_parameters():
+        assert torch.equal(curve.start[name], p) and torch.equal(before[name], p)
+    for name, p in b.named_parameters():
+        assert torch.equal(curve.end[name], p)
+    assert torch.equal(curve.model_at(0.0)(x), a(x))
+    assert torch.equal(curve.model_at(1.0)(x), b(x))
+    evaluate = _loss_on(x, y)
+    on_curve = evaluate_curve(curve, TS, evaluate)
+    _, straight = linear_barrier(a, b, evaluate)
+    assert on_curve["loss"][2] < straight[2]
+    assert on_curve["loss"][0] == straight[0] and on_curve["loss"][-1] == straight[-1]
+    assert set(on_curve) == {"loss", "error"} and len(on_curve["error"]) == 5
+
+
+def test_fit_is_repeatable_and_accepts_a_plain_list_of_batches(digits, two_models) -> None:
+    x, y = digits
+    a, b = two_models
+    batches = _epoch(x, y)(torch.Generator().manual_seed(3))[:4]
+    curves = [
+        fit_bezier(a, b, CE, batches, steps=10, generator=torch.Generator().manual_seed(7))
+        for _ in range(2)
+    ]
+    for name, theta in curves[0].control.items():
+        assert torch.equal(theta, curves[1].control[name])
+        assert not theta.requires_grad
+    midpoint = (curves[0].start["0.weight"] + curves[0].end["0.weight"]) / 2
+    assert not torch.equal(curves[0].control["0.weight"], midpoint)
+
+
+def test_fit_rejects_bad_arguments(two_models) -> None:
+    a, b = two_models
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
+        fit_bezier(a, b, CE, [], steps=0)
+    with pytest.raises(ValueError, match="train_batches yielded no batches"):
+        fit_bezier(a, b, CE, [], steps=1)
+    with pytest.raises(ValueError, match=r"differ in parameters \(name, shape\)"):
+        fit_bezier(a, nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)), CE, [], steps=1)
+
+
+class _BatchNormNet(nn.Module):
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.linear = nn.Linear(4, 6).double()
+        self.drop = nn.Dropout(0.5)  # must stay off while statistics are re-estimated
+        self.norm = nn.BatchNorm1d(6).double()
+        self.head = nn.Linear(6, 3).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.norm(self.drop(self.linear(x)))))
+
+
+def test_batchnorm_statistics_are_re_estimated_not_blended() -> None:
+    a, b = _BatchNormNet(0), _BatchNormNet(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 4, generator=g, dtype=torch.float64) * 3 + 1
+    y = torch.randint(0, 3, (96,), generator=g)
+    train = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]
+    curve = fit_bezier(a, b, CE, train, steps=20, lr=0.01, generator=g)
+    model = curve.model_at(0.3, bn_batches=train)
+    assert not model.training
+    with torch.no_grad():
+        pre = [model.linear(xb) for xb, _ in train]
+    mean = torch.stack([p.mean(0) for p in pre]).mean(0)
+    var = torch.stack([p.var(0, unbiased=True) for p in pre]).mean(0)
+    torch.testing.assert_close(model.norm.running_mean, mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.norm.running_var, var, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.norm.running_mean, model.linear(x).mean(0).detach())
+    assert model.norm.momentum == 0.1  # the layer's own setting is put back
+    with pytest.raises(ValueError, match="pass bn_batches"):
+        curve.model_at(0.3)
+    with pytest.raises(ValueError, match="got no batches"):
+        recondition_batchnorm(model, [])
+
+
+def test_recondition_accepts_bare_inputs_and_leaves_plain_models_alone() -> None:
+    net = _BatchNormNet(2)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    recondition_batchnorm(net, [x.float()])  # cast to the model's dtype
+    torch.testing.assert_close(net.norm.running_mean, net.linear(x).mean(0).detach())
+    plain = nn.Linear(2, 2)
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    assert recondition_batchnorm(plain, []) is plain
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in state.items())
+
+
+def _scalar(w: float) -> nn.Module:
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(w)
+    return model
+
+
+def _double_well(model: nn.Module) -> dict[str, float]:
+    w = float(model.weight.detach())
+    return {"loss": (w * w - 1) ** 2, "w": w}
+
+
+def test_linear_barrier_hand_checked_on_a_double_well() -> None:
+    barrier, values = linear_barrier(_scalar(-1.0), _scalar(1.0), _double_well)
+    assert values == [0.0, 0.5625, 1.0, 0.5625, 0.0]  # w = 2α − 1
+    assert barrier == 1.0
+    barrier, values = linear_barrier(_scalar(0.5), _scalar(0.5), _double_well, alphas=(0, 0.3, 1))
+    assert barrier == 0.0 and values == [0.5625] * 3
+    barrier, _ = linear_barrier(_scalar(0.0), _scalar(2.0), _double_well, key="w", alphas=(0, 0.5, 1))
+    assert barrier == 0.0  # w is linear in α
+
+
+def test_linear_barrier_rejects_alphas_without_both_ends() -> None:
+    with pytest.raises(ValueError, match=r"alphas must run from 0 to 1 .*got \[0.0, 0.5\]"):
+        linear_barrier(_scalar(0.0), _scalar(1.0), _double_well, alphas=(0, 0.5))
+
+
+def test_evaluate_curve_on_a_hand_made_curve() -> None:
+    curve = BezierCurve(
+        architecture=_scalar(0.0),
+        start={"weight": torch.tensor([[-1.0]], dtype=torch.float64)},
+        control={"weight": torch.tensor([[0.0]], dtype=torch.float64)},
+        end={"weight": torch.tensor([[1.0]], dtype=torch.float64)},
+    )
+    result = evaluate_curve(curve, TS, _double_well)
+    assert result["w"] == [-1.0, -0.5, 0.0, 0.5, 1.0]  # φ(t) = 2t − 1 here
+    assert mode_connectivity(result["loss"], TS) == (-1.0, 0.5)
+    with pytest.raises(ValueError, match="evaluate returned keys"):
+        keys = iter([{"loss": 1.0}, {"error": 2.0}])
+        evaluate_curve(curve, [0.0, 1.0], lambda m: next(keys))

@@ -83,7 +83,7 @@ def fit_bezier(
     loss_fn: LossFn,
     train_batches: BatchSource,
     *,
-    steps: int = 2000,
+    steps: int = 4000,
     lr: float = 0.05,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,

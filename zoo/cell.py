@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from typing import Any, Sequence
 
 import numpy as np
@@ -11,8 +13,12 @@ import torch
 import zoo
 from zoo.datasets.base import DataBundle
 from zoo.layout import Layout, layout_of
+from zoo.measure import model_metrics, pair_metrics
+from zoo.phases import default_thresholds, label
+from zoo.schema import CELL_MEANS
 from zoo.spec import Cell, ModelJob, ZooSpec
-from zoo.training import TrainedModel, build_model, train_model
+from zoo.tasks import Objective
+from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed, train_model
 
 
 @dataclass
@@ -72,10 +78,8 @@ def summarise(values: Sequence[float | None]) -> tuple[float | None, float | Non
 
 
 def cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any]],
-             pairs: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
-    """Aggregate a cell's models and pairs at `epoch` into its cells-table row."""
-    from zoo.schema import CELL_MEANS
-
+             pairs: list[dict[str, Any]], epoch: int, task: str) -> dict[str, Any]:
+    """Aggregate a cell's models and pairs at `epoch` into its cells-table row, with its phase."""
     at_epoch = [r for r in models if r["epoch"] == epoch]
     row = {**identity_columns(spec, jobs[0].cell, jobs[0].cell_id), "metric_epoch": epoch,
            "num_models": len(at_epoch), "num_pairs": len(pairs),
@@ -84,6 +88,15 @@ def cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any
         source = pairs if any(name in p for p in pairs) else at_epoch
         mean, std = summarise([r.get(name) for r in source])
         row[f"{name}_mean"], row[f"{name}_std"] = mean, std
+    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
+    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
+    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
+    if pairs and loss is not None:
+        mc, cka = row["mc_train_error_mean"], row["cka_mean"]
+        row["phase"] = label(loss, np.nan if mc is None else mc, np.nan if cka is None else cka,
+                             thresholds)
+    elif row["finite_fraction"] == 0.0:
+        row["phase"] = "I"  # every seed diverged: the hottest corner of the grid
     return row
 
 
@@ -97,10 +110,44 @@ def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle) -> Cel
     layout = layout_of(build_model(spec, jobs[0].cell, bundle, jobs[0].seed),
                        spec.architecture.family, jobs[0].cell.width, spec.architecture.args)
     result.layouts[layout.key] = layout
-    metric_epoch = max(spec.metrics.epochs)
-    for job in jobs:
-        trained = train_model(spec, job, bundle)
-        result.models.extend(model_rows(spec, trained, layout, fingerprint,
-                                        {e: {} for e in spec.metrics.epochs}))
-    result.cells.append(cell_row(spec, jobs, result.models, result.pairs, metric_epoch))
+    data = bundle.subsample(jobs[0].cell.data_fraction)
+    trained = [train_model(spec, job, bundle) for job in jobs]
+    models: dict[tuple[str, int], torch.nn.Module] = {}
+    for member in trained:
+        metrics = {}
+        for checkpoint in member.checkpoints:
+            if checkpoint.epoch not in spec.metrics.epochs:
+                continue
+            metrics[checkpoint.epoch] = {}
+            if checkpoint.finite:
+                model = _restore(spec, member.job, data, checkpoint)
+                models[member.job.model_id, checkpoint.epoch] = model
+                objective = Objective(data, beta=member.job.cell.beta)
+                metrics[checkpoint.epoch] = model_metrics(
+                    model, objective, spec.metrics, derive_seed(member.job.seed, "probe"))
+        result.models.extend(model_rows(spec, member, layout, fingerprint, metrics))
+    for epoch in spec.metrics.epochs:
+        for a, b in combinations([m.job for m in trained], 2):
+            result.pairs.append(_pair_row(spec, a, b, epoch, models, data))
+    epoch = max(spec.metrics.epochs)  # the cell's phase is taken at the last metric epoch
+    at_epoch = [p for p in result.pairs if p["epoch"] == epoch]
+    result.cells.append(cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task))
     return result
+
+
+def _restore(spec: ZooSpec, job: ModelJob, data: DataBundle,
+             checkpoint: Checkpoint) -> torch.nn.Module:
+    model = build_model(spec, job.cell, data, job.seed)
+    model.load_state_dict(checkpoint.state_dict)
+    return model.eval()
+
+
+def _pair_row(spec: ZooSpec, a: ModelJob, b: ModelJob, epoch: int,
+              models: dict[tuple[str, int], torch.nn.Module], data: DataBundle) -> dict[str, Any]:
+    row = {"cell_id": a.cell_id, "spec_hash": spec.spec_hash(), "model_id_a": a.model_id,
+           "model_id_b": b.model_id, "seed_a": a.seed, "seed_b": b.seed, "epoch": epoch}
+    model_a, model_b = models.get((a.model_id, epoch)), models.get((b.model_id, epoch))
+    if model_a is not None and model_b is not None:
+        seed = derive_seed(a.seed * 1_000_003 + b.seed, "pair")
+        row.update(pair_metrics(model_a, model_b, data, a.cell.beta, spec.metrics, seed))
+    return row

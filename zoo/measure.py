@@ -1,0 +1,177 @@
+"""Landscape metrics of one model and of one seed pair, as table columns (wires zoo.metrics)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.datasets.base import DataBundle
+from zoo.metrics import connectivity, hessian, similarity, spectra
+from zoo.spec import MetricsSpec
+from zoo.tasks import Objective, output_loss
+
+PROBE_SEED = 0  # one fixed probe subset for the whole zoo, so models are measured alike
+BN_SAMPLES = 1280  # train samples used to re-estimate BatchNorm statistics on a curve
+
+
+class PdeLoss(nn.Module):
+    """Wraps a PINN so that forward(points) is its PDE loss: metrics then treat it like a net."""
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.objective.loss(self.model, (points,))
+
+
+def _scalar_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return outputs
+
+
+def loss_view(model: nn.Module, objective: Objective) -> tuple[nn.Module, Callable]:
+    """The module and (outputs, targets) loss that the metrics library differentiates."""
+    if objective.task == "pinn":
+        return PdeLoss(model, objective), _scalar_loss
+    return model, output_loss
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.model if isinstance(module, PdeLoss) else module
+
+
+def probe_batches(tensors: tuple[torch.Tensor, ...], batches: int, batch_size: int,
+                  seed: int = PROBE_SEED) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`batches` × `batch_size` samples drawn once from `tensors` with a fixed seed."""
+    count = min(batches * batch_size, tensors[0].shape[0])
+    index = torch.randperm(tensors[0].shape[0], generator=torch.Generator().manual_seed(seed))
+    index = index[:count]
+    targets = tensors[1] if len(tensors) > 1 else torch.zeros(tensors[0].shape[0])
+    return [(tensors[0][i], targets[i]) for i in index.split(batch_size)]
+
+
+def model_metrics(model: nn.Module, objective: Objective, spec: MetricsSpec,
+                  seed: int) -> dict[str, Any]:
+    """Hessian (train and test probes) and heavy-tail columns of one model at a metric epoch."""
+    row: dict[str, Any] = {}
+    settings = spec.hessian
+    if settings.enabled:
+        module, loss_fn = loss_view(model, objective)
+        row.update(hessian_samples=settings.batches * settings.batch_size,
+                   hessian_max_iter=settings.max_iter, hessian_tol=settings.tol)
+        for split in ("train", "test"):
+            tensors = objective.bundle.train if split == "train" else objective.bundle.test
+            batches = probe_batches(tensors, settings.batches, settings.batch_size)
+            generator = torch.Generator().manual_seed(seed)
+            row[f"hessian_top_eigenvalue_{split}"] = hessian.top_eigenvalue(
+                module, loss_fn, batches, max_iter=settings.max_iter, tol=settings.tol,
+                generator=generator)
+            estimate, stderr = hessian.trace(module, loss_fn, batches, max_iter=settings.max_iter,
+                                             tol=settings.tol, generator=generator)
+            row[f"hessian_trace_{split}"], row[f"hessian_trace_stderr_{split}"] = estimate, stderr
+    if spec.spectra:
+        alphas = spectra.layer_alphas(model)
+        names = [n for n, p in model.named_parameters() if p.dim() >= 2]
+        row["heavy_tail_alphas"] = [alphas.get(n, math.nan) for n in names]
+        row["heavy_tail_alpha"] = float(np.mean(list(alphas.values()))) if alphas else None
+    return row
+
+
+def _outputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = model.eval()(inputs)
+    return out.reshape(-1, out.shape[-1])
+
+
+def cka_columns(a: nn.Module, b: nn.Module, objective: Objective,
+                spec: MetricsSpec) -> dict[str, Any]:
+    """Linear CKA of logits on test batches (averaged per batch), and Yang's mixup variant."""
+    settings = spec.similarity
+    test = probe_batches(objective.bundle.test, settings.batches, settings.batch_size)
+    values = [similarity.linear_cka(_outputs(a, x), _outputs(b, x)) for x, _ in test]
+    row = {"cka": float(np.mean(values)), "cka_samples": sum(len(x) for x, _ in test)}
+    if objective.task == "classification":
+        generator = torch.Generator().manual_seed(PROBE_SEED)
+        train = probe_batches(objective.bundle.train, settings.batches, settings.batch_size)
+        mixed = []
+        for x, _ in train:
+            lam = torch.rand(x.shape[0], *[1] * (x.dim() - 1), generator=generator)
+            partner = x[torch.randperm(x.shape[0], generator=generator)]
+            inputs = lam * x + (1 - lam) * partner
+            mixed.append(similarity.linear_cka(_outputs(a, inputs).softmax(-1),
+                                               _outputs(b, inputs).softmax(-1)))
+        row["cka_mixup"] = float(np.mean(mixed))
+    return row
+
+
+def _evaluator(objective: Objective) -> Callable[[nn.Module], dict[str, float]]:
+    scale = 1.0 if objective.task == "pinn" else 100.0  # error in percentage points
+
+    def evaluate(module: nn.Module) -> dict[str, float]:
+        model = unwrap(module)
+        out = {}
+        for split in ("train", "test"):
+            result = objective.evaluate(model, split)
+            out[f"{split}_loss"] = result["loss"]
+            out[f"{split}_error"] = result["error"] * scale
+        return out
+
+    return evaluate
+
+
+def _barrier(values: list[float], alphas: list[float]) -> float:
+    first, last = values[0], values[-1]
+    return max(v - first - a * (last - first) for v, a in zip(values, alphas))
+
+
+def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: MetricsSpec,
+                  seed: int) -> dict[str, Any]:
+    """Bezier curve fit and mc on train/test error and loss; the straight segment beside it."""
+    settings = spec.curve
+    module_a, loss_fn = loss_view(a, objective)
+    module_b, _ = loss_view(b, objective)
+    train = objective.bundle.train
+    bn_batches = probe_batches(train, math.ceil(BN_SAMPLES / settings.batch_size),
+                               settings.batch_size)
+
+    def epoch(generator: torch.Generator) -> Iterable:
+        order = torch.randperm(train[0].shape[0], generator=generator)
+        targets = train[1] if len(train) > 1 else torch.zeros(train[0].shape[0])
+        return ((train[0][i], targets[i]) for i in order.split(settings.batch_size))
+
+    generator = torch.Generator().manual_seed(seed)
+    curve = connectivity.fit_bezier(module_a, module_b, loss_fn, epoch, steps=settings.steps,
+                                    lr=settings.learning_rate, generator=generator)
+    ts = [float(t) for t in np.linspace(0, 1, settings.points)]
+    evaluate = _evaluator(objective)
+    values = connectivity.evaluate_curve(curve, ts, evaluate, bn_batches)
+    line = connectivity.BezierCurve(curve.architecture, curve.start,
+                                    {n: (curve.start[n] + curve.end[n]) / 2 for n in curve.start},
+                                    curve.end)  # a Bezier with θ at the midpoint is the segment
+    straight = connectivity.evaluate_curve(line, ts, evaluate, bn_batches)
+    row: dict[str, Any] = {"curve_ts": ts, "linear_alphas": ts, "curve_steps": settings.steps,
+                           "curve_learning_rate": settings.learning_rate,
+                           "curve_batch_size": settings.batch_size}
+    for key, along in values.items():
+        mc, t_star = connectivity.mode_connectivity(along, ts)
+        row[f"mc_{key}"], row[f"t_star_{key}"] = mc, t_star
+        row[f"curve_{key}"], row[f"linear_{key}"] = along, straight[key]
+    row["linear_barrier_train_loss"] = _barrier(straight["train_loss"], ts)
+    row["linear_barrier_test_error"] = _barrier(straight["test_error"], ts)
+    return row
+
+
+def pair_metrics(a: nn.Module, b: nn.Module, bundle: DataBundle, beta: float,
+                 spec: MetricsSpec, seed: int) -> dict[str, Any]:
+    """CKA and connectivity columns of one seed pair (both models finite)."""
+    objective = Objective(bundle, beta=beta)
+    row: dict[str, Any] = {}
+    if spec.similarity.enabled:
+        row.update(cka_columns(a, b, objective, spec))
+    if spec.curve.enabled:
+        row.update(curve_columns(a, b, objective, spec, seed))
+    return row

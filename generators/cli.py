@@ -62,9 +62,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     result = generate(spec, out, address=args.address, workers=args.workers, formats=formats,
                       gpus_per_task=args.gpus_per_task, dry_run=args.dry_run,
                       progress=not args.no_progress)
-    if not args.dry_run:
-        print(summary_table(out))
-        print(f"zoo written to {out.resolve()} ({result.committed} cells trained this run)")
+    if args.dry_run:
+        return 0
+    print(summary_table(out))
+    print(f"zoo written to {out.resolve()} ({result.committed} cells trained this run "
+          f"on {len(result.nodes)} Ray nodes)")
+    for failure in result.failures:
+        print(f"failed: cell {failure.cell_id} ({len(failure.model_ids)} models): "
+              f"{failure.error}; details in {out / 'failures' / failure.cell_id}.json",
+              file=sys.stderr)
+    if result.failures:
+        print(f"zoo: {len(result.failures)} cells failed; rerun the same command to retry them",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -83,6 +93,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("phases: " + ", ".join(f"{p or 'unlabelled'}: {n}" for p, n in sorted(
         phases.items(), key=lambda item: str(item[0]))))
     print(summary_table(Path(args.dir)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from generators.verify import verify
+
+    problems = verify(Path(args.dir), recompute_count=args.recompute)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"zoo: {len(problems)} problems in {args.dir}", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: manifest, checksums, schema, counts and ids hold"
+          + (f"; {args.recompute} checkpoints recompute to their metrics" if args.recompute
+             else ""))
     return 0
 
 
@@ -124,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="counts per cell, sizes and phases of a zoo folder")
     info.add_argument("dir", help="zoo folder")
     info.set_defaults(run=cmd_info)
+
+    verify = sub.add_parser("verify", help="check a zoo folder; exit code 0 only if all holds",
+                            description="Check manifest, sha256 of every shard, schemas, row "
+                                        "counts against the spec, unique ids and finite flags.")
+    verify.add_argument("dir", help="zoo folder")
+    verify.add_argument("--recompute", type=int, default=0, metavar="N",
+                        help="also re-evaluate N random checkpoints and compare their metrics")
+    verify.set_defaults(run=cmd_verify)
 
     card = sub.add_parser("card", help="rewrite a zoo folder's README.md dataset card")
     card.add_argument("dir", help="zoo folder")

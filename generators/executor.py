@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import traceback
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 from zoo.cell import CellResult, run_cell
@@ -9,6 +12,27 @@ from zoo.datasets.base import DataBundle
 from zoo.spec import ModelJob, ZooSpec
 
 WORKER_THREADS = 1  # one torch thread per task: results do not depend on which worker ran it
+TASK_RETRIES = 3  # a worker process that dies is restarted this many times per task
+FAULT_VARIABLE = "PHASE_ZOO_INJECT_FAULT"  # test hook: "kill-once:<marker file>" or "raise:<cell>"
+
+
+@dataclass(frozen=True)
+class CellFailure:
+    """A cell whose training raised: which models, the error and its traceback."""
+
+    cell_id: str
+    model_ids: tuple[str, ...]
+    error: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What a task sends back: a result or a failure, and the Ray node that ran it."""
+
+    node_id: str
+    result: CellResult | None = None
+    failure: CellFailure | None = None
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -23,34 +47,53 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle) -> CellResult:
+def _inject_fault(fault: str | None, cell_id: str) -> None:
+    """Fail on purpose, for process-level tests: kill this worker once, or raise in a cell."""
+    if not fault:
+        return
+    kind, _, argument = fault.partition(":")
+    if kind == "kill-once" and not os.path.exists(argument):
+        open(argument, "w").close()
+        os._exit(1)  # a real worker death: Ray restarts the task
+    if kind == "raise" and argument == cell_id:
+        raise RuntimeError(f"injected fault in cell {cell_id}")
+
+
+def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
+               fault: str | None) -> TaskOutcome:
+    import ray
     import torch
 
     torch.set_num_threads(WORKER_THREADS)
-    return run_cell(spec, jobs, bundle)
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        _inject_fault(fault, jobs[0].cell_id)
+        return TaskOutcome(node, result=run_cell(spec, jobs, bundle))
+    except Exception as error:  # recorded as a failed cell; the run goes on
+        failure = CellFailure(jobs[0].cell_id, tuple(j.model_id for j in jobs),
+                              f"{type(error).__name__}: {error}", traceback.format_exc())
+        return TaskOutcome(node, failure=failure)
 
 
 def run_cells(spec: ZooSpec, cells: dict[str, Sequence[ModelJob]], bundle: DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
-              on_result: Callable[[CellResult], None]) -> None:
-    """Train `cells` on Ray, at most `workers` at a time, handing each result to `on_result`.
+              on_outcome: Callable[[TaskOutcome], None]) -> None:
+    """Train `cells` on Ray, at most `workers` at a time, handing each outcome to `on_outcome`.
 
     The caller commits each result as it arrives, so a crash loses only unfinished cells.
     """
     import ray
 
-    task = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=3)(_cell_task)
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_cell_task)
     limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     bundle_ref = ray.put(bundle)
+    fault = os.environ.get(FAULT_VARIABLE)
     pending = iter(cells.values())
-    in_flight: list = []
-    for jobs in _take(pending, limit):
-        in_flight.append(task.remote(spec, jobs, bundle_ref))
+    in_flight = [task.remote(spec, jobs, bundle_ref, fault) for jobs in _take(pending, limit)]
     while in_flight:
         ready, in_flight = ray.wait(in_flight, num_returns=1)
-        on_result(ray.get(ready[0]))
-        for jobs in _take(pending, 1):
-            in_flight.append(task.remote(spec, jobs, bundle_ref))
+        on_outcome(ray.get(ready[0]))
+        in_flight += [task.remote(spec, jobs, bundle_ref, fault) for jobs in _take(pending, 1)]
 
 
 def _take(iterator: Iterator, count: int) -> list:

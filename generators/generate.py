@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
 
@@ -12,21 +13,26 @@ import torch
 
 import zoo
 from generators.card import write_card
-from generators.executor import ensure_ray, run_cells
+from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_cells
 from generators.plan import Plan, make_plan
 from generators.writer import FORMATS, ZooWriter
 from zoo import architectures, datasets
-from zoo.cell import CellResult
 from zoo.datasets.base import DataBundle
+from zoo.folder import write_atomically
 from zoo.spec import ZooSpec
 
 
-@dataclass(frozen=True)
+FAILURES = "failures"  # folder of <cell_id>.json records of cells whose training raised
+
+
+@dataclass
 class Generation:
-    """What a run did: the plan it followed and how many cells it committed."""
+    """What a run did: its plan, the cells it committed and failed, the Ray nodes it used."""
 
     plan: Plan
-    committed: int
+    committed: int = 0
+    failures: list[CellFailure] = field(default_factory=list)
+    nodes: set[str] = field(default_factory=set)
 
 
 def versions() -> dict[str, str]:
@@ -56,19 +62,23 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
              workers: int | None = None, formats: Iterable[str] = FORMATS,
              gpus_per_task: float = 0.0, dry_run: bool = False, progress: bool = True,
              stream: TextIO | None = None) -> Generation:
-    """Generate (or complete) the zoo of `spec` in `out`; only missing cells are trained."""
+    """Generate (or complete, or grow) the zoo of `spec` in `out`; only missing cells train.
+
+    A cell whose training raises is recorded in failures/<cell_id>.json and the run goes on;
+    the caller decides the exit code from `Generation.failures`.
+    """
     stream = stream or sys.stderr
     bundle = load_data(spec)
     fingerprint = bundle.fingerprint()
     plan = make_plan(spec, fingerprint, out)
     formats = tuple(formats)
     print(plan.describe(count_parameters(spec, bundle), len(formats)), file=stream)
+    generation = Generation(plan)
     if dry_run:
-        return Generation(plan, 0)
+        return generation
     writer = ZooWriter(out, spec.spec_hash(), formats)
     writer.start({"spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
                   "data_fingerprint": fingerprint, "versions": versions()})
-    committed = 0
     if plan.missing:
         from tqdm import tqdm
 
@@ -76,13 +86,23 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         done_models = plan.num_models - sum(len(j) for j in plan.missing.values())
         with tqdm(total=plan.num_models, initial=done_models, unit="model", file=stream,
                   desc=f"zoo {spec.name}", disable=not progress) as bar:
-            def commit(result: CellResult) -> None:
-                nonlocal committed
-                writer.commit(result)
-                committed += 1
-                bar.update(len({row["model_id"] for row in result.models}))
+            def record(outcome: TaskOutcome) -> None:
+                generation.nodes.add(outcome.node_id)
+                failure_file = out / FAILURES / f"{(outcome.result or outcome.failure).cell_id}.json"
+                if outcome.failure is not None:
+                    generation.failures.append(outcome.failure)
+                    failure_file.parent.mkdir(exist_ok=True)
+                    write_atomically(failure_file, json.dumps(asdict(outcome.failure),
+                                                              indent=1).encode())
+                    bar.write(f"cell {outcome.failure.cell_id} failed: {outcome.failure.error}")
+                    return
+                writer.commit(outcome.result)
+                failure_file.unlink(missing_ok=True)
+                generation.committed += 1
+                bar.update(len({row["model_id"] for row in outcome.result.models}))
 
             run_cells(spec, plan.missing, bundle, workers=workers,
-                      gpus_per_task=gpus_per_task, on_result=commit)
-    write_card(out)
-    return Generation(plan, committed)
+                      gpus_per_task=gpus_per_task, on_outcome=record)
+    if generation.committed or not (out / "README.md").exists():
+        write_card(out)
+    return generation

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zoo.errors import ZooFolderError
-from zoo.folder import ZOO_JSON, read_manifest
+from zoo.folder import ZOO_JSON, Manifest, read_manifest
 from zoo.spec import ModelJob, ZooSpec
-
 
 @dataclass(frozen=True)
 class Plan:
-    """Jobs grouped by cell, and the cells already committed in the output folder."""
+    """Jobs grouped by cell, the cells already committed, and whether the zoo grows."""
 
     spec: ZooSpec
     cells: dict[str, tuple[ModelJob, ...]]
     done: frozenset[str]
+    grows: bool = False
 
     @property
     def missing(self) -> dict[str, tuple[ModelJob, ...]]:
@@ -26,39 +28,63 @@ class Plan:
     def num_models(self) -> int:
         return sum(len(jobs) for jobs in self.cells.values())
 
-    def rows(self) -> int:
-        """Rows of the models table: models × kept epochs."""
-        kept = set(self.spec.checkpoint_epochs) | set(self.spec.metrics.epochs)
-        return self.num_models * len(kept)
+    @property
+    def kept_epochs(self) -> int:
+        return len(set(self.spec.checkpoint_epochs) | set(self.spec.metrics.epochs))
 
     def describe(self, num_params: int, formats: int) -> str:
         """A short human summary (used by --dry-run and at the start of a run)."""
         spec = self.spec
-        bytes_ = self.rows() * num_params * 4 * formats
+        rows = self.num_models * self.kept_epochs
+        bytes_ = rows * num_params * 4 * formats
+        grows = " (growing an existing zoo: new seeds or grid values)" if self.grows else ""
         return (f"zoo {spec.name}: {len(self.cells)} cells "
                 f"({len(spec.load.values)} {spec.load.name} × "
                 f"{len(spec.temperature.values)} {spec.temperature.name}) × "
                 f"{len(spec.seeds)} seeds = {self.num_models} models, "
-                f"{self.rows()} model rows, ~{bytes_ / 1e6:.1f} MB of weights; "
-                f"{len(self.done)} cells done, {len(self.missing)} to run")
+                f"{rows} model rows, ~{bytes_ / 1e6:.1f} MB of weights; "
+                f"{len(self.done)} cells done, {len(self.missing)} to run{grows}")
+
+
+def _without_growth(spec: dict[str, Any]) -> dict[str, Any]:
+    """The resolved spec less what a zoo may grow by: seeds, grid values, the description."""
+    body = json.loads(json.dumps(spec))
+    for key in ("seeds", "description"):
+        body.pop(key, None)
+    body["load"].pop("values")
+    body["temperature"].pop("values")
+    return body
+
+
+def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -> frozenset:
+    """Cells whose cells row is committed with a models shard holding every seed's rows."""
+    rows = {s.cell_id: s.rows for s in manifest.shards_of("models")}
+    return frozenset(cid for cid in manifest.cell_ids() & set(cells)
+                     if rows.get(cid) == len(cells[cid]) * kept)
 
 
 def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
     """Group the spec's jobs by cell and find what `out` already holds.
 
-    A folder that holds a zoo of another spec is refused.
+    A folder holding a zoo of another spec is refused; one whose spec differs only in seeds or
+    grid values grows (cells that gain seeds are trained again, to the same weights).
     """
     cells: dict[str, list[ModelJob]] = {}
     for job in spec.jobs(fingerprint):
         cells.setdefault(job.cell_id, []).append(job)
-    manifest = read_manifest(out) if out.exists() else None
-    done: frozenset[str] = frozenset()
-    if manifest is not None:
-        if manifest.spec_hash != spec.spec_hash():
-            raise ZooFolderError(
-                f"{out}: holds a zoo of another spec (spec hash {manifest.spec_hash}, this spec "
-                f"{spec.spec_hash()}); choose another --out folder")
-        done = frozenset(manifest.cell_ids() & set(cells))
-    elif out.exists() and any(out.iterdir()) and not (out / ZOO_JSON).exists():
+    plan = Plan(spec, {cid: tuple(jobs) for cid, jobs in cells.items()}, frozenset())
+    if not out.exists() or not any(out.iterdir()):
+        return plan
+    if not (out / ZOO_JSON).exists():
         raise ZooFolderError(f"{out}: exists, is not empty and is not a zoo folder")
-    return Plan(spec, {cid: tuple(jobs) for cid, jobs in cells.items()}, done)
+    previous = json.loads((out / ZOO_JSON).read_text())
+    if previous["spec_hash"] != spec.spec_hash():
+        if _without_growth(previous["spec"]) != _without_growth(spec.to_dict()) or \
+                previous["data_fingerprint"] != fingerprint:
+            raise ZooFolderError(
+                f"{out}: holds a zoo of another spec (spec hash {previous['spec_hash']}, this "
+                f"spec {spec.spec_hash()}); only seeds and grid values may change to grow a "
+                f"zoo; choose another --out folder")
+    manifest = read_manifest(out)
+    done = _finished(manifest, cells, plan.kept_epochs) if manifest else frozenset()
+    return Plan(plan.spec, plan.cells, done, grows=previous["spec_hash"] != spec.spec_hash())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -12,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.cell import CellResult
+from zoo.errors import ZooFolderError
 from zoo.folder import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON,
                         Manifest, Shard, read_manifest, sha256_of, write_atomically,
                         write_manifest)
@@ -60,17 +63,31 @@ class ZooWriter:
         for name in self.formats:
             if name not in FORMATS:
                 raise ValueError(f"--formats: {name!r} is not allowed; expected {FORMATS}")
-        existing = read_manifest(self.root)
-        self.manifest = existing or Manifest(spec_hash, (), {})
+        existing = read_manifest(self.root) if self.root.exists() else None
+        self.manifest = dataclasses.replace(existing, spec_hash=spec_hash) if existing \
+            else Manifest(spec_hash, (), {})
+
+    @contextmanager
+    def _disk_errors(self, doing: str):
+        """Turn OSErrors (full disk, no permission) into one clear ZooFolderError."""
+        try:
+            yield
+        except OSError as error:
+            committed = len(self.manifest.cell_ids())
+            reason = error.strerror or str(error)
+            raise ZooFolderError(
+                f"{error.filename or self.root}: cannot write while {doing} ({reason}); "
+                f"the manifest still lists the {committed} cells committed before") from error
 
     def start(self, zoo_json: dict[str, Any]) -> None:
         """Create the folders, remove leftovers of a killed run, write zoo.json."""
-        for folder in (*TABLE_FOLDERS.values(), HDF5_FOLDER, LAYOUTS):
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
-        for leftover in self.root.rglob(f"*{TEMPORARY_SUFFIX}"):
-            leftover.unlink()
-        write_atomically(self.root / ZOO_JSON,
-                         json.dumps(zoo_json, indent=1, sort_keys=True).encode())
+        with self._disk_errors("creating the zoo folder"):
+            for folder in (*TABLE_FOLDERS.values(), HDF5_FOLDER, LAYOUTS):
+                (self.root / folder).mkdir(parents=True, exist_ok=True)
+            for leftover in self.root.rglob(f"*{TEMPORARY_SUFFIX}"):
+                leftover.unlink()
+            write_atomically(self.root / ZOO_JSON,
+                             json.dumps(zoo_json, indent=1, sort_keys=True).encode())
 
     def _shard(self, table: str, fmt: str, relative: str, rows: int, cell_id: str) -> Shard:
         path = self.root / relative
@@ -86,6 +103,10 @@ class ZooWriter:
 
     def commit(self, result: CellResult) -> None:
         """Write a cell's shards under temporary names, rename them, then replace the manifest."""
+        with self._disk_errors(f"committing cell {result.cell_id}"):
+            self._commit(result)
+
+    def _commit(self, result: CellResult) -> None:
         layouts = dict(self.manifest.layouts)
         for key, layout in result.layouts.items():
             relative = f"{LAYOUTS}/{key}.json"

@@ -125,6 +125,6 @@ def test_cli_dry_run_info_and_specs(tiny_zoo, tmp_path, capsys):
 
 
 def test_a_folder_of_another_spec_is_refused(tiny_zoo, tmp_path, capsys):
-    path = write_spec(tmp_path, seeds=[5])
+    path = write_spec(tmp_path, training={"epochs": 2, "learning_rate": 0.1})
     assert main(["generate", str(path), "--out", str(tiny_zoo)]) == 2
     assert "holds a zoo of another spec" in capsys.readouterr().err

@@ -135,3 +135,15 @@ def test_every_built_in_spec_loads():
         spec = load_spec(name)
         assert spec.name == name
         assert spec.jobs("fp")
+
+
+def test_resolved_spec_round_trips_through_its_dict():
+    from zoo.spec import spec_from_dict
+
+    spec = parse_spec(_spec(training={"epochs": 7}, checkpoints={"every": 3},
+                            metrics={"epochs": [2, "last"]}, phases={"mc": 1.5}))
+    assert spec_from_dict(spec.to_dict()) == spec
+    edited = spec.to_dict()
+    edited["checkpoint_epochs"] = [1, 7]
+    with pytest.raises(SpecError, match="does not round-trip"):
+        spec_from_dict(edited)

@@ -437,3 +437,22 @@ def validate_registries(spec: ZooSpec) -> None:
 
     architectures.validate_args(spec.architecture.family, spec.architecture.args)
     datasets.validate(spec.data.name, spec.data.root, spec.data.args)
+
+
+def spec_from_dict(resolved: Mapping[str, Any]) -> ZooSpec:
+    """Rebuild (and re-validate) a ZooSpec from its `to_dict()` form, e.g. a zoo.json's spec."""
+    raw = {
+        "name": resolved["name"], "description": resolved.get("description", ""),
+        "architecture": resolved["architecture"], "data": resolved["data"],
+        "training": resolved["training"],
+        "grid": {axis: {"axis": resolved[axis]["name"], "values": list(resolved[axis]["values"])}
+                 for axis in ("load", "temperature")},
+        "seeds": list(resolved["seeds"]),
+        "checkpoints": {"epochs": list(resolved["checkpoint_epochs"])},
+        "metrics": {**resolved["metrics"], "epochs": list(resolved["metrics"]["epochs"])},
+        "phases": resolved.get("phases", {}),
+    }
+    spec = parse_spec(raw)
+    if spec.to_dict() != json.loads(json.dumps(dict(resolved))):
+        raise SpecError("spec: the resolved spec does not round-trip; it was edited by hand")
+    return spec

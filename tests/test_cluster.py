@@ -1,0 +1,35 @@
+"""A real multi-node Ray cluster on loopback (a head and a worker node on this machine)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from loaders.reader import ZooReader
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.mark.cluster
+def test_generate_on_a_two_node_cluster_equals_the_local_zoo(tiny_zoo, tmp_path, cluster):
+    out = tmp_path / "clustered"
+    command = [sys.executable, "-m", "generators.cli", "generate", str(tiny_zoo.parent / "tiny.yaml"),
+               "--out", str(out), "--address", cluster.address, "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "on 2 Ray nodes" in done.stdout
+    columns = ["model_id", "epoch", "weights", "test_loss"]
+    local = ZooReader(tiny_zoo).table("models", columns).sort_by([("model_id", "ascending"),
+                                                                  ("epoch", "ascending")])
+    remote = ZooReader(out).table("models", columns).sort_by([("model_id", "ascending"),
+                                                              ("epoch", "ascending")])
+    assert remote.equals(local)

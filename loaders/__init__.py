@@ -1,0 +1,9 @@
+"""Read side of Phase Zoo: datasets of stored checkpoints, models back from them, averaging."""
+
+from loaders.augmentation import Augment
+from loaders.averaging import align, average, interpolate, recondition_batchnorm
+from loaders.dataset import ZooDataset
+from loaders.models import groups, load_model, pairs
+
+__all__ = ["Augment", "ZooDataset", "align", "average", "groups", "interpolate", "load_model",
+           "pairs", "recondition_batchnorm"]

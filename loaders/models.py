@@ -1,0 +1,77 @@
+"""Stored checkpoints back into nn.Modules; the seeds (model ids) of each cell."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from loaders.reader import ZooReader
+from loaders.store import read_metadata, read_weights
+from zoo import architectures
+from zoo.datasets.base import DataInfo
+from zoo.layout import Layout
+
+
+@lru_cache(maxsize=16)
+def _data_info(name: str, root: str | None, args_json: str) -> DataInfo:
+    from zoo import datasets
+
+    return datasets.load(name, root=root, args=json.loads(args_json)).info
+
+
+def data_info(reader: ZooReader) -> DataInfo:
+    """The zoo's DataInfo, re-derived from the resolved spec in zoo.json (cached per data set)."""
+    data = reader.zoo_json["spec"]["data"]
+    return _data_info(data["name"], data.get("root"),
+                      json.dumps(data.get("args") or {}, sort_keys=True))
+
+
+def module_from(layout: Layout, flat: np.ndarray | torch.Tensor, info: DataInfo) -> nn.Module:
+    """A fresh model of the layout's architecture holding `flat`, in eval mode."""
+    with torch.random.fork_rng(devices=[]):  # building draws an init we overwrite at once
+        model = architectures.build(layout.family, width=layout.width, info=info,
+                                    args=dict(layout.args))
+    state = layout.unflatten(torch.as_tensor(flat).clone())
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_model(root: str | Path, model_id: str, epoch: int) -> nn.Module:
+    """The stored checkpoint of `model_id` at `epoch` as an nn.Module in eval mode.
+
+    Raises:
+        KeyError: no such model or epoch in the zoo (the message lists the stored epochs).
+        IntegrityError: the shard holding it does not match the manifest's sha256.
+    """
+    reader = ZooReader(root)
+    columns = read_metadata(reader)
+    ours = columns["model_id"] == model_id
+    match = np.flatnonzero(ours & (columns["epoch"] == epoch))
+    if len(match) == 0:
+        stored = sorted(int(e) for e in columns["epoch"][ours])
+        raise KeyError(f"{reader.root}: no checkpoint of model {model_id!r} at epoch {epoch}; "
+                       f"stored epochs: {stored}")
+    store = read_weights(reader, columns, match[:1])
+    layout = store.layouts[store.keys[0]]
+    return module_from(layout, store.arrays[store.keys[0]][0], data_info(reader))
+
+
+def groups(root: str | Path) -> dict[str, list[str]]:
+    """cell_id -> the cell's model ids (one per seed), in seed order."""
+    table = ZooReader(root).table("models", columns=["cell_id", "model_id", "seed"])
+    seeds: dict[str, dict[str, int]] = {}
+    for cell, model, seed in zip(*(table.column(n).to_pylist()
+                                   for n in ("cell_id", "model_id", "seed"))):
+        seeds.setdefault(cell, {})[model] = seed
+    return {cell: sorted(models, key=models.__getitem__) for cell, models in seeds.items()}
+
+
+def pairs(root: str | Path) -> dict[str, list[tuple[str, str]]]:
+    """cell_id -> every pair of its model ids (seed order), as the pairs table counts them."""
+    return {cell: list(combinations(models, 2)) for cell, models in groups(root).items()}

@@ -1,0 +1,171 @@
+"""Weight representations for weight-space learners, each with an exact inverse.
+
+- flat: one float32 vector in layout order (Unterthiner et al.).
+- state_dict: name -> tensor, views of the flat vector.
+- layers: NFN-style (weight (1, out, in, *kernel), bias (1, out)) per layer; a layer without a
+  bias gets zeros; every other entry (BatchNorm, scalars) is kept in `extras` by name.
+- tokens: SANE-style: each output neuron's incoming weights, then its bias and per-channel
+  norm values, as one row; rows are cut into tokens of `token_size` values, zero-padded, with a
+  mask of real values and positions (token index, layer, neuron).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.layout import DTYPES, Entry, Layout
+
+REPRESENTATIONS = ("flat", "layers", "tokens", "state_dict")
+
+
+@dataclass(frozen=True)
+class Group:
+    """A layer for tokens: a weight of ndim >= 2 (or a standalone entry) and its per-unit rows."""
+
+    main: Entry
+    attached: tuple[Entry, ...]  # 1-D entries of `rows` values: bias, BatchNorm, ...
+
+    @property
+    def rows(self) -> int:
+        return self.main.shape[0] if len(self.main.shape) >= 2 else 1
+
+
+def neuron_groups(layout: Layout) -> list[Group]:
+    """Split a layout into layers: each ndim >= 2 weight takes the 1-D float entries that follow
+    it with one value per output unit; any other entry stands alone as one row."""
+    groups: list[Group] = []
+    for entry in layout.entries:
+        last = groups[-1] if groups else None
+        attaches = (last is not None and len(last.main.shape) >= 2 and len(entry.shape) == 1
+                    and entry.shape[0] == last.rows and entry.dtype != "int64")
+        if attaches:
+            groups[-1] = Group(last.main, (*last.attached, entry))
+        else:
+            groups.append(Group(entry, ()))
+    return groups
+
+
+class Flat:
+    """The stored vector itself."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def encode(self, flat: torch.Tensor) -> dict[str, Any]:
+        return {"weights": flat}
+
+    def decode(self, item: dict[str, Any]) -> torch.Tensor:
+        return item["weights"]
+
+
+class StateDict:
+    """name -> tensor, one slice and one reshape each."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def encode(self, flat: torch.Tensor) -> dict[str, Any]:
+        return {"weights": {e.name: _cast(flat[e.offset:e.offset + e.size].view(e.shape), e)
+                            for e in self.layout.entries}}
+
+    def decode(self, item: dict[str, Any]) -> torch.Tensor:
+        return torch.cat([item["weights"][e.name].reshape(-1) for e in self.layout.entries])
+
+
+class Layers:
+    """NFN-style per-layer (weight, bias) with a leading channel axis; the rest in `extras`."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        names = {e.name: e for e in layout.entries}
+        self.layers: list[tuple[Entry, Entry | None]] = []
+        taken: set[str] = set()
+        for entry in layout.entries:
+            if len(entry.shape) >= 2:
+                bias = names.get(entry.name.removesuffix("weight") + "bias")
+                bias = bias if bias is not None and bias.shape == entry.shape[:1] else None
+                self.layers.append((entry, bias))
+                taken |= {entry.name} | ({bias.name} if bias else set())
+        self.extras = [e for e in layout.entries if e.name not in taken]
+
+    def encode(self, flat: torch.Tensor) -> dict[str, Any]:
+        def part(e: Entry) -> torch.Tensor:
+            return flat[e.offset:e.offset + e.size].view(1, *e.shape)
+
+        layers = [(part(w), part(b) if b else flat.new_zeros(1, w.shape[0]))
+                  for w, b in self.layers]
+        return {"weights": layers, "extras": {e.name: part(e)[0] for e in self.extras}}
+
+    def decode(self, item: dict[str, Any]) -> torch.Tensor:
+        values: dict[str, torch.Tensor] = dict(item["extras"])
+        for (w, b), (weight, bias) in zip(self.layers, item["weights"]):
+            values[w.name] = weight
+            if b is not None:
+                values[b.name] = bias
+        return torch.cat([values[e.name].reshape(-1) for e in self.layout.entries])
+
+
+class Tokens:
+    """SANE-style neuron tokens: one gather from the flat vector (plus a zero for padding)."""
+
+    def __init__(self, layout: Layout, token_size: int) -> None:
+        self.layout = layout
+        self.token_size = token_size
+        index, positions = [], []
+        for number, group in enumerate(neuron_groups(layout)):
+            rows = _row_index(group)  # (units, values per unit)
+            chunks = -(-rows.shape[1] // token_size)
+            padded = np.full((rows.shape[0], chunks * token_size), layout.size, np.int64)
+            padded[:, :rows.shape[1]] = rows
+            index.append(padded.reshape(-1, token_size))
+            neuron = np.repeat(np.arange(rows.shape[0]), chunks)
+            positions.append(np.stack([np.zeros_like(neuron), np.full_like(neuron, number),
+                                       neuron], axis=1))
+        self.index = torch.from_numpy(np.concatenate(index))
+        self.mask = self.index < layout.size
+        self.positions = torch.from_numpy(np.concatenate(positions))
+        self.positions[:, 0] = torch.arange(len(self.positions))
+
+    def encode(self, flat: torch.Tensor) -> dict[str, Any]:
+        padded = torch.cat([flat, flat.new_zeros(1)])
+        tokens = padded.index_select(0, self.index.view(-1)).view(self.index.shape)  # 4x [index]
+        return {"weights": tokens, "mask": self.mask, "positions": self.positions}
+
+    def decode(self, item: dict[str, Any]) -> torch.Tensor:
+        flat = item["weights"].new_empty(self.layout.size)
+        flat[self.index[self.mask]] = item["weights"][self.mask]
+        return flat
+
+
+def _cast(tensor: torch.Tensor, entry: Entry) -> torch.Tensor:
+    """Integer buffers (num_batches_tracked) back to their stored dtype; floats untouched."""
+    return tensor if entry.dtype == "float32" else tensor.to(DTYPES[entry.dtype])
+
+
+def _row_index(group: Group) -> np.ndarray:
+    """Positions in the flat vector of each unit's values: weights first, then attached ones."""
+    main = group.main
+    columns = [main.offset + np.arange(main.size).reshape(group.rows, -1)]
+    columns += [e.offset + np.arange(e.size).reshape(-1, 1) for e in group.attached]
+    return np.concatenate(columns, axis=1)
+
+
+Encoder = Flat | StateDict | Layers | Tokens
+
+
+def make_encoder(representation: str, layout: Layout, token_size: int = 64) -> Encoder:
+    """The encoder of `representation` for one layout."""
+    if representation == "flat":
+        return Flat(layout)
+    if representation == "state_dict":
+        return StateDict(layout)
+    if representation == "layers":
+        return Layers(layout)
+    if representation == "tokens":
+        return Tokens(layout, token_size)
+    raise ValueError(f"representation: {representation!r} is not allowed; expected one of "
+                     f"{', '.join(REPRESENTATIONS)}")

@@ -1,0 +1,174 @@
+"""The models table in memory: row metadata as numpy columns, weights as one array per layout."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loaders.reader import ZooReader
+from zoo.errors import ZooFolderError
+from zoo.folder import Shard
+from zoo.layout import Layout
+from zoo.schema import MODEL_COLUMNS, arrow_schema
+
+META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
+SPLITS = ("train", "val", "test")
+Where = Union[Mapping[str, Any], Callable[[dict[str, Any]], bool], None]
+Columns = dict[str, np.ndarray]
+
+
+def _phase_names() -> tuple[str, ...]:
+    try:
+        from zoo.phases import PHASES
+    except ImportError:  # zoo.phases is optional for readers of older trees
+        return ("I", "II", "III", "IV-A", "IV-B")
+    return tuple(PHASES)
+
+
+def read_metadata(reader: ZooReader) -> Columns:
+    """Every model row's columns but the weights, with its shard and row numbers, the cell's
+    phase (None when unlabelled), phase_index (NaN) and generalization_gap (test − train loss)."""
+    schema, parts = arrow_schema("models"), []
+    for number, shard in enumerate(reader.manifest.shards_of("models")):
+        table = pq.read_table(reader.path(shard), columns=list(META_COLUMNS), schema=schema)
+        table = table.append_column("shard", pa.array(np.full(table.num_rows, number)))
+        parts.append(table.append_column("row", pa.array(np.arange(table.num_rows))))
+    if not parts:
+        raise ZooFolderError(f"{reader.root}: the manifest lists no models shards")
+    table = pa.concat_tables(parts)
+    columns = {name: table.column(name).to_numpy() for name in table.column_names}
+    cells = reader.table("cells", columns=["cell_id", "phase"]).to_pydict()
+    phases = dict(zip(cells["cell_id"], cells["phase"]))
+    columns["phase"] = np.array([phases.get(c) for c in columns["cell_id"]], dtype=object)
+    names = _phase_names()
+    columns["phase_index"] = np.array([names.index(p) if p in names else np.nan
+                                       for p in columns["phase"]], dtype=np.float64)
+    columns["generalization_gap"] = columns["test_loss"] - columns["train_loss"]
+    return columns
+
+
+def split_of(identifier: str, fractions: Sequence[float]) -> str:
+    """'train', 'val' or 'test' from the first 8 bytes of sha256(identifier) as u in [0, 1)."""
+    u = int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:8], "big") / 2**64
+    return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def assign_splits(identifiers: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
+    """The split of every row (computed once per distinct identifier)."""
+    cache: dict[str, str] = {}
+    splits = np.empty(len(identifiers), dtype=object)
+    for row, identifier in enumerate(identifiers):
+        if identifier not in cache:
+            cache[identifier] = split_of(identifier, fractions)
+        splits[row] = cache[identifier]
+    return splits
+
+
+def epoch_mask(columns: Columns, epochs: str | Sequence[int]) -> np.ndarray:
+    """Rows kept by `epochs`: 'all', 'last' (each model's last stored epoch) or a list."""
+    if epochs == "all":
+        return np.ones(len(columns["epoch"]), bool)
+    if epochs == "last":
+        last: dict[str, int] = {}
+        for model, epoch in zip(columns["model_id"], columns["epoch"]):
+            last[model] = max(last.get(model, epoch), epoch)
+        return np.array([last[m] == e for m, e in zip(columns["model_id"], columns["epoch"])])
+    if isinstance(epochs, str) or not all(isinstance(e, int) for e in epochs):
+        raise ValueError(f"epochs: {epochs!r} is not allowed; expected 'last', 'all' or a "
+                         f"list of integers")
+    return np.isin(columns["epoch"], list(epochs))
+
+
+def where_mask(columns: Columns, where: Where, candidates: np.ndarray) -> np.ndarray:
+    """Rows kept by `where` among `candidates`: column -> value (or collection of values), or
+    a callable over the row's metadata dict."""
+    if where is None:
+        return candidates
+    if callable(where):
+        public = [n for n in columns if n not in ("shard", "row")]
+        keep = candidates.copy()
+        for i in np.flatnonzero(candidates):
+            keep[i] = bool(where({n: _python(columns[n][i]) for n in public}))
+        return keep
+    keep = candidates.copy()
+    for name, value in where.items():
+        if name not in columns or name in ("shard", "row"):
+            raise ValueError(f"where: unknown column {name!r}; expected one of "
+                             f"{', '.join(sorted(n for n in columns if n not in ('shard', 'row')))}")
+        allowed = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        keep &= np.array([v in allowed for v in columns[name]], dtype=bool)
+    return keep
+
+
+def _python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass(frozen=True)
+class WeightStore:
+    """Weights of chosen rows: arrays[key] is (rows of that layout, layout.size) float32."""
+
+    layouts: dict[str, Layout]
+    arrays: dict[str, np.ndarray]
+    keys: list[str]  # per row: its layout key
+    slots: list[int]  # per row: its row in arrays[key]
+
+
+def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> WeightStore:
+    """Copy the weights of rows `chosen` (indices into columns) into one array per layout."""
+    keys = [str(k) for k in columns["layout"][chosen]]
+    layouts = {k: reader.layout(k) for k in sorted(set(keys))}
+    counts = dict.fromkeys(layouts, 0)
+    slots = []
+    for key in keys:
+        slots.append(counts[key])
+        counts[key] += 1
+    arrays = {k: np.empty((counts[k], layouts[k].size), np.float32) for k in layouts}
+    shards = reader.manifest.shards_of("models")
+    shard_numbers = columns["shard"][chosen]
+    for number in np.unique(shard_numbers):
+        values, offsets = _flat_weights(reader, shards[number])
+        for j in np.flatnonzero(shard_numbers == number):
+            row, key = columns["row"][chosen[j]], keys[j]
+            start, stop = offsets[row], offsets[row + 1]
+            if stop - start != layouts[key].size:
+                raise ZooFolderError(f"{reader.path(shards[number])}: row {row} has "
+                                     f"{stop - start} weights; layout {key} has "
+                                     f"{layouts[key].size}")
+            arrays[key][slots[j]] = values[start:stop]
+    return WeightStore(layouts, arrays, keys, slots)
+
+
+def _flat_weights(reader: ZooReader, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
+    """The shard's weights column as its flat float32 values (zero-copy) and row offsets."""
+    table = pq.read_table(reader.path(shard), columns=["weights"])
+    array = table.column("weights").combine_chunks()
+    return array.values.to_numpy(zero_copy_only=True), array.offsets.to_numpy()
+
+
+def layer_statistics(store: WeightStore) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per layout, mean and std vectors (layout.size,) holding each entry's statistics over the
+    store's finite rows; integer entries and constant entries get mean 0 / std 1."""
+    statistics = {}
+    for key, layout in store.layouts.items():
+        array = store.arrays[key]
+        finite = np.isfinite(array).all(axis=1)
+        if not finite.any():
+            raise ValueError(f"normalize: layout {key} has no finite train rows to take "
+                             f"statistics from")
+        rows = array if finite.all() else array[finite]
+        mean, std = np.zeros(layout.size, np.float32), np.ones(layout.size, np.float32)
+        for e in layout.entries:
+            block = rows[:, e.offset:e.offset + e.size]
+            spread = float(block.std(dtype=np.float64))
+            if e.dtype != "int64" and spread > 0:
+                mean[e.offset:e.offset + e.size] = block.mean(dtype=np.float64)
+                std[e.offset:e.offset + e.size] = spread
+        statistics[key] = (mean, std)
+    return statistics

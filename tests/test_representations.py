@@ -1,0 +1,132 @@
+"""Representations: each round-trips to the exact stored state_dict; shapes, masks, positions."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from loaders import ZooDataset
+from loaders.reader import ZooReader
+from loaders.representations import REPRESENTATIONS, Layers, Tokens, make_encoder
+from zoo import architectures
+from zoo.datasets.base import DataInfo
+from zoo.layout import layout_of
+
+DIGITS = DataInfo("classification", (1, 8, 8), 10)
+SIGNAL = DataInfo("classification", (40,), 10)
+
+
+def stored_rows(root):
+    """(model_id, epoch) -> stored state_dict, read straight from the Parquet shards."""
+    reader = ZooReader(root)
+    rows = {}
+    for shard in reader.manifest.shards_of("models"):
+        for row in pq.read_table(reader.path(shard)).to_pylist():
+            layout = reader.layout(row["layout"])
+            flat = np.asarray(row["weights"], np.float32)
+            rows[row["model_id"], row["epoch"]] = layout.unflatten(flat)
+    return rows
+
+
+def assert_same_state(actual, expected):
+    assert list(actual) == list(expected)
+    for name in expected:
+        assert actual[name].dtype == expected[name].dtype, name
+        assert torch.equal(actual[name], expected[name]), name
+
+
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
+def test_every_representation_round_trips_to_the_stored_state_dict(tiny_zoo, representation):
+    stored = stored_rows(tiny_zoo)
+    ds = ZooDataset(tiny_zoo, split="all", epochs="all", representation=representation,
+                    token_size=16)
+    assert len(ds) == len(stored)
+    for index in range(len(ds)):
+        item = ds[index]
+        assert_same_state(ds.decode(item), stored[item["model_id"], item["epoch"]])
+
+
+def random_layout(family, info, width, **args):
+    """A model's layout and a random flat vector (integer buffers hold small integers)."""
+    torch.manual_seed(0)
+    model = architectures.build(family, width=width, info=info, args=args)
+    layout = layout_of(model, family, width, args)
+    flat = torch.randn(layout.size)
+    for entry in layout.entries:
+        if entry.dtype == "int64":
+            flat[entry.offset:entry.offset + entry.size] = 7
+    return layout, flat
+
+
+@pytest.mark.parametrize("family,info,width,args", [
+    ("cnn", SIGNAL, 3, {"batch_norm": True}), ("resnet18", DIGITS, 2, {}),
+    ("resnet50", DIGITS, 2, {}), ("mlp", SIGNAL, 5, {"depth": 2})])
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
+def test_encoders_round_trip_batchnorm_and_residual_layouts(family, info, width, args,
+                                                           representation):
+    layout, flat = random_layout(family, info, width, **args)
+    encoder = make_encoder(representation, layout, token_size=5)
+    assert torch.equal(encoder.decode(encoder.encode(flat)), flat)
+
+
+def test_flat_and_state_dict_items_are_views_of_the_stored_array(tiny_zoo):
+    flat = ZooDataset(tiny_zoo, split="all")
+    state = ZooDataset(tiny_zoo, split="all", representation="state_dict")
+    array = flat._store.arrays[flat[0]["layout"]]
+    start, stop = array.ctypes.data, array.ctypes.data + array.nbytes
+    assert start <= flat[0]["weights"].data_ptr() < stop
+    array = state._store.arrays[state[0]["layout"]]
+    start, stop = array.ctypes.data, array.ctypes.data + array.nbytes
+    first = state[0]["weights"]
+    assert all(start <= t.data_ptr() < stop for t in first.values())
+    assert [tuple(t.shape) for t in first.values()] == [e.shape for e in state.layouts[
+        state[0]["layout"]].entries]
+
+
+def test_layers_are_nfn_weight_bias_pairs_with_a_channel_axis():
+    layout, flat = random_layout("cnn", SIGNAL, 3, batch_norm=True)
+    item = Layers(layout).encode(flat)
+    assert [(tuple(w.shape), tuple(b.shape)) for w, b in item["weights"]] == [
+        ((1, 3, 1, 3), (1, 3)), ((1, 3, 3, 3), (1, 3)), ((1, 10, 3), (1, 10))]
+    assert torch.equal(item["weights"][0][1], torch.zeros(1, 3))  # conv before BN has no bias
+    assert sorted(item["extras"]) == sorted(
+        f"{m}.{s}" for m in (2, 6) for s in ("weight", "bias", "running_mean", "running_var",
+                                             "num_batches_tracked"))
+
+
+def test_tokens_hold_each_neuron_row_chunked_and_zero_padded():
+    layout, flat = random_layout("mlp", SIGNAL, 5, depth=1)  # 1.weight (5, 40), 3.weight (10, 5)
+    item = Tokens(layout, token_size=16).encode(flat)
+    tokens, mask, positions = item["weights"], item["mask"], item["positions"]
+    # layer 0: 5 neurons x (40 weights + bias) = 41 values -> 3 tokens; layer 1: 10 x 6 -> 1
+    assert tokens.shape == (5 * 3 + 10, 16)
+    assert int(mask.sum()) == layout.size
+    assert torch.equal(tokens[~mask], torch.zeros(int((~mask).sum())))
+    row = torch.cat([flat[0:40], flat[200:201]])  # neuron 0: its 40 weights, then its bias
+    assert torch.equal(tokens[:3][mask[:3]], row)
+    assert positions[:4].tolist() == [[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 1]]
+    assert positions[15].tolist() == [15, 1, 0] and positions[-1].tolist() == [24, 1, 9]
+
+
+def test_tokens_batch_through_a_dataloader(tiny_zoo):
+    ds = ZooDataset(tiny_zoo, split="all", representation="tokens", token_size=8,
+                    where={"width": 8}, targets=["test_accuracy"])
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch["weights"].shape[0] == 3 and batch["weights"].shape[2] == 8
+    assert batch["mask"].shape == batch["weights"].shape
+    assert batch["positions"].shape == (3, batch["weights"].shape[1], 3)
+    assert batch["targets"].shape == (3, 1)
+
+
+def test_unknown_representation_is_refused(tiny_zoo):
+    with pytest.raises(ValueError, match="representation: 'graph' is not allowed"):
+        ZooDataset(tiny_zoo, representation="graph")
+
+
+def test_layers_batch_into_nfn_shapes(tiny_zoo):
+    ds = ZooDataset(tiny_zoo, split="all", representation="layers", where={"width": 8})
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert [(tuple(w.shape), tuple(b.shape)) for w, b in batch["weights"]] == [
+        ((4, 1, 8, 40), (4, 1, 8)), ((4, 1, 10, 8), (4, 1, 10))]
+    assert batch["extras"] == {}

@@ -54,7 +54,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from generators.generate import generate
     from zoo.spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, data_root=args.data_root)
     out = Path(args.out or f"zoo-{spec.name}")
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     if "parquet" not in formats:
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      " rerunning on the same folder trains only what is missing.")
     gen.add_argument("spec", help="built-in spec name (see `zoo specs`) or a YAML file")
     gen.add_argument("--out", help="zoo folder to write (default: zoo-<spec name>)")
+    gen.add_argument("--data-root", default=None, metavar="DIR",
+                     help="folder of a local data set (CIFAR, SVHN, Tiny-ImageNet, text); "
+                          "replaces the spec's data.root")
     gen.add_argument("--address", default=None,
                      help="Ray cluster address to join (e.g. 'auto'); default: a local runtime")
     gen.add_argument("--workers", type=int, default=None,

@@ -17,7 +17,7 @@ from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_cells
 from generators.plan import Plan, make_plan
 from generators.writer import FORMATS, ZooWriter
 from zoo import architectures, datasets
-from zoo.datasets.base import DataBundle
+from zoo.datasets.base import DataBundle, DataInfo
 from zoo.folder import write_atomically
 from zoo.spec import ZooSpec
 
@@ -44,13 +44,15 @@ def versions() -> dict[str, str]:
             "pyarrow": pyarrow.__version__, "python": platform.python_version()}
 
 
-def count_parameters(spec: ZooSpec, bundle: DataBundle) -> int:
-    """Stored values per checkpoint of the widest model, built on the meta device (no memory)."""
-    widest = max(spec.cells(), key=lambda cell: cell.width)
-    with torch.device("meta"):
-        model = architectures.build(spec.architecture.family, width=widest.width,
-                                    info=bundle.info, args=spec.architecture.args)
-    return sum(t.numel() for t in model.state_dict().values())
+def count_parameters(spec: ZooSpec, info: DataInfo) -> dict[int, int]:
+    """Stored values per checkpoint for each width, built on the meta device (no memory)."""
+    counts = {}
+    for width in sorted({cell.width for cell in spec.cells()}):
+        with torch.device("meta"):
+            model = architectures.build(spec.architecture.family, width=width,
+                                        info=info, args=spec.architecture.args)
+        counts[width] = sum(t.numel() for t in model.state_dict().values())
+    return counts
 
 
 def load_data(spec: ZooSpec) -> DataBundle:
@@ -68,11 +70,16 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
     the caller decides the exit code from `Generation.failures`.
     """
     stream = stream or sys.stderr
+    formats = tuple(formats)
+    if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
+        plan = make_plan(spec, "(data not loaded)", Path("/nonexistent"))
+        info = datasets.describe(spec.data.name, spec.data.args)
+        print(plan.describe(count_parameters(spec, info), len(formats)), file=stream)
+        return Generation(plan)
     bundle = load_data(spec)
     fingerprint = bundle.fingerprint()
     plan = make_plan(spec, fingerprint, out)
-    formats = tuple(formats)
-    print(plan.describe(count_parameters(spec, bundle), len(formats)), file=stream)
+    print(plan.describe(count_parameters(spec, bundle.info), len(formats)), file=stream)
     generation = Generation(plan)
     if dry_run:
         return generation

@@ -32,17 +32,18 @@ class Plan:
     def kept_epochs(self) -> int:
         return len(set(self.spec.checkpoint_epochs) | set(self.spec.metrics.epochs))
 
-    def describe(self, num_params: int, formats: int) -> str:
+    def describe(self, params_by_width: dict[int, int], formats: int) -> str:
         """A short human summary (used by --dry-run and at the start of a run)."""
         spec = self.spec
         rows = self.num_models * self.kept_epochs
-        bytes_ = rows * num_params * 4 * formats
+        bytes_ = sum(params_by_width[jobs[0].cell.width] * len(jobs) for jobs in
+                     self.cells.values()) * self.kept_epochs * 4 * formats
         grows = " (growing an existing zoo: new seeds or grid values)" if self.grows else ""
         return (f"zoo {spec.name}: {len(self.cells)} cells "
                 f"({len(spec.load.values)} {spec.load.name} × "
                 f"{len(spec.temperature.values)} {spec.temperature.name}) × "
                 f"{len(spec.seeds)} seeds = {self.num_models} models, "
-                f"{rows} model rows, ~{bytes_ / 1e6:.1f} MB of weights; "
+                f"{rows} model rows, ~{_size(bytes_)} of weights; "
                 f"{len(self.done)} cells done, {len(self.missing)} to run{grows}")
 
 
@@ -88,3 +89,11 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
     manifest = read_manifest(out)
     done = _finished(manifest, cells, plan.kept_epochs) if manifest else frozenset()
     return Plan(plan.spec, plan.cells, done, grows=previous["spec_hash"] != spec.spec_hash())
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")

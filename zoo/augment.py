@@ -12,7 +12,7 @@ ROTATION_DEGREES = 20.0
 
 
 def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Apply `kind` ('none', 'flip', 'crop', 'crop-flip', 'crop-flip-rotate') to (B, C, H, W)."""
+    """Apply `kind` (none, flip, crop, crop-flip, crop-rotate, crop-flip-rotate) to (B, C, H, W)."""
     if kind == "none":
         return images
     if images.dim() != 4:

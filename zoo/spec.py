@@ -17,7 +17,7 @@ LOAD_AXES = ("width", "model_dim", "data_fraction", "beta")
 TEMPERATURE_AXES = ("batch_size", "learning_rate", "weight_decay")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
-AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-flip-rotate")
+AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-rotate", "crop-flip-rotate")
 STACKING = ("auto", "always", "never")
 
 
@@ -410,8 +410,11 @@ def builtin_specs() -> dict[str, str]:
     return out
 
 
-def load_spec(name_or_path: str | Path) -> ZooSpec:
-    """Read a spec from a YAML file path, or a built-in spec by name (`zoo specs` lists them)."""
+def load_spec(name_or_path: str | Path, *, data_root: str | None = None) -> ZooSpec:
+    """Read a spec from a YAML file path, or a built-in spec by name (`zoo specs` lists them).
+
+    `data_root` replaces the spec's `data.root` (local-folder data sets such as CIFAR-10).
+    """
     path = Path(name_or_path)
     if path.is_file():
         text = path.read_text()
@@ -426,16 +429,24 @@ def load_spec(name_or_path: str | Path) -> ZooSpec:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise SpecError(f"spec: {name_or_path}: not valid YAML ({error})") from None
+    if data_root is not None and isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        raw["data"]["root"] = data_root
     spec = parse_spec(raw)
     validate_registries(spec)
     return spec
 
 
 def validate_registries(spec: ZooSpec) -> None:
-    """Check the architecture and data set against their registries (files included)."""
+    """Check the architecture and data set against their registries (files included).
+
+    A folder data set without a root passes here (a dry run needs no data); generation
+    itself asks for the root before any work.
+    """
     from zoo import architectures, datasets
 
     architectures.validate_args(spec.architecture.family, spec.architecture.args)
+    if spec.data.root is None and datasets.needs_root(spec.data.name):
+        return
     datasets.validate(spec.data.name, spec.data.root, spec.data.args)
 
 

@@ -95,6 +95,29 @@ def _check(
     return entry, path, resolved
 
 
+def needs_root(name: str) -> bool:
+    """True for data sets read from a local folder (`data.root`)."""
+    return name in _REGISTRY and _REGISTRY[name].locate is not None
+
+
+FOLDER_INFO = {
+    "cifar10": DataInfo("classification", (3, 32, 32), 10),
+    "cifar100": DataInfo("classification", (3, 32, 32), 100),
+    "svhn": DataInfo("classification", (3, 32, 32), 10),
+    "tiny-imagenet": DataInfo("classification", (3, 64, 64), 200),
+}
+
+
+def describe(name: str, args: Mapping[str, Any] | None = None) -> DataInfo:
+    """The DataInfo of a data set without reading a folder (for plans and dry runs)."""
+    if name in FOLDER_INFO:
+        return FOLDER_INFO[name]
+    if name == "text-folder":
+        resolved = resolve(name, args, _REGISTRY[name].params)
+        return DataInfo("language_model", (int(resolved["context"]),), 256)
+    return load(name, args=args).info
+
+
 def validate(
     name: str, root: str | os.PathLike[str] | None, args: Mapping[str, Any] | None
 ) -> None:

@@ -128,3 +128,17 @@ def test_a_folder_of_another_spec_is_refused(tiny_zoo, tmp_path, capsys):
     path = write_spec(tmp_path, training={"epochs": 2, "learning_rate": 0.1})
     assert main(["generate", str(path), "--out", str(tiny_zoo)]) == 2
     assert "holds a zoo of another spec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, models, rows", [
+    ("resnet18-cifar10", 192, 192 * 151), ("resnet50-tinyimagenet", 192, 192 * 101),
+    ("vit-cifar100", 147, 147 * 41), ("gpt2-text", 264, 264 * 11),
+    ("pinn-convection", 700, 700 * 5)])
+def test_published_zoo_specs_dry_run_to_the_published_counts(name, models, rows, tmp_path):
+    import io
+
+    stream = io.StringIO()
+    result = generate(load_spec(name), tmp_path / name, dry_run=True, stream=stream)
+    assert result.plan.num_models == models
+    assert f"= {models} models, {rows} model rows" in stream.getvalue()
+    assert not (tmp_path / name).exists()

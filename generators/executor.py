@@ -66,9 +66,10 @@ def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
     torch.set_num_threads(WORKER_THREADS)
     node = ray.get_runtime_context().get_node_id()
+    device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per task
     try:
         _inject_fault(fault, jobs[0].cell_id)
-        return TaskOutcome(node, result=run_cell(spec, jobs, bundle))
+        return TaskOutcome(node, result=run_cell(spec, jobs, bundle, device))
     except Exception as error:  # recorded as a failed cell; the run goes on
         failure = CellFailure(jobs[0].cell_id, tuple(j.model_id for j in jobs),
                               f"{type(error).__name__}: {error}", traceback.format_exc())

@@ -21,7 +21,7 @@ def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torc
     if "crop" in kind:
         images = random_crop(images, generator)
     if "flip" in kind:
-        flip = torch.rand(images.shape[0], generator=generator) < 0.5
+        flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     if "rotate" in kind:
         images = random_rotation(images, generator)
@@ -38,7 +38,8 @@ def random_crop(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     cols = (dx[:, None] + torch.arange(width))[:, None, None, :]
     index = torch.arange(batch)[:, None, None, None]
     channels = torch.arange(images.shape[1])[None, :, None, None]
-    return padded[index, channels, rows, cols]
+    return padded[index.to(padded.device), channels.to(padded.device), rows.to(padded.device),
+                  cols.to(padded.device)]
 
 
 def random_rotation(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -48,5 +49,6 @@ def random_rotation(images: torch.Tensor, generator: torch.Generator) -> torch.T
     cos, sin = torch.cos(angles), torch.sin(angles)
     zeros = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    theta = theta.to(device=images.device, dtype=images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, align_corners=False)

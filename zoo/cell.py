@@ -100,8 +100,9 @@ def cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any
     return row
 
 
-def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle) -> CellResult:
-    """Train all seeds of one cell and return its rows. Pure: no Ray, no files."""
+def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
+             device: torch.device | str = "cpu") -> CellResult:
+    """Train all seeds of one cell on `device` and return its rows. Pure: no Ray, no files."""
     cell_ids = {job.cell_id for job in jobs}
     if len(cell_ids) != 1:
         raise ValueError(f"run_cell takes the jobs of one cell, got cells {sorted(cell_ids)}")
@@ -110,8 +111,8 @@ def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle) -> Cel
     layout = layout_of(build_model(spec, jobs[0].cell, bundle, jobs[0].seed),
                        spec.architecture.family, jobs[0].cell.width, spec.architecture.args)
     result.layouts[layout.key] = layout
-    data = bundle.subsample(jobs[0].cell.data_fraction)
-    trained = [train_model(spec, job, bundle) for job in jobs]
+    data = bundle.subsample(jobs[0].cell.data_fraction).to(device)
+    trained = [train_model(spec, job, bundle, device) for job in jobs]
     models: dict[tuple[str, int], torch.nn.Module] = {}
     for member in trained:
         metrics = {}
@@ -139,7 +140,7 @@ def _restore(spec: ZooSpec, job: ModelJob, data: DataBundle,
              checkpoint: Checkpoint) -> torch.nn.Module:
     model = build_model(spec, job.cell, data, job.seed)
     model.load_state_dict(checkpoint.state_dict)
-    return model.eval()
+    return model.to(next(iter(data.train)).device).eval()
 
 
 def _pair_row(spec: ZooSpec, a: ModelJob, b: ModelJob, epoch: int,

@@ -99,7 +99,7 @@ def cka_columns(a: nn.Module, b: nn.Module, objective: Objective,
         train = probe_batches(objective.bundle.train, settings.batches, settings.batch_size)
         mixed = []
         for x, _ in train:
-            lam = torch.rand(x.shape[0], *[1] * (x.dim() - 1), generator=generator)
+            lam = torch.rand(x.shape[0], *[1] * (x.dim() - 1), generator=generator).to(x.device)
             partner = x[torch.randperm(x.shape[0], generator=generator)]
             inputs = lam * x + (1 - lam) * partner
             mixed.append(similarity.linear_cka(_outputs(a, inputs).softmax(-1),

@@ -73,24 +73,26 @@ def make_schedule(recipe: TrainingSpec, optimizer: torch.optim.Optimizer, cell: 
 
 def _snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
               diverged: bool) -> Checkpoint:
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     train, test = objective.evaluate(model, "train"), objective.evaluate(model, "test")
     finite = (not diverged and is_finite(train) and is_finite(test)
               and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()))
     return Checkpoint(epoch, state, train, test, bool(finite))
 
 
-def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle) -> TrainedModel:
+def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
+                device: torch.device | str = "cpu") -> TrainedModel:
     """Train one model; a run that diverges stops and its later checkpoints are non-finite.
 
     The same spec, job and data give bitwise the same checkpoints on the same machine and
     thread count: init, data order and augmentation each come from a seed derived from job.seed.
+    Checkpoints are kept on the CPU whatever `device` trains.
     """
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
-    data = bundle.subsample(cell.data_fraction)
+    data = bundle.subsample(cell.data_fraction).to(device)
     objective = Objective(data, beta=cell.beta)
-    model = build_model(spec, cell, data, job.seed)
+    model = build_model(spec, cell, data, job.seed).to(device)
     optimizer = make_optimizer(recipe, cell, [p for p in model.parameters() if p.requires_grad])
     steps_per_epoch = math.ceil(data.num_train / cell.batch_size)
     schedule = make_schedule(recipe, optimizer, cell, steps_per_epoch * recipe.epochs)

@@ -58,6 +58,12 @@ class DataBundle:
             digest.update(t.numpy().tobytes())
         return digest.hexdigest()
 
+    def to(self, device: torch.device | str) -> DataBundle:
+        """The same data on `device` (a no-op when it is already there)."""
+        return DataBundle(self.name, self.info, tuple(t.to(device) for t in self.train),
+                          tuple(t.to(device) for t in self.test),
+                          {k: v.to(device) for k, v in self.extras.items()})
+
     def subsample(self, fraction: float) -> DataBundle:
         """Keep a deterministic `fraction` of the training set (the same rows for every seed)."""
         if fraction >= 1.0:

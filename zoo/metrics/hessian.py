@@ -27,6 +27,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 Hvp = Callable[[Tensor], Tensor]
 
 _MIN_PROBES = 10  # Hutchinson probes drawn before the tolerance rule may stop
+_PROBE_BLOCK = 10  # probes multiplied at once (batched backward); the stop rule is unchanged
 
 
 def hessian_vector_product(
@@ -42,26 +43,51 @@ def hessian_vector_product(
             order.
         loss_fn: (outputs, targets) -> mean-reduced scalar loss.
         batches: (inputs, targets) pairs, already on the model's device and dtype.
-        vector: (P,) flat vector, P = number of trainable parameter entries.
+        vector: (P,) flat vector, P = number of trainable parameter entries; or (K, P) for K
+            products at once.
     Returns:
-        (P,) tensor H v.
+        (P,) tensor H v, or (K, P).
     """
-    names, params = _trainable(model)
-    total = sum(int(x.shape[0]) for x, _ in batches)
-    pieces = torch.split(vector, [p.numel() for p in params])
-    v = [piece.view_as(p) for piece, p in zip(pieces, params)]
-    leaves = [p.detach().requires_grad_(True) for p in params]
-    out = torch.zeros_like(vector)
-    for inputs, targets in batches:
-        loss = loss_fn(functional_call(model, dict(zip(names, leaves)), (inputs,)), targets)
-        grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-        dot = sum((g * vi).sum() for g, vi in zip(grads, v) if g is not None)
-        if not (isinstance(dot, Tensor) and dot.requires_grad):
-            continue  # the loss is at most linear in the parameters: this batch adds H = 0
-        hv = torch.autograd.grad(dot, leaves, allow_unused=True)
-        flat = torch.cat([_zero_if_none(h, p).reshape(-1) for h, p in zip(hv, leaves)])
-        out.add_(flat, alpha=inputs.shape[0] / total)
-    return out
+    return _GradientGraph(model, loss_fn, batches).product(vector)
+
+
+class _GradientGraph:
+    """The mean loss's gradient with its graph, built once; each product is one more backward.
+
+    Products of several vectors at once go through autograd's batched gradients (vmap over the
+    backward pass), which removes the per-product Python and dispatch overhead.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch]) -> None:
+        names, params = _trainable(model)
+        self.leaves = [p.detach().requires_grad_(True) for p in params]
+        batches = _merged(batches)
+        total = sum(int(x.shape[0]) for x, _ in batches)
+        self.terms: list[tuple[float, list[Tensor], list[int]]] = []
+        for inputs, targets in batches:
+            out = functional_call(model, dict(zip(names, self.leaves)), (inputs,))
+            grads = torch.autograd.grad(loss_fn(out, targets), self.leaves, create_graph=True,
+                                        allow_unused=True)
+            used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+            if used:  # otherwise the loss is at most linear in the parameters: H = 0 here
+                self.terms.append((inputs.shape[0] / total, [grads[i] for i in used], used))
+
+    def product(self, vector: Tensor) -> Tensor:
+        batched = vector.dim() == 2
+        sizes = [p.numel() for p in self.leaves]
+        pieces = torch.split(vector, sizes, dim=-1)
+        shaped = [piece.reshape(*vector.shape[:-1], *p.shape)
+                  for piece, p in zip(pieces, self.leaves)]
+        out = torch.zeros_like(vector)
+        for weight, grads, used in self.terms:
+            hv = torch.autograd.grad(grads, self.leaves, [shaped[i] for i in used],
+                                     retain_graph=True, allow_unused=True,
+                                     is_grads_batched=batched)
+            flat = [(_zero_if_none(h, p) if not batched or h is not None else
+                     p.new_zeros(vector.shape[0], *p.shape)).reshape(*vector.shape[:-1], -1)
+                    for h, p in zip(hv, self.leaves)]
+            out.add_(torch.cat(flat, dim=-1), alpha=weight)
+        return out
 
 
 def top_eigenvalue(
@@ -124,13 +150,17 @@ def trace(
     with _evaluation(model, batches, device) as (work, moved):
         hvp = _bound_hvp(work, loss_fn, moved)
         samples: list[float] = []
-        mean = 0.0
-        for k in range(1, max_iter + 1):
-            z = _random_vector(work, generator, rademacher=True)
-            samples.append(float(torch.dot(z, hvp(z))))
-            previous, mean = mean, math.fsum(samples) / k
-            if k >= _MIN_PROBES and abs(mean - previous) <= tol * abs(previous):
-                break
+        mean, stopped = 0.0, False
+        while not stopped and len(samples) < max_iter:
+            block = min(_PROBE_BLOCK, max_iter - len(samples))
+            z = torch.stack([_random_vector(work, generator, rademacher=True)
+                             for _ in range(block)])
+            for value in (z * hvp(z)).sum(dim=1).tolist():  # the rule sees probes one by one
+                samples.append(value)
+                previous, mean = mean, math.fsum(samples) / len(samples)
+                if len(samples) >= _MIN_PROBES and abs(mean - previous) <= tol * abs(previous):
+                    stopped = True
+                    break
     if len(samples) < 2:
         return mean, math.nan
     var = math.fsum((s - mean) ** 2 for s in samples) / (len(samples) - 1)
@@ -191,8 +221,16 @@ def _evaluation(
         model.train(was_training)
 
 
+def _merged(batches: Sequence[Batch]) -> Sequence[Batch]:
+    """One batch of all samples when shapes allow: for a mean-reduced loss the size-weighted
+    mean over batches equals the mean over their union, and one large graph is faster."""
+    if len({(tuple(x.shape[1:]), tuple(y.shape[1:])) for x, y in batches}) != 1:
+        return batches
+    return [(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))]
+
+
 def _bound_hvp(model: nn.Module, loss_fn: LossFn, batches: list[Batch]) -> Hvp:
-    return lambda v: hessian_vector_product(model, loss_fn, batches, v)
+    return _GradientGraph(model, loss_fn, batches).product
 
 
 def _trainable(model: nn.Module) -> tuple[list[str], list[Tensor]]:

@@ -30,6 +30,36 @@ def schema_table(table: str) -> str:
     return "\n".join(lines)
 
 
+def metrics_section(spec: dict) -> list[str]:
+    """Definitions of the landscape metrics with the parameters this zoo used."""
+    m = spec["metrics"]
+    h, c, k = m["hessian"], m["similarity"], m["curve"]
+    return [
+        "## Metrics", "",
+        f"Measured at epochs {m['epochs']} (`is_metric_epoch`), in eval mode, following Yang et "
+        "al. 2021 and the phase-transition model zoo:", "",
+        f"- **Hessian** of the mean training loss (weight decay excluded) on a fixed seeded "
+        f"subset of {h['batches']} × {h['batch_size']} train samples, and on as many test "
+        f"samples: top eigenvalue by Lanczos (largest algebraic, not largest magnitude), trace "
+        f"by Hutchinson with Rademacher probes and its standard error; at most {h['max_iter']} "
+        f"iterations, relative tolerance {h['tol']}.",
+        f"- **CKA**: linear CKA of the output logits of every seed pair of a cell on "
+        f"{c['batches']} × {c['batch_size']} test samples, per batch then averaged (`cka`); "
+        "Yang's convention, softmax outputs on mixup-perturbed train inputs (`cka_mixup`).",
+        f"- **Mode connectivity**: a quadratic Bezier curve between the two seeds, ends fixed, "
+        f"control point trained {k['steps']} SGD steps (batch {k['batch_size']}, lr "
+        f"{k['learning_rate']}), evaluated at {k['points']} points with BatchNorm statistics "
+        "re-estimated; `mc = (L(w1)+L(w2))/2 - L(phi(t*))` at `t* = argmax |L(phi(t)) - "
+        "(L(w1)+L(w2))/2|`, on train and test error (percentage points) and loss; mc < 0 is a "
+        "barrier, mc > 0 under-trained ends, mc ≈ 0 well connected. The straight segment's "
+        "barrier is stored beside it (positive = barrier).",
+        "- **Heavy-tail alpha**: per weight matrix, the power-law exponent of the eigenvalues of "
+        "WᵀW (WeightWatcher's alpha, x_min by the KS distance).",
+        "- **Phase** per cell (Yang et al.): I high loss & mc < 0, II high loss & mc ≥ 0, III low "
+        "loss & mc < -threshold, IV-A / IV-B low loss & |mc| small with low / high CKA; the "
+        "thresholds are stored in every cells row (`phase_*`).", ""]
+
+
 def card_text(root: Path) -> str:
     """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
     reader = ZooReader(root)
@@ -53,6 +83,7 @@ def card_text(root: Path) -> str:
         f"- data fingerprint: `{reader.zoo_json['data_fingerprint']}`",
         f"- produced with: {json.dumps(reader.zoo_json['versions'], sort_keys=True)}", "",
         "## Phases", "", "| phase | cells |", "|---|---|", phase_lines, "",
+        *metrics_section(spec),
         "## Loading", "", "```python",
         "import datasets",
         "models = datasets.load_dataset('PATH')            # one row per model and kept epoch",
@@ -66,7 +97,9 @@ def card_text(root: Path) -> str:
         "## Resolved spec", "", "```json", json.dumps(spec, indent=1, sort_keys=True), "```", "",
         *(part for table in TABLES
           for part in (f"## Table `{table}`", "", schema_table(table), "")),
-        "## Citation", "",
+        "## Licence and citation", "",
+        "Released under CC BY 4.0 (the YAML header's `license`); the data sets keep their own "
+        "licences. Cite the zoo by its spec hash and these papers:", "",
         "Yang et al., Taxonomizing local versus global structure in neural network loss "
         "landscapes, NeurIPS 2021. Schürholt et al., A Model Zoo on Phase Transitions in "
         "Neural Networks, 2025.", "",

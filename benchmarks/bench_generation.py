@@ -12,8 +12,9 @@ Everything is measured in the same run on the same machine:
 
     python -m benchmarks.bench_generation [--quick] [--skip-tune]
 
-Prints tables and writes benchmarks/results/generation.json (generation-quick.json). Wall time is what a user waits;
-CPU time (this process) is steadier when other jobs share the cores, so both are reported.
+Prints tables and writes benchmarks/results/generation.json (generation-quick.json with --quick).
+Wall time is what a user waits; CPU time (this process) is steadier when other jobs share the
+cores, so both are reported.
 """
 
 from __future__ import annotations

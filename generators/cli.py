@@ -118,6 +118,110 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from generators.plots import plot_zoo
+
+    for path in plot_zoo(Path(args.dir), args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from generators.studies import run_study
+
+    options = {"averaging": {"last": args.last}, "finetune": {"epochs": args.epochs},
+               "prune": {"densities": args.densities}}[args.name]
+    for path in run_study(args.name, Path(args.dir), args.out,
+                          show_progress=not args.no_progress, **options):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_import_ray_tune(args: argparse.Namespace) -> int:
+    from generators.interop import import_ray_tune
+
+    report = import_ray_tune(Path(args.src), Path(args.out), family=args.family, data=args.data,
+                             data_root=args.data_root, name=args.name)
+    print(f"imported {report.trials} trials into {report.cells} cells of {report.root.resolve()}")
+    for path in report.missing[:10]:
+        print(f"missing checkpoint: {path}", file=sys.stderr)
+    if report.missing:
+        print(f"zoo: {len(report.missing)} checkpoints of epochs the spec keeps are missing; "
+              f"`zoo verify` will report the row count", file=sys.stderr)
+    return 0
+
+
+def cmd_export_ray_tune(args: argparse.Namespace) -> int:
+    from generators.interop import export_ray_tune
+
+    folders = export_ray_tune(Path(args.dir), Path(args.out))
+    print(f"wrote {len(folders)} trial folders to {Path(args.out).resolve()}")
+    return 0
+
+
+def _densities(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers "
+                                         f"in (0, 1], e.g. 1,0.5,0.2,0.1") from None
+
+
+def _add_study_commands(sub: argparse._SubParsersAction) -> None:
+    """The `plot` and `study` commands."""
+    plot = sub.add_parser("plot", help="write PNG phase diagrams of a zoo folder",
+                          description="Heatmaps over (load, temperature) of test accuracy, train "
+                                      "loss, log Hessian trace and top eigenvalue, CKA, mc and "
+                                      "the phase map, one PNG each plus overview.png.")
+    plot.add_argument("dir", help="zoo folder")
+    plot.add_argument("--out", default=None, metavar="DIR",
+                      help="folder for the PNGs (default: DIR/plots)")
+    plot.set_defaults(run=cmd_plot)
+
+    study = sub.add_parser("study", help="run a downstream study; a Parquet table and a PNG",
+                           description="averaging: epoch and aligned seed averages; finetune: "
+                                       "transfer to a shifted data set; prune: global magnitude "
+                                       "pruning. Results per model or cell, plotted per phase.")
+    study.add_argument("name", choices=("averaging", "finetune", "prune"), help="the study")
+    study.add_argument("dir", help="zoo folder")
+    study.add_argument("--out", default=None, metavar="DIR",
+                       help="output folder (default: DIR/studies/NAME)")
+    study.add_argument("--last", type=int, default=5, metavar="K",
+                       help="averaging: average each model's last K stored checkpoints")
+    study.add_argument("--epochs", type=int, default=2, metavar="K",
+                       help="finetune: epochs of fine-tuning on the target data set")
+    study.add_argument("--densities", type=_densities, default=[1.0, 0.5, 0.2, 0.1],
+                       metavar="LIST", help="prune: comma-separated fractions of weights kept "
+                                            "(default 1,0.5,0.2,0.1)")
+    study.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    study.set_defaults(run=cmd_study)
+
+
+def _add_interop_commands(sub: argparse._SubParsersAction) -> None:
+    """The `import-ray-tune` and `export-ray-tune` commands."""
+    imp = sub.add_parser("import-ray-tune", help="convert Ray Tune trial folders to a zoo folder",
+                         description="Read params.json, result.json and checkpoint_NNNNNN/"
+                                     "checkpoints (weights_only) of every trial under SRC, as "
+                                     "the published phase-transition zoos ship them.")
+    imp.add_argument("src", help="folder holding the trial folders (searched recursively)")
+    imp.add_argument("--out", required=True, metavar="DIR", help="new zoo folder to write")
+    imp.add_argument("--family", default=None,
+                     help="architecture family, e.g. resnet18 (default: from model::type)")
+    imp.add_argument("--data", default=None,
+                     help="data set name, e.g. cifar10 (default: from dataset::name)")
+    imp.add_argument("--data-root", default=None, metavar="DIR",
+                     help="folder of a local data set, recorded in the spec for loaders")
+    imp.add_argument("--name", default=None, help="zoo name (default: the SRC folder's name)")
+    imp.set_defaults(run=cmd_import_ray_tune)
+
+    exp = sub.add_parser("export-ray-tune", help="write a zoo folder as Ray Tune trial folders",
+                         description="One trial folder per model: params.json, result.json "
+                                     "(line i = epoch i) and checkpoint_NNNNNN/checkpoints.")
+    exp.add_argument("dir", help="zoo folder")
+    exp.add_argument("--out", required=True, metavar="SRC", help="new folder for the trials")
+    exp.set_defaults(run=cmd_export_ray_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo", description="Generate, inspect and study phase model zoos.")
@@ -164,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     card = sub.add_parser("card", help="rewrite a zoo folder's README.md dataset card")
     card.add_argument("dir", help="zoo folder")
     card.set_defaults(run=cmd_card)
+    _add_study_commands(sub)
+    _add_interop_commands(sub)
     return parser
 
 

@@ -1,0 +1,351 @@
+"""Convert between zoo folders and Ray Tune trial folders (see generators.raytune).
+
+`export_ray_tune(zoo, out)` writes one trial folder per model; `import_ray_tune(src, out)`
+describes the trials' grid by a ZooSpec, rebuilds every checkpoint in one of our architectures
+(its state_dict names must match, as torchvision-named ResNets do) and writes a zoo folder with
+models and cells tables. The published layout has no per-pair rows: an import writes no pairs
+table, and its cells' CKA and mc are means of the per-model values in result.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from generators.card import write_card
+from generators.generate import versions
+from generators.raytune import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS, STATE,
+                                TEMPERATURE_KEYS, Trial, checkpoint_folder, dump,
+                                metric_epochs, published_line, read_checkpoint, read_trials)
+from generators.writer import ZooWriter
+from loaders.reader import ZooReader
+from loaders.store import META_COLUMNS, read_metadata, read_weights
+from zoo import __version__ as code_version
+from zoo import architectures, datasets
+from zoo.architectures import REGISTRY, families
+from zoo.cell import CellResult, identity_columns, summarise
+from zoo.datasets.base import DataInfo
+from zoo.errors import ZooError
+from zoo.layout import Layout, layout_of
+from zoo.phases import default_thresholds, label
+from zoo.schema import CELL_MEANS
+from zoo.spec import Cell, ModelJob, ZooSpec, parse_spec
+
+
+def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:
+    """Write the zoo in `root` as Ray Tune trial folders under `out` (one per model).
+
+    Returns:
+        the trial folders, in cell then seed order.
+    """
+    reader, out = ZooReader(root), _empty_folder(out)
+    columns = read_metadata(reader)
+    metadata = reader.table("models", columns=list(META_COLUMNS)).to_pylist()  # same row order
+    pair_means = _pair_means(reader)
+    order = np.lexsort((columns["epoch"], columns["seed"], columns["temperature_value"],
+                        columns["load_value"]))
+    cells: dict[str, dict[str, list[int]]] = {}
+    for index in order.tolist():
+        models = cells.setdefault(str(columns["cell_id"][index]), {})
+        models.setdefault(str(columns["model_id"][index]), []).append(index)
+    folders: list[Path] = []
+    for models in cells.values():
+        chosen = [i for indices in models.values() for i in indices]
+        store = read_weights(reader, columns, np.asarray(chosen))  # one read per cell
+        states = {i: store.layouts[k].unflatten(store.arrays[k][s])
+                  for i, k, s in zip(chosen, store.keys, store.slots)}
+        for model_id, indices in models.items():
+            folder = out / f"trial_{len(folders):05d}_{model_id}"
+            _write_trial(folder, reader.zoo_json["spec"], [metadata[i] for i in indices],
+                         [states[i] for i in indices], pair_means)
+            folders.append(folder)
+    return folders
+
+
+def _write_trial(folder: Path, spec: dict[str, Any], rows: Sequence[dict[str, Any]],
+                 states: Sequence[dict[str, torch.Tensor]],
+                 pair_means: dict[tuple[str, int], dict[str, float | None]]) -> None:
+    """params.json, result.json (a line per epoch) and a checkpoint per stored row."""
+    folder.mkdir()
+    (folder / PARAMS).write_text(dump(_params(spec, rows[0]), indent=1))
+    lines = [{"epoch": e} for e in range(spec["training"]["epochs"] + 1)]
+    for row, state in zip(rows, states):
+        means = pair_means.get((row["model_id"], row["epoch"]), {})
+        lines[row["epoch"]].update(published_line(row, means))
+        path = folder / checkpoint_folder(row["epoch"]) / STATE
+        path.parent.mkdir()
+        torch.save({k: v.clone() for k, v in state.items()}, path)  # own storage each
+    (folder / RESULTS).write_text("".join(dump(line) + "\n" for line in lines))
+
+
+def _empty_folder(path: str | Path) -> Path:
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise ZooError(f"{path}: exists and is not empty; choose a new folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _pair_means(reader: Any) -> dict[tuple[str, int], dict[str, float | None]]:
+    """(model_id, epoch) -> mean over the model's seed pairs of each pair metric."""
+    values: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for pair in reader.table("pairs").to_pylist():
+        for model in (pair["model_id_a"], pair["model_id_b"]):
+            slot = values.setdefault((model, pair["epoch"]), {})
+            for name in PAIR_MEANS:
+                if pair[name] is not None and math.isfinite(pair[name]):
+                    slot.setdefault(name, []).append(pair[name])
+    return {key: {n: float(np.mean(v)) for n, v in slot.items()} for key, slot in values.items()}
+
+
+def _params(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The flat config of one model, in the published keys plus phase_zoo:: provenance."""
+    training = spec["training"]
+    return {"model::type": spec["architecture"]["family"], "model::width": row["width"],
+            **{f"model::{k}": v for k, v in spec["architecture"]["args"].items()},
+            "dataset::name": spec["data"]["name"], "dataset::args": spec["data"]["args"],
+            "dataset::fraction": row["data_fraction"], "dataset::beta": row["beta"],
+            "optim::optimizer": training["optimizer"], "optim::lr": row["learning_rate"],
+            "optim::wd": row["weight_decay"], "optim::momentum": training["momentum"],
+            "optim::scheduler": SCHEDULERS[training["schedule"]],
+            "training::batchsize": row["batch_size"], "training::epochs_train":
+            training["epochs"], "training::augmentation": training["augmentation"],
+            "seed": row["seed"], "phase_zoo::model_id": row["model_id"],
+            "phase_zoo::cell_id": row["cell_id"], "phase_zoo::spec_hash": row["spec_hash"],
+            "phase_zoo::load_axis": spec["load"]["name"],
+            "phase_zoo::temperature_axis": spec["temperature"]["name"],
+            "phase_zoo::trained_by": row["trained_by"],
+            "phase_zoo::train_seconds": row["train_seconds"],
+            "phase_zoo::torch_version": row["torch_version"]}
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import wrote, and the checkpoints its spec names that the trials lack."""
+    root: Path
+    trials: int
+    cells: int
+    missing: list[str]
+
+
+FAMILY_NAMES = {"resnet18_width": "resnet18", "resnet50_width": "resnet50"}  # published types
+
+
+def _family(trial: Trial, family: str | None) -> str:
+
+    raw = family or str(trial.param("model::type"))
+    name = FAMILY_NAMES.get(raw.lower(), raw.lower())
+    if name not in REGISTRY:
+        raise ZooError(f"{trial.path / PARAMS}: model::type {raw!r} is not an architecture "
+                       f"family; pass --family (one of {', '.join(families())})")
+    return name
+
+
+def _axis(trials: Sequence[Trial], keys: dict[str, str], default: str,
+          named: str | None) -> tuple[str, list[Any]]:
+    """The grid axis among `keys` whose value varies across trials (`named` when the trials
+    name it, `default` when none varies; width is called `default` when that is model_dim)."""
+    varying = [n for n, k in keys.items() if len({dump(t.params.get(k)) for t in trials}) > 1]
+    if len(varying) > 1:
+        raise ZooError(f"{trials[0].path.parent}: {' and '.join(varying)} both vary across "
+                       f"trials; a zoo grid has one load and one temperature axis")
+    name = named or (default if not varying or varying == ["width"] else varying[0])
+    key = keys["width" if name == "model_dim" else name]
+    return name, sorted({t.param(key) for t in trials})
+
+
+def _recipe(first: Trial) -> dict[str, Any]:
+    """The training section of the spec from one trial's config (defaults where absent)."""
+    scheduler = str(first.param("optim::scheduler", SCHEDULERS["onecycle"]))
+    schedules = {v.lower(): k for k, v in SCHEDULERS.items()}
+    if scheduler.lower() not in schedules:
+        raise ZooError(f"{first.path / PARAMS}: optim::scheduler {scheduler!r} is not one of "
+                       f"{', '.join(SCHEDULERS.values())}")
+    return {"optimizer": str(first.param("optim::optimizer", "sgd")).lower(),
+            "learning_rate": float(first.param("optim::lr")),
+            "weight_decay": float(first.param("optim::wd", 0.0)),
+            "momentum": float(first.param("optim::momentum", 0.9)),
+            "schedule": schedules[scheduler.lower()],
+            "epochs": int(first.param("training::epochs_train", max(len(first.results) - 1, 1))),
+            "augmentation": first.param("training::augmentation", "none")}
+
+
+def infer_spec(trials: Sequence[Trial], *, name: str, family: str | None = None,
+               data: str | None = None, data_root: str | None = None) -> ZooSpec:
+    """The ZooSpec that describes the trials' grid, seeds, recipe and kept epochs.
+
+    Config keys the trials lack take Phase Zoo's defaults; the scheduler is OneCycleLR
+    unless `optim::scheduler` says otherwise.
+    """
+    first = trials[0]
+    family = _family(first, family)
+    data = data or first.param("dataset::name", "")
+    if not data:
+        raise ZooError(f"{first.path / PARAMS}: no 'dataset::name'; pass --data")
+    load, load_values = _axis(trials, LOAD_KEYS, "model_dim" if family == "gpt" else "width",
+                              first.params.get("phase_zoo::load_axis"))
+    temperature, temperature_values = _axis(trials, TEMPERATURE_KEYS, "batch_size",
+                                            first.params.get("phase_zoo::temperature_axis"))
+    training = _recipe(first)
+    epochs = training["epochs"]
+    kept = sorted({e for t in trials for e in t.checkpoints if e <= epochs})
+    return parse_spec({
+        "name": name, "description": f"Imported from the Ray Tune trials in {first.path.parent}.",
+        "architecture": {"family": family, "width": int(first.param("model::width")),
+                         "args": {k: first.params[f"model::{k}"] for k in REGISTRY[family].args
+                                  if f"model::{k}" in first.params}},
+        "data": {"name": data, "root": data_root, "args": first.param("dataset::args", {}),
+                 "fraction": float(first.param("dataset::fraction", 1.0)),
+                 "beta": float(first.param("dataset::beta", 1.0))},
+        "training": training,
+        "grid": {"load": {"axis": load, "values": load_values},
+                 "temperature": {"axis": temperature, "values": temperature_values}},
+        "seeds": sorted({int(t.param("seed")) for t in trials}),
+        "checkpoints": {"epochs": kept},
+        "metrics": {"epochs": [e for e in metric_epochs(trials) if e <= epochs] or ["last"]},
+    })
+
+
+def _fingerprint(spec: ZooSpec) -> str:
+    """The data fingerprint that model ids hash, when the data is at hand."""
+    if spec.data.root is None and datasets.needs_root(spec.data.name):
+        return "unavailable: the data was not loaded at import (pass --data-root)"
+    return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args).fingerprint()
+
+
+def _job_of(spec: ZooSpec, jobs: dict[tuple[Any, int], ModelJob], trial: Trial) -> ModelJob:
+
+    base = spec.cells()[0]
+    cell = Cell(width=int(trial.param("model::width")),
+                data_fraction=float(trial.param("dataset::fraction", base.data_fraction)),
+                beta=float(trial.param("dataset::beta", base.beta)),
+                batch_size=int(trial.param("training::batchsize")),
+                learning_rate=float(trial.param("optim::lr")),
+                weight_decay=float(trial.param("optim::wd", base.weight_decay)))
+    job = jobs.get((cell, int(trial.param("seed"))))
+    if job is None:
+        raise ZooError(f"{trial.path / PARAMS}: its config ({cell}) is not a cell of the grid "
+                       f"the other trials span")
+    return job
+
+
+def _check_state(path: Path, state: dict[str, torch.Tensor], layout: Layout) -> None:
+    expected = {e.name: e.shape for e in layout.entries}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        missing = sorted(set(expected) - set(found))[:4]
+        extra = sorted(set(found) - set(expected))[:4]
+        shapes = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])[:4]
+        raise ZooError(f"{path}: does not match {layout.family} width {layout.width} "
+                       f"(missing {missing}, unexpected {extra}, other shapes {shapes}); "
+                       f"check --family and the trial's model::width")
+
+
+def _model_rows(spec: ZooSpec, job: ModelJob, trial: Trial, layout: Layout, fingerprint: str,
+                missing: list[str]) -> list[dict[str, Any]]:
+    """One models-table row per kept epoch whose checkpoint the trial holds."""
+    rows = []
+    for epoch in sorted(set(spec.checkpoint_epochs) | set(spec.metrics.epochs)):
+        if epoch not in trial.checkpoints:
+            missing.append(f"{trial.path / checkpoint_folder(epoch)}")
+            continue
+        state = read_checkpoint(trial.checkpoints[epoch])
+        _check_state(trial.checkpoints[epoch], state, layout)
+        weights = layout.flatten(state)
+        metrics = {k: v for k, v in trial.metrics(epoch).items() if not k.startswith("pair:")}
+        losses = [metrics.get("train_loss"), metrics.get("test_loss")]
+        finite = bool(np.isfinite(weights).all()) and all(
+            v is not None and math.isfinite(v) for v in losses)
+        rows.append({"model_id": job.model_id, **identity_columns(spec, job.cell, job.cell_id),
+                     "seed": job.seed, "epoch": epoch,
+                     "is_metric_epoch": epoch in spec.metrics.epochs, **metrics,
+                     "finite": finite, "num_params": layout.size, "layout": layout.key,
+                     "weights": weights, "data_fingerprint": fingerprint,
+                     "code_version": code_version,
+                     "trained_by": trial.params.get("phase_zoo::trained_by"),
+                     "torch_version": trial.params.get("phase_zoo::torch_version"),
+                     "train_seconds": trial.params.get("phase_zoo::train_seconds")})
+    return rows
+
+
+def _cell_row(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], task: str) -> dict:
+    """The cells-table row from the members' result lines at the last metric epoch.""", summarise
+
+    epoch = max(spec.metrics.epochs)
+    job = members[0][0]
+    records = [trial.metrics(epoch) for _, trial in members]
+    finite = [r.get("train_loss") is not None and math.isfinite(r["train_loss"]) for r in records]
+    row: dict[str, Any] = {**identity_columns(spec, job.cell, job.cell_id), "metric_epoch": epoch,
+                           "num_models": len(members), "num_pairs": 0,
+                           "finite_fraction": float(np.mean(finite))}
+    for name in CELL_MEANS:
+        key = f"pair:{name}" if name in PAIR_MEANS else name
+        row[f"{name}_mean"], row[f"{name}_std"] = summarise([r.get(key) for r in records])
+    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
+    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
+    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
+    if loss is not None and row["mc_train_error_mean"] is not None:
+        cka = row["cka_mean"]
+        row["phase"] = label(loss, row["mc_train_error_mean"],
+                             math.nan if cka is None else cka, thresholds)
+    elif row["finite_fraction"] == 0.0:
+        row["phase"] = "I"  # every seed diverged, as zoo.cell labels it
+    return row
+
+
+def _cell_result(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], info: DataInfo,
+                 fingerprint: str, missing: list[str]) -> CellResult:
+
+    job = members[0][0]
+    with torch.device("meta"):  # only names, shapes and dtypes are needed
+        model = architectures.build(spec.architecture.family, width=job.cell.width, info=info,
+                                    args=spec.architecture.args)
+    layout = layout_of(model, spec.architecture.family, job.cell.width, spec.architecture.args)
+    rows = [row for job, trial in members
+            for row in _model_rows(spec, job, trial, layout, fingerprint, missing)]
+    return CellResult(job.cell_id, models=rows, cells=[_cell_row(spec, members, info.task)],
+                      layouts={layout.key: layout})
+
+
+def import_ray_tune(source: str | Path, out: str | Path, *, family: str | None = None,
+                    data: str | None = None, data_root: str | None = None,
+                    name: str | None = None) -> ImportReport:
+    """Convert the Ray Tune trial folders under `source` into a new zoo folder `out`.
+
+    Args:
+        family: architecture family (default: from model::type, e.g. Resnet18_width).
+        data: data set name (default: dataset::name).
+        data_root: folder of a local data set; recorded in the spec, used for the fingerprint.
+        name: zoo name (default: the source folder's name).
+    """
+    trials = read_trials(Path(source))
+    folder = _empty_folder(out)
+    zoo_name = name or re.sub(r"[^A-Za-z0-9_-]+", "-", Path(source).resolve().name) or "imported"
+    spec = infer_spec(trials, name=zoo_name, family=family, data=data, data_root=data_root)
+    fingerprint = _fingerprint(spec)
+    jobs = {(j.cell, j.seed): j for j in spec.jobs(fingerprint)}
+    cells: dict[str, list[tuple[ModelJob, Trial]]] = {}
+    for trial in trials:
+        job = _job_of(spec, jobs, trial)
+        if any(j.model_id == job.model_id for j, _ in cells.get(job.cell_id, [])):
+            raise ZooError(f"{trial.path}: a second trial of cell {job.cell} seed {job.seed}")
+        cells.setdefault(job.cell_id, []).append((job, trial))
+    writer = ZooWriter(folder, spec.spec_hash())
+    writer.start({"spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
+                  "data_fingerprint": fingerprint, "versions": versions(),
+                  "imported_from": {"format": "ray-tune", "source": str(Path(source).resolve()),
+                                    "trials": len(trials)}})
+    info = datasets.describe(spec.data.name, spec.data.args)
+    missing: list[str] = []
+    for members in cells.values():
+        members.sort(key=lambda member: member[0].seed)
+        writer.commit(_cell_result(spec, members, info, fingerprint, missing))
+    write_card(folder)
+    return ImportReport(folder, len(trials), len(cells), missing)

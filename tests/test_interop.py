@@ -1,0 +1,153 @@
+"""Ray Tune layout: export and import round-trip, published-style trials, refused pickles."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from generators.cli import main
+from generators.interop import export_ray_tune, import_ray_tune
+from generators.raytune import read_checkpoint
+from generators.verify import verify
+from loaders import load_model
+from loaders.reader import ZooReader
+from zoo import architectures
+from zoo.datasets.builtin import DIGITS_INFO
+from zoo.errors import ZooError
+
+
+def rows_by_key(root, table, key):
+    return {tuple(r[k] for k in key): r for r in ZooReader(root).table(table).to_pylist()}
+
+
+def assert_same(a, b):
+    if isinstance(a, list):
+        np.testing.assert_array_equal(np.asarray(a, float), np.asarray(b, float))
+    else:
+        assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
+def test_export_writes_the_published_layout(tiny_zoo, tmp_path):
+    folders = export_ray_tune(tiny_zoo, tmp_path / "trials")
+    assert len(folders) == 8
+    params = json.loads((folders[0] / "params.json").read_text())
+    assert params["model::type"] == "mlp" and params["model::width"] == 4
+    assert params["training::batchsize"] == 128 and params["seed"] == 0
+    assert params["optim::lr"] == 0.05 and params["optim::scheduler"] == "OneCycleLR"
+    lines = [json.loads(line) for line in (folders[0] / "result.json").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2]
+    recorded = rows_by_key(tiny_zoo, "models", ("model_id", "epoch"))
+    for epoch, line in enumerate(lines):
+        row = recorded[params["phase_zoo::model_id"], epoch]
+        assert line["test_acc"] == row["test_accuracy"] and line["train_loss"] == row["train_loss"]
+        state = torch.load(folders[0] / f"checkpoint_{epoch:06d}" / "checkpoints",
+                           map_location="cpu", weights_only=True)
+        assert list(state) == ["1.weight", "1.bias", "3.weight", "3.bias"]
+    assert "log_hessian_trace" in lines[2] and "log_hessian_trace" not in lines[1]
+    assert lines[2]["log_hessian_trace"] == pytest.approx(
+        math.log(recorded[params["phase_zoo::model_id"], 2]["hessian_trace_train"]))
+
+
+def test_export_then_import_gives_back_every_weight_and_metric(tiny_zoo, tmp_path):
+    trials, imported = tmp_path / "trials", tmp_path / "imported"
+    assert main(["export-ray-tune", str(tiny_zoo), "--out", str(trials)]) == 0
+    assert main(["import-ray-tune", str(trials), "--out", str(imported)]) == 0
+    assert verify(imported) == []
+    before = rows_by_key(tiny_zoo, "models", ("model_id", "epoch"))
+    after = rows_by_key(imported, "models", ("model_id", "epoch"))
+    assert set(before) == set(after)  # ids are recomputed from the same recipe and data
+    for key, row in before.items():
+        for column, value in row.items():
+            if column not in ("zoo", "spec_hash"):
+                assert_same(value, after[key][column])
+    cells = rows_by_key(imported, "cells", ("cell_id",))
+    for key, row in rows_by_key(tiny_zoo, "cells", ("cell_id",)).items():
+        assert cells[key]["phase"] == row["phase"]
+        for name in ("cka_mean", "mc_train_error_mean", "test_accuracy_mean",
+                     "hessian_trace_train_mean"):
+            assert cells[key][name] == pytest.approx(row[name])
+    assert (imported / "README.md").exists()
+    assert json.loads((imported / "zoo.json").read_text())["imported_from"]["trials"] == 8
+
+
+def write_trial(folder, seed, state, width=2, prefix="module."):
+    """A trial folder as the published ResNet zoos write it (two epochs, metrics at epoch 1)."""
+    folder.mkdir(parents=True)
+    params = {"model::type": "Resnet18_width", "model::width": width, "model::nlin": "relu",
+              "optim::optimizer": "sgd", "optim::lr": 0.1, "optim::wd": 5e-4,
+              "optim::momentum": 0.9, "optim::scheduler": "OneCycleLR",
+              "training::batchsize": 64, "training::epochs_train": 1, "seed": seed}
+    (folder / "params.json").write_text(json.dumps(params))
+    lines = [{"train_loss": 2.3, "train_acc": 0.1, "test_loss": 2.3, "test_acc": 0.1},
+             {"train_loss": 0.05, "train_acc": 0.99, "test_loss": 0.3, "test_acc": 0.9,
+              "log_hessian_trace_train": 1.0, "representation_similarity": 0.95,
+              "curve_mc_train_error": 0.5}]
+    (folder / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for epoch in (0, 1):
+        path = folder / f"checkpoint_{epoch:06d}" / "checkpoints"
+        path.parent.mkdir()
+        torch.save({prefix + k: v for k, v in state.items()}, path)
+
+
+def resnet_state(seed, width=2):
+    torch.manual_seed(seed)
+    model = architectures.build("resnet18", width=width, info=DIGITS_INFO)
+    return model.state_dict()
+
+
+def test_published_trials_with_module_prefixes_import(tmp_path):
+    states = [resnet_state(seed) for seed in (0, 1)]
+    for seed, state in enumerate(states):
+        write_trial(tmp_path / "src" / f"NN_tune_trainable_{seed:05d}", seed, state)
+    report = import_ray_tune(tmp_path / "src", tmp_path / "zoo", data="digits")
+    assert (report.trials, report.cells, report.missing) == (2, 1, [])
+    assert verify(report.root) == []
+    cell = ZooReader(report.root).table("cells").to_pylist()[0]
+    assert cell["phase"] == "IV-B"  # low loss, mc within ±2 points, CKA 0.95 >= 0.9
+    assert cell["hessian_trace_train_mean"] == pytest.approx(math.e)
+    models = rows_by_key(report.root, "models", ("seed", "epoch"))
+    assert models[1, 1]["test_accuracy"] == 0.9
+    assert models[1, 1]["test_error"] == pytest.approx(0.1)
+    model = load_model(report.root, models[1, 1]["model_id"], 1)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, states[1][name])
+
+
+def test_mismatched_state_dicts_are_refused_naming_the_file(tmp_path):
+    write_trial(tmp_path / "src" / "trial", 0, resnet_state(0, width=4), width=2)
+    with pytest.raises(ZooError, match=r"checkpoint_000000/checkpoints: does not match "
+                                       r"resnet18 width 2"):
+        import_ray_tune(tmp_path / "src", tmp_path / "zoo", data="digits")
+
+
+class Payload:
+    """Unpickling this runs os.mkdir: what a malicious checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_pickled_payload_is_refused_by_weights_only(tmp_path):
+    marker = tmp_path / "payload-ran"
+    write_trial(tmp_path / "src" / "trial", 0, resnet_state(0))
+    path = tmp_path / "src" / "trial" / "checkpoint_000001" / "checkpoints"
+    torch.save({"conv1.weight": Payload(marker)}, path)
+    with pytest.raises(ZooError, match=f"{path}: refused to load.*GLOBAL posix.mkdir"):
+        import_ray_tune(tmp_path / "src", tmp_path / "zoo", data="digits")
+    assert not marker.exists()
+    with pytest.raises(ZooError, match="refused to load"):
+        read_checkpoint(path)
+
+
+def test_import_refuses_a_folder_without_trials_and_a_full_out(tmp_path, tiny_zoo):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZooError, match="no trial folders"):
+        import_ray_tune(tmp_path / "empty", tmp_path / "zoo")
+    with pytest.raises(ZooError, match="exists and is not empty"):
+        export_ray_tune(tiny_zoo, tiny_zoo)

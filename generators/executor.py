@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from zoo.cell import CellResult, run_cell
 from zoo.datasets.base import DataBundle
@@ -60,7 +60,7 @@ def _inject_fault(fault: str | None, cell_id: str) -> None:
 
 
 def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-               fault: str | None) -> TaskOutcome:
+               stacked: bool | None, fault: str | None) -> TaskOutcome:
     import ray
     import torch
 
@@ -69,7 +69,7 @@ def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per task
     try:
         _inject_fault(fault, jobs[0].cell_id)
-        return TaskOutcome(node, result=run_cell(spec, jobs, bundle, device))
+        return TaskOutcome(node, result=run_cell(spec, jobs, bundle, device, stacked))
     except Exception as error:  # recorded as a failed cell; the run goes on
         failure = CellFailure(jobs[0].cell_id, tuple(j.model_id for j in jobs),
                               f"{type(error).__name__}: {error}", traceback.format_exc())
@@ -78,8 +78,11 @@ def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
 def run_cells(spec: ZooSpec, cells: dict[str, Sequence[ModelJob]], bundle: DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
+              stacked: Mapping[str, bool] | None = None,
               on_outcome: Callable[[TaskOutcome], None]) -> None:
     """Train `cells` on Ray, at most `workers` at a time, handing each outcome to `on_outcome`.
+
+    `stacked` maps cell ids to how they must train (cells a growing zoo already holds).
 
     The caller commits each result as it arrives, so a crash loses only unfinished cells.
     """
@@ -89,12 +92,18 @@ def run_cells(spec: ZooSpec, cells: dict[str, Sequence[ModelJob]], bundle: DataB
     limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     bundle_ref = ray.put(bundle)
     fault = os.environ.get(FAULT_VARIABLE)
-    pending = iter(cells.values())
-    in_flight = [task.remote(spec, jobs, bundle_ref, fault) for jobs in _take(pending, limit)]
+    stacked = stacked or {}
+    pending = iter(cells.items())
+
+    def submit(count: int) -> list:
+        return [task.remote(spec, jobs, bundle_ref, stacked.get(cell_id), fault)
+                for cell_id, jobs in _take(pending, count)]
+
+    in_flight = submit(limit)
     while in_flight:
         ready, in_flight = ray.wait(in_flight, num_returns=1)
         on_outcome(ray.get(ready[0]))
-        in_flight += [task.remote(spec, jobs, bundle_ref, fault) for jobs in _take(pending, 1)]
+        in_flight += submit(1)
 
 
 def _take(iterator: Iterator, count: int) -> list:

@@ -108,8 +108,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
                 generation.committed += 1
                 bar.update(len({row["model_id"] for row in outcome.result.models}))
 
-            run_cells(spec, plan.missing, bundle, workers=workers,
-                      gpus_per_task=gpus_per_task, on_outcome=record)
+            run_cells(spec, plan.missing, bundle, workers=workers, gpus_per_task=gpus_per_task,
+                      stacked=plan.stacked, on_outcome=record)
     if generation.committed or not (out / "README.md").exists():
         write_card(out)
     return generation

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ class Plan:
     cells: dict[str, tuple[ModelJob, ...]]
     done: frozenset[str]
     grows: bool = False
+    stacked: dict[str, bool] = field(default_factory=dict)  # how held cells were trained
 
     @property
     def missing(self) -> dict[str, tuple[ModelJob, ...]]:
@@ -87,8 +88,25 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
                 f"spec {spec.spec_hash()}); only seeds and grid values may change to grow a "
                 f"zoo; choose another --out folder")
     manifest = read_manifest(out)
-    done = _finished(manifest, cells, plan.kept_epochs) if manifest else frozenset()
-    return Plan(plan.spec, plan.cells, done, grows=previous["spec_hash"] != spec.spec_hash())
+    if manifest is None:
+        return plan
+    done = _finished(manifest, cells, plan.kept_epochs)
+    return Plan(plan.spec, plan.cells, done, grows=previous["spec_hash"] != spec.spec_hash(),
+                stacked=_trained_by(out, manifest, set(cells) - done))
+
+
+def _trained_by(out: Path, manifest: Manifest, cell_ids: set[str]) -> dict[str, bool]:
+    """Whether each held (unfinished) cell was trained stacked, from its models shard."""
+    import pyarrow.parquet as pq
+
+    from zoo.folder import confined
+
+    stacked = {}
+    for shard in manifest.shards_of("models"):
+        if shard.cell_id in cell_ids:
+            column = pq.read_table(confined(out, shard.path), columns=["trained_by"])
+            stacked[shard.cell_id] = column.column(0)[0].as_py() == "stacked"
+    return stacked
 
 
 def _size(count: float) -> str:

@@ -18,7 +18,8 @@ from zoo.phases import default_thresholds, label
 from zoo.schema import CELL_MEANS
 from zoo.spec import Cell, ModelJob, ZooSpec
 from zoo.tasks import Objective
-from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed, train_model
+from zoo.population import train_cell_models
+from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed
 
 
 @dataclass
@@ -101,8 +102,11 @@ def cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any
 
 
 def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-             device: torch.device | str = "cpu") -> CellResult:
-    """Train all seeds of one cell on `device` and return its rows. Pure: no Ray, no files."""
+             device: torch.device | str = "cpu", stacked: bool | None = None) -> CellResult:
+    """Train all seeds of one cell on `device` and return its rows. Pure: no Ray, no files.
+
+    `stacked` forces how the seeds train (None: the cost model decides).
+    """
     cell_ids = {job.cell_id for job in jobs}
     if len(cell_ids) != 1:
         raise ValueError(f"run_cell takes the jobs of one cell, got cells {sorted(cell_ids)}")
@@ -112,7 +116,7 @@ def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
                        spec.architecture.family, jobs[0].cell.width, spec.architecture.args)
     result.layouts[layout.key] = layout
     data = bundle.subsample(jobs[0].cell.data_fraction).to(device)
-    trained = [train_model(spec, job, bundle, device) for job in jobs]
+    trained = train_cell_models(spec, jobs, bundle, device, stacked)
     models: dict[tuple[str, int], torch.nn.Module] = {}
     for member in trained:
         metrics = {}

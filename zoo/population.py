@@ -22,14 +22,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.tasks import EVAL_CHUNK, is_finite
+from zoo.tasks import Objective, is_finite
 from zoo.training import (Checkpoint, TrainedModel, build_model, derive_seed, make_optimizer,
                           make_schedule, train_model)
 
 STACKABLE_TASKS = ("classification", "language_model")  # PINN losses differentiate the inputs
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU)
 SHARED_FIELDS = ("width", "batch_size", "data_fraction", "beta")
-EVAL_ROWS = 16384  # member-samples per evaluation pass: activations stay in cache (2x faster)
 
 
 class Population:
@@ -163,30 +162,6 @@ def _adam(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
     p.addcdiv_(mean * step_size, denominator, value=-1)
 
 
-@torch.no_grad()
-def evaluate_population(population: Population, tensors: tuple[torch.Tensor, ...]
-                        ) -> list[dict[str, float | None]]:
-    """Loss, accuracy and error of every member over a full split in eval mode (as Objective)."""
-    inputs, targets = tensors
-    members = population.size
-    chunk = max(1, min(EVAL_CHUNK, EVAL_ROWS // members))
-    losses, correct, count = [0.0] * members, [0] * members, 0
-    population.skeleton.eval()
-    for start in range(0, inputs.shape[0], chunk):
-        out = population.forward(inputs[start:start + chunk], shared=True)
-        out = out.reshape(members, -1, out.shape[-1])
-        flat_y = targets[start:start + chunk].reshape(1, -1).expand(members, -1)
-        rows = F.cross_entropy(out.transpose(1, 2).contiguous(), flat_y, reduction="none")
-        hits = (out.argmax(-1) == flat_y).sum(1).tolist()  # the first maximum, as Objective
-        for m, value in enumerate(rows.sum(1).tolist()):
-            losses[m] += value
-            correct[m] += hits[m]
-        count += flat_y.shape[1]
-    population.skeleton.train()
-    return [{"loss": loss / count, "accuracy": c / count, "error": 1.0 - c / count}
-            for loss, c in zip(losses, correct)]
-
-
 def _check_jobs(jobs: Sequence[ModelJob], task: str) -> None:
     """Raise ValueError unless `jobs` can form one population."""
     if not jobs:
@@ -209,16 +184,20 @@ def schedule_table(recipe: TrainingSpec, jobs: Sequence[ModelJob], total_steps: 
     return torch.tensor(rows, dtype=like.dtype, device=like.device).transpose(0, 1).contiguous()
 
 
-def _keep(population: Population, data: DataBundle, epoch: int, active: torch.Tensor,
-          checkpoints: list[list[Checkpoint]]) -> None:
-    """Append every member's checkpoint at `epoch`; inactive (diverged) members are not finite."""
-    train = evaluate_population(population, data.train)
-    test = evaluate_population(population, data.test)
-    for member, kept in enumerate(checkpoints):
+def _keep(population: Population, members: Sequence[nn.Module], objective: Objective,
+          epoch: int, active: torch.Tensor, checkpoints: list[list[Checkpoint]]) -> None:
+    """Append every member's checkpoint at `epoch`; inactive (diverged) members are not finite.
+
+    Each member is evaluated as a single module by `Objective.evaluate`, the very code a reader
+    uses, so a stored checkpoint reproduces its recorded metrics bit for bit.
+    """
+    for member, (kept, module) in enumerate(zip(checkpoints, members)):
         state = population.state_dict(member)
-        finite = (bool(active[member]) and is_finite(train[member]) and is_finite(test[member])
+        module.load_state_dict(state)
+        train, test = objective.evaluate(module, "train"), objective.evaluate(module, "test")
+        finite = (bool(active[member]) and is_finite(train) and is_finite(test)
                   and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()))
-        kept.append(Checkpoint(epoch, state, train[member], test[member], bool(finite)))
+        kept.append(Checkpoint(epoch, state, train, test, bool(finite)))
 
 
 def population_step(population: Population, optimizer: PopulationOptimizer,
@@ -268,8 +247,9 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     _check_jobs(jobs, bundle.info.task)
     recipe, cell = spec.training, jobs[0].cell
     data = bundle.subsample(cell.data_fraction).to(device)
-    population = Population([build_model(spec, job.cell, data, job.seed).to(device)
-                             for job in jobs])
+    members = [build_model(spec, job.cell, data, job.seed).to(device) for job in jobs]
+    population = Population(members)
+    objective = Objective(data, beta=cell.beta)
     total = math.ceil(data.num_train / cell.batch_size) * recipe.epochs
     table = schedule_table(recipe, jobs, total, next(iter(population.params.values())))
     optimizer = PopulationOptimizer(recipe.optimizer, population.params, table)
@@ -278,13 +258,13 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     active = torch.ones(len(jobs), dtype=torch.bool, device=device)
     checkpoints: list[list[Checkpoint]] = [[] for _ in jobs]
     if 0 in kept:
-        _keep(population, data, 0, active, checkpoints)
+        _keep(population, members, objective, 0, active, checkpoints)
     step = 0
     for epoch in range(1, recipe.epochs + 1):
         active, step = _epoch(population, optimizer, data, recipe.augmentation, cell.batch_size,
                               generators, active, step)
         if epoch in kept:
-            _keep(population, data, epoch, active, checkpoints)
+            _keep(population, members, objective, epoch, active, checkpoints)
     seconds = (time.perf_counter() - start) / len(jobs)
     return [TrainedModel(job, tuple(c), seconds, trained_by="stacked")
             for job, c in zip(jobs, checkpoints)]
@@ -392,8 +372,13 @@ def choose_stacking(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
 
 def train_cell_models(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-                      device: torch.device | str = "cpu") -> list[TrainedModel]:
-    """Train `jobs` stacked where choose_stacking says so, else one by one with train_model."""
-    if choose_stacking(spec, jobs, bundle, device):
+                      device: torch.device | str = "cpu",
+                      stacked: bool | None = None) -> list[TrainedModel]:
+    """Train `jobs` stacked where choose_stacking says so, else one by one with train_model.
+
+    `stacked` overrides the choice: a zoo that grows keeps the way each cell was trained, so
+    the models it already had come out bit for bit the same.
+    """
+    if stacked if stacked is not None else choose_stacking(spec, jobs, bundle, device):
         return train_population(spec, jobs, bundle, device)
     return [train_model(spec, job, bundle, device) for job in jobs]

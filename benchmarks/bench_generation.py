@@ -36,7 +36,8 @@ from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.population import (choose_stacking, model_shape, predicted_speedup, train_cell_models,
                             train_population)
-from zoo.spec import ZooSpec, parse_spec
+from zoo.spec import ZooSpec
+from zoo.specfile import parse_spec
 from zoo.training import build_model, derive_seed, make_optimizer, make_schedule, train_model
 
 METRICS_OFF = {"epochs": ["last"], "hessian": {"enabled": False},

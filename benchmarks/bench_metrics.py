@@ -19,7 +19,7 @@ from benchmarks.common import machine, print_table, threads, timed, write_result
 from zoo import datasets
 from zoo.measure import curve_columns, cka_columns, probe_batches
 from zoo.metrics import hessian, spectra
-from zoo.spec import parse_spec
+from zoo.specfile import parse_spec
 from zoo.tasks import Objective, output_loss
 from zoo.training import build_model, train_model
 

@@ -25,7 +25,8 @@ from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.population import (COST, Population, PopulationOptimizer, StepCost, model_shape,
                             population_step, schedule_table, step_seconds)
-from zoo.spec import ZooSpec, parse_spec
+from zoo.spec import ZooSpec
+from zoo.specfile import parse_spec
 from zoo.tasks import Objective
 from zoo.training import build_model, make_optimizer, make_schedule
 

@@ -43,7 +43,7 @@ def summary_table(root: Path) -> str:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
-    from zoo.spec import builtin_specs
+    from zoo.specfile import builtin_specs
 
     for name, description in builtin_specs().items():
         print(f"{name:24s} {description.splitlines()[0] if description else ''}")
@@ -52,7 +52,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from generators.generate import generate
-    from zoo.spec import load_spec
+    from zoo.specfile import load_spec
 
     spec = load_spec(args.spec, data_root=args.data_root)
     out = Path(args.out or f"zoo-{spec.name}")

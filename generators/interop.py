@@ -36,7 +36,8 @@ from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
 from zoo.phases import default_thresholds, label
 from zoo.schema import CELL_MEANS
-from zoo.spec import Cell, ModelJob, ZooSpec, parse_spec
+from zoo.spec import Cell, ModelJob, ZooSpec
+from zoo.specfile import parse_spec
 
 
 def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:

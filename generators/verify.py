@@ -74,7 +74,8 @@ def recompute(reader: ZooReader, count: int, seed: int = 0) -> list[str]:
     import torch
 
     from zoo import datasets
-    from zoo.spec import Cell, spec_from_dict
+    from zoo.spec import Cell
+    from zoo.specfile import spec_from_dict
     from zoo.tasks import Objective
     from zoo.training import build_model
 

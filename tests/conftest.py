@@ -54,7 +54,7 @@ def ray_runtime():
 def tiny_zoo(tmp_path_factory, ray_runtime) -> Path:
     """A real tiny zoo generated once per session (read-only for tests)."""
     from generators.generate import generate
-    from zoo.spec import load_spec
+    from zoo.specfile import load_spec
 
     folder = tmp_path_factory.mktemp("zoo")
     spec = load_spec(write_spec(folder))

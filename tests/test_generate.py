@@ -14,7 +14,7 @@ from generators.cli import main
 from generators.generate import generate, load_data
 from loaders.reader import ZooReader
 from tests.conftest import write_spec
-from zoo.spec import load_spec
+from zoo.specfile import load_spec
 from zoo.tasks import Objective
 from zoo.training import build_model
 

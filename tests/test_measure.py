@@ -9,7 +9,7 @@ from loaders.reader import ZooReader
 from zoo import datasets
 from zoo.measure import cka_columns, curve_columns, model_metrics
 from zoo.phases import PHASES
-from zoo.spec import parse_spec
+from zoo.specfile import parse_spec
 from zoo.tasks import Objective
 from zoo.training import build_model
 from tests.conftest import TINY_SPEC

@@ -13,7 +13,8 @@ from zoo.datasets.base import DataBundle
 from zoo.errors import SpecError
 from zoo.population import (choose_stacking, predicted_speedup, train_cell_models,
                             train_population)
-from zoo.spec import ZooSpec, parse_spec
+from zoo.spec import ZooSpec
+from zoo.specfile import parse_spec
 from zoo.training import TrainedModel, train_model
 
 TOLERANCE = 1e-10

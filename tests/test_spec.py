@@ -4,7 +4,8 @@ import pytest
 
 from tests.conftest import TINY_SPEC, write_spec
 from zoo.errors import SpecError
-from zoo.spec import builtin_specs, load_spec, parse_spec, short_hash
+from zoo.spec import short_hash
+from zoo.specfile import builtin_specs, load_spec, parse_spec
 
 
 def _spec(**changes):
@@ -138,7 +139,7 @@ def test_every_built_in_spec_loads():
 
 
 def test_resolved_spec_round_trips_through_its_dict():
-    from zoo.spec import spec_from_dict
+    from zoo.specfile import spec_from_dict
 
     spec = parse_spec(_spec(training={"epochs": 7}, checkpoints={"every": 3},
                             metrics={"epochs": [2, "last"]}, phases={"mc": 1.5}))

@@ -17,7 +17,7 @@ from loaders.store import read_metadata, read_weights
 from zoo import datasets
 from zoo.errors import ZooError
 from zoo.measure import BN_SAMPLES, probe_batches
-from zoo.spec import spec_from_dict
+from zoo.specfile import spec_from_dict
 from zoo.tasks import Objective
 
 T = TypeVar("T")

@@ -64,7 +64,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                       progress=not args.no_progress)
     if args.dry_run:
         return 0
-    print(summary_table(out))
+    if result.committed or result.plan.done:
+        print(summary_table(out))
     print(f"zoo written to {out.resolve()} ({result.committed} cells trained this run "
           f"on {len(result.nodes)} Ray nodes)")
     for failure in result.failures:

@@ -85,3 +85,18 @@ def test_pinn_models_get_hessian_of_their_pde_loss():
     assert math.isfinite(row["hessian_top_eigenvalue_train"])
     assert row["hessian_top_eigenvalue_train"] > 0
     assert math.isfinite(row["hessian_trace_test"])
+
+
+@pytest.mark.parametrize("family, data, args", [
+    ("vit", "digits", {"patch_size": 2, "depth": 1, "heads": 2}),
+    ("gpt", "stdlib-text", {"depth": 1, "heads": 2})])
+def test_attention_models_get_hessians_through_the_math_attention_kernel(family, data, args):
+    data_args = {"max_chars": 4000, "context": 16} if data == "stdlib-text" else {}
+    spec = parse_spec({**TINY_SPEC, "architecture": {"family": family, "width": 8, "args": args},
+                       "data": {"name": data, "args": data_args},
+                       "metrics": {"hessian": {"batches": 1, "batch_size": 16, "max_iter": 5}}})
+    bundle = datasets.load(data, args=data_args)
+    model = build_model(spec, spec.cells()[0], bundle, 0)
+    row = model_metrics(model, Objective(bundle), spec.metrics, seed=0)
+    assert math.isfinite(row["hessian_top_eigenvalue_train"])
+    assert math.isfinite(row["hessian_trace_test"])

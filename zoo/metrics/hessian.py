@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -65,9 +66,10 @@ class _GradientGraph:
         total = sum(int(x.shape[0]) for x, _ in batches)
         self.terms: list[tuple[float, list[Tensor], list[int]]] = []
         for inputs, targets in batches:
-            out = functional_call(model, dict(zip(names, self.leaves)), (inputs,))
-            grads = torch.autograd.grad(loss_fn(out, targets), self.leaves, create_graph=True,
-                                        allow_unused=True)
+            with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels lack double backward
+                out = functional_call(model, dict(zip(names, self.leaves)), (inputs,))
+                grads = torch.autograd.grad(loss_fn(out, targets), self.leaves,
+                                            create_graph=True, allow_unused=True)
             used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
             if used:  # otherwise the loss is at most linear in the parameters: H = 0 here
                 self.terms.append((inputs.shape[0] / total, [grads[i] for i in used], used))

@@ -95,7 +95,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
                   desc=f"zoo {spec.name}", disable=not progress) as bar:
             def record(outcome: TaskOutcome) -> None:
                 generation.nodes.add(outcome.node_id)
-                failure_file = out / FAILURES / f"{(outcome.result or outcome.failure).cell_id}.json"
+                cell_id = (outcome.result or outcome.failure).cell_id
+                failure_file = out / FAILURES / f"{cell_id}.json"
                 if outcome.failure is not None:
                     generation.failures.append(outcome.failure)
                     failure_file.parent.mkdir(exist_ok=True)

@@ -100,7 +100,7 @@ def where_mask(columns: Columns, where: Where, candidates: np.ndarray) -> np.nda
     for name, value in where.items():
         if name not in columns or name in ("shard", "row"):
             raise ValueError(f"where: unknown column {name!r}; expected one of "
-                             f"{', '.join(sorted(n for n in columns if n not in ('shard', 'row')))}")
+                             f"{', '.join(sorted(set(columns) - {'shard', 'row'}))}")
         allowed = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         keep &= np.array([v in allowed for v in columns[name]], dtype=bool)
     return keep

@@ -329,6 +329,7 @@ def test_svhn_mat_maps_ten_to_zero(tmp_path: Path) -> None:
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
     expected = np.transpose(train_x, (3, 2, 0, 1)).astype(np.float32) / 255  # X[h, w, c, n]
     assert np.array_equal(x.numpy(), expected)
+    assert np.array_equal(x_test.numpy(), expected[:2])  # the test file holds the first two
     assert x[2, 1, 5, 7] == train_x[5, 7, 1, 2] / 255
 
 

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from loaders.reader import ZooReader
 from zoo import datasets

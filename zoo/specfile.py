@@ -153,7 +153,8 @@ def parse_spec(raw: Any) -> ZooSpec:
         if required not in raw:
             raise SpecError(f"{required}: missing; a zoo spec needs {required}")
     name = raw["name"]
-    if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+    plain = isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum()
+    if not plain:
         raise _fail("name", name, "a non-empty name of letters, digits, '-' and '_'")
 
     arch_raw = raw["architecture"]

@@ -240,7 +240,8 @@ def _trainable(model: nn.Module) -> tuple[list[str], list[Tensor]]:
     return [n for n, _ in pairs], [p for _, p in pairs]
 
 
-def _random_vector(model: nn.Module, generator: torch.Generator | None, *, rademacher: bool) -> Tensor:
+def _random_vector(model: nn.Module, generator: torch.Generator | None, *,
+                   rademacher: bool) -> Tensor:
     """A flat (P,) vector on the model's device and dtype, drawn on the generator's device."""
     _, params = _trainable(model)
     size = sum(p.numel() for p in params)

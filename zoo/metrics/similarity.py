@@ -29,7 +29,8 @@ def linear_cka(x: Array, y: Array, *, debiased: bool = False) -> float:
     """
     a, b = _as_matrix(x, "x"), _as_matrix(y, "y")
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"x and y must hold the same samples, got {a.shape[0]} and {b.shape[0]} rows")
+        raise ValueError(f"x and y must hold the same samples, got {a.shape[0]} and "
+                         f"{b.shape[0]} rows")
     n = a.shape[0]
     if n < (4 if debiased else 2):
         raise ValueError(f"linear_cka needs n >= {4 if debiased else 2} samples, got {n}")
@@ -49,7 +50,10 @@ def _hsic(a: Tensor, b: Tensor, debiased: bool) -> float:
     """(Unnormalised) HSIC of centred features: ||bᵀa||²_F, or its unbiased counterpart."""
     n, p, q = a.shape[0], a.shape[1], b.shape[1]
     # ||bᵀa||²_F = tr(K L) with K = a aᵀ, L = b bᵀ: take the cheaper side
-    dot = float((b.T @ a).square().sum()) if p * q <= n * n else float(((a @ a.T) * (b @ b.T)).sum())
+    if p * q <= n * n:
+        dot = float((b.T @ a).square().sum())
+    else:
+        dot = float(((a @ a.T) * (b @ b.T)).sum())
     if not debiased:
         return dot
     rows_a = a.square().sum(dim=1)  # diag(K)

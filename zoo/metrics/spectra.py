@@ -11,7 +11,8 @@ from torch import Tensor, nn
 MIN_TAIL = 5  # smallest tail a candidate x_min may leave: KS on fewer points is noise
 
 
-def fit_power_law(eigenvalues: Tensor | np.ndarray, *, min_tail: int = MIN_TAIL) -> tuple[float, float]:
+def fit_power_law(eigenvalues: Tensor | np.ndarray, *,
+                  min_tail: int = MIN_TAIL) -> tuple[float, float]:
     """Fit a power law p(λ) ∝ λ^(−α), λ ≥ x_min, to the tail of a spectrum (Clauset et al. 2009).
 
     For each candidate x_min among the eigenvalues, α = 1 + n / Σ ln(λ_i / x_min) over the n
@@ -28,7 +29,8 @@ def fit_power_law(eigenvalues: Tensor | np.ndarray, *, min_tail: int = MIN_TAIL)
     if lam.size == 0 or not np.all(np.isfinite(lam)) or lam[0] <= 0:
         raise ValueError("eigenvalues must be a non-empty set of positive finite numbers")
     if lam.size < max(min_tail, 2):
-        raise ValueError(f"fit_power_law needs at least {max(min_tail, 2)} eigenvalues, got {lam.size}")
+        raise ValueError(f"fit_power_law needs at least {max(min_tail, 2)} eigenvalues, "
+                         f"got {lam.size}")
     logs = np.log(lam)
     suffix = np.cumsum(logs[::-1])[::-1]  # suffix[i] = Σ_{j >= i} ln λ_j
     best = (math.inf, math.nan, math.nan)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
-from zoo.cell import CellResult, run_cell
+from zoo.cell import CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
 from zoo.spec import ModelJob, ZooSpec
 
@@ -24,6 +24,15 @@ class CellFailure:
     model_ids: tuple[str, ...]
     error: str
     traceback: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """Cells that train together (one population when `stacked`; None: the cost model decides
+    per cell, so such a task holds one cell)."""
+
+    cells: tuple[tuple[ModelJob, ...], ...]
+    stacked: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,8 @@ def _inject_fault(fault: str | None, cell_id: str) -> None:
         raise RuntimeError(f"injected fault in cell {cell_id}")
 
 
-def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-               stacked: bool | None, fault: str | None) -> TaskOutcome:
+def _task(spec: ZooSpec, task: Task, bundle: DataBundle,
+          fault: str | None) -> list[TaskOutcome]:
     import ray
     import torch
 
@@ -68,41 +77,39 @@ def _cell_task(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
     node = ray.get_runtime_context().get_node_id()
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per task
     try:
-        _inject_fault(fault, jobs[0].cell_id)
-        return TaskOutcome(node, result=run_cell(spec, jobs, bundle, device, stacked))
-    except Exception as error:  # recorded as a failed cell; the run goes on
-        failure = CellFailure(jobs[0].cell_id, tuple(j.model_id for j in jobs),
-                              f"{type(error).__name__}: {error}", traceback.format_exc())
-        return TaskOutcome(node, failure=failure)
+        for jobs in task.cells:
+            _inject_fault(fault, jobs[0].cell_id)
+        results = run_cell_group(spec, task.cells, bundle, device, task.stacked)
+        return [TaskOutcome(node, result=result) for result in results]
+    except Exception as error:  # recorded as failed cells; the run goes on
+        text, trace = f"{type(error).__name__}: {error}", traceback.format_exc()
+        return [TaskOutcome(node, failure=CellFailure(jobs[0].cell_id,
+                                                      tuple(j.model_id for j in jobs), text, trace))
+                for jobs in task.cells]
 
 
-def run_cells(spec: ZooSpec, cells: dict[str, Sequence[ModelJob]], bundle: DataBundle, *,
+def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
-              stacked: Mapping[str, bool] | None = None,
               on_outcome: Callable[[TaskOutcome], None]) -> None:
-    """Train `cells` on Ray, at most `workers` at a time, handing each outcome to `on_outcome`.
-
-    `stacked` maps cell ids to how they must train (cells a growing zoo already holds).
-
-    The caller commits each result as it arrives, so a crash loses only unfinished cells.
-    """
+    """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
+    `on_outcome`. The caller commits each result as it arrives, so a crash loses only
+    unfinished cells."""
     import ray
 
-    task = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_cell_task)
+    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_task)
     limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     bundle_ref = ray.put(bundle)
     fault = os.environ.get(FAULT_VARIABLE)
-    stacked = stacked or {}
-    pending = iter(cells.items())
+    pending = iter(tasks)
 
     def submit(count: int) -> list:
-        return [task.remote(spec, jobs, bundle_ref, stacked.get(cell_id), fault)
-                for cell_id, jobs in _take(pending, count)]
+        return [remote.remote(spec, task, bundle_ref, fault) for task in _take(pending, count)]
 
     in_flight = submit(limit)
     while in_flight:
         ready, in_flight = ray.wait(in_flight, num_returns=1)
-        on_outcome(ray.get(ready[0]))
+        for outcome in ray.get(ready[0]):
+            on_outcome(outcome)
         in_flight += submit(1)
 
 

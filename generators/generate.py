@@ -13,8 +13,8 @@ import torch
 
 import zoo
 from generators.card import write_card
-from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_cells
-from generators.plan import Plan, make_plan
+from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
+from generators.plan import Plan, make_plan, plan_tasks
 from generators.writer import FORMATS, ZooWriter
 from zoo import architectures, datasets
 from zoo.datasets.base import DataBundle, DataInfo
@@ -90,6 +90,9 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         from tqdm import tqdm
 
         ensure_ray(address, workers)
+        import ray
+
+        tasks = plan_tasks(plan, bundle, workers or int(ray.available_resources().get("CPU", 1)))
         done_models = plan.num_models - sum(len(j) for j in plan.missing.values())
         with tqdm(total=plan.num_models, initial=done_models, unit="model", file=stream,
                   desc=f"zoo {spec.name}", disable=not progress) as bar:
@@ -109,8 +112,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
                 generation.committed += 1
                 bar.update(len({row["model_id"] for row in outcome.result.models}))
 
-            run_cells(spec, plan.missing, bundle, workers=workers, gpus_per_task=gpus_per_task,
-                      stacked=plan.stacked, on_outcome=record)
+            run_tasks(spec, tasks, bundle, workers=workers, gpus_per_task=gpus_per_task,
+                      on_outcome=record)
     if generation.committed or not (out / "README.md").exists():
         write_card(out)
     return generation

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ZooFolderError
+from generators.executor import Task
+from zoo.datasets.base import DataBundle
+from zoo.errors import SpecError, ZooFolderError
 from zoo.folder import ZOO_JSON, Manifest, read_manifest
 from zoo.spec import ModelJob, ZooSpec
 
@@ -115,3 +117,44 @@ def _size(count: float) -> str:
             return f"{count:.1f} {unit}"
         count /= 1000
     raise AssertionError("unreachable")
+
+
+def plan_tasks(plan: Plan, bundle: DataBundle, workers: int) -> list[Task]:
+    """Group the missing cells into Ray tasks.
+
+    Cells that differ only in learning rate or weight decay train as one population when the
+    cost model, applied to the whole group as the spec defines it (so a resumed run decides
+    alike), says stacking pays; groups are halved while there are fewer tasks than `workers`.
+    Cells a growing zoo already holds keep their recorded way and train alone.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for cell_id, jobs in plan.cells.items():
+        cell = jobs[0].cell
+        groups.setdefault((cell.width, cell.batch_size, cell.data_fraction, cell.beta),
+                          []).append(cell_id)
+    tasks, grouped = [], []
+    for members in groups.values():
+        missing = [cid for cid in members if cid in plan.missing]
+        tasks += [Task((plan.cells[cid],), plan.stacked[cid]) for cid in missing
+                  if cid in plan.stacked]
+        fresh = [plan.cells[cid] for cid in missing if cid not in plan.stacked]
+        if len(members) > 1 and fresh and _stacks(plan, members, bundle):
+            grouped.append(fresh)
+        else:
+            tasks += [Task((jobs,)) for jobs in fresh]
+    while grouped and len(tasks) + len(grouped) < workers and max(map(len, grouped)) > 1:
+        largest = max(grouped, key=len)
+        grouped.remove(largest)
+        grouped += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
+    return [Task(tuple(cells), True) for cells in grouped] + tasks
+
+
+def _stacks(plan: Plan, members: list[str], bundle: DataBundle) -> bool:
+    from zoo.population import choose_stacking
+
+    jobs = [job for cid in members for job in plan.cells[cid]]
+    try:
+        return choose_stacking(plan.spec, jobs, bundle)
+    except ValueError as error:
+        raise SpecError(f"training.stacking: {plan.spec.training.stacking!r} is not possible "
+                        f"here ({error})") from None

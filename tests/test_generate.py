@@ -142,3 +142,28 @@ def test_published_zoo_specs_dry_run_to_the_published_counts(name, models, rows,
     assert result.plan.num_models == models
     assert f"= {models} models, {rows} model rows" in stream.getvalue()
     assert not (tmp_path / name).exists()
+
+
+def test_cells_differing_in_learning_rate_train_as_one_population(tmp_path, ray_runtime):
+    from generators.plan import make_plan, plan_tasks
+    from zoo.cell import run_cell
+
+    spec = load_spec(write_spec(tmp_path, grid={
+        "load": {"axis": "width", "values": [4, 8]},
+        "temperature": {"axis": "learning_rate", "values": [0.02, 0.05, 0.1]}},
+        training={"epochs": 1, "batch_size": 128}))
+    bundle = load_data(spec)
+    plan = make_plan(spec, bundle.fingerprint(), tmp_path / "lr")
+    tasks = plan_tasks(plan, bundle, workers=2)
+    assert [len(t.cells) for t in tasks] == [3, 3] and all(t.stacked for t in tasks)
+    assert sorted(len(t.cells) for t in plan_tasks(plan, bundle, workers=4)) == [1, 1, 2, 2]
+    generate(spec, tmp_path / "lr", progress=False, formats=("parquet",))
+    rows = ZooReader(tmp_path / "lr").table("models").to_pylist()
+    assert {r["trained_by"] for r in rows} == {"stacked"}
+    # a cell trained on its own (as after a resume) comes out bit for bit the same
+    jobs = tasks[0].cells[1]
+    alone = run_cell(spec, jobs, bundle, stacked=True)
+    stored = {(r["model_id"], r["epoch"]): r["weights"] for r in rows}
+    for row in alone.models:
+        assert np.array_equal(np.asarray(stored[row["model_id"], row["epoch"]], np.float32),
+                              row["weights"])

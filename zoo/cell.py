@@ -107,16 +107,34 @@ def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
     `stacked` forces how the seeds train (None: the cost model decides).
     """
-    cell_ids = {job.cell_id for job in jobs}
-    if len(cell_ids) != 1:
-        raise ValueError(f"run_cell takes the jobs of one cell, got cells {sorted(cell_ids)}")
+    return run_cell_group(spec, [jobs], bundle, device, stacked)[0]
+
+
+def run_cell_group(spec: ZooSpec, cells: Sequence[Sequence[ModelJob]], bundle: DataBundle,
+                   device: torch.device | str = "cpu",
+                   stacked: bool | None = None) -> list[CellResult]:
+    """Train the seeds of several cells together (one population when stacked), then measure
+    each cell. The cells must share width, batch size, data fraction and PDE coefficient."""
+    for jobs in cells:
+        if len({job.cell_id for job in jobs}) != 1:
+            raise ValueError("run_cell_group takes a list of cells, each the jobs of one cell")
+    trained = train_cell_models(spec, [job for jobs in cells for job in jobs], bundle, device,
+                                stacked)
+    by_cell: dict[str, list[TrainedModel]] = {}
+    for member in trained:
+        by_cell.setdefault(member.job.cell_id, []).append(member)
+    return [measure_cell(spec, jobs, by_cell[jobs[0].cell_id], bundle, device) for jobs in cells]
+
+
+def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[TrainedModel],
+                 bundle: DataBundle, device: torch.device | str) -> CellResult:
+    """Landscape metrics of a trained cell's models and seed pairs, as table rows."""
     fingerprint = bundle.fingerprint()
     result = CellResult(cell_id=jobs[0].cell_id)
     layout = layout_of(build_model(spec, jobs[0].cell, bundle, jobs[0].seed),
                        spec.architecture.family, jobs[0].cell.width, spec.architecture.args)
     result.layouts[layout.key] = layout
     data = bundle.subsample(jobs[0].cell.data_fraction).to(device)
-    trained = train_cell_models(spec, jobs, bundle, device, stacked)
     models: dict[tuple[str, int], torch.nn.Module] = {}
     for member in trained:
         metrics = {}

@@ -43,8 +43,8 @@ def test_export_writes_the_published_layout(tiny_zoo, tmp_path):
     for epoch, line in enumerate(lines):
         row = recorded[params["phase_zoo::model_id"], epoch]
         assert line["test_acc"] == row["test_accuracy"] and line["train_loss"] == row["train_loss"]
-        state = torch.load(folders[0] / f"checkpoint_{epoch:06d}" / "checkpoints",
-                           map_location="cpu", weights_only=True)
+        path = folders[0] / f"checkpoint_{epoch:06d}" / "checkpoints"
+        state = torch.load(path, map_location="cpu", weights_only=True)
         assert list(state) == ["1.weight", "1.bias", "3.weight", "3.bias"]
     assert "log_hessian_trace" in lines[2] and "log_hessian_trace" not in lines[1]
     assert lines[2]["log_hessian_trace"] == pytest.approx(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from itertools import islice
+from typing import Callable, Sequence
 
 from zoo.cell import CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
@@ -103,7 +104,7 @@ def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
     pending = iter(tasks)
 
     def submit(count: int) -> list:
-        return [remote.remote(spec, task, bundle_ref, fault) for task in _take(pending, count)]
+        return [remote.remote(spec, task, bundle_ref, fault) for task in islice(pending, count)]
 
     in_flight = submit(limit)
     while in_flight:
@@ -111,12 +112,3 @@ def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
         for outcome in ray.get(ready[0]):
             on_outcome(outcome)
         in_flight += submit(1)
-
-
-def _take(iterator: Iterator, count: int) -> list:
-    out = []
-    for item in iterator:
-        out.append(item)
-        if len(out) == count:
-            break
-    return out

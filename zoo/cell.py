@@ -123,13 +123,15 @@ def run_cell_group(spec: ZooSpec, cells: Sequence[Sequence[ModelJob]], bundle: D
     by_cell: dict[str, list[TrainedModel]] = {}
     for member in trained:
         by_cell.setdefault(member.job.cell_id, []).append(member)
-    return [measure_cell(spec, jobs, by_cell[jobs[0].cell_id], bundle, device) for jobs in cells]
+    fingerprint = bundle.fingerprint()  # one sha256 over the data for the whole group
+    return [measure_cell(spec, jobs, by_cell[jobs[0].cell_id], bundle, fingerprint, device)
+            for jobs in cells]
 
 
 def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[TrainedModel],
-                 bundle: DataBundle, device: torch.device | str) -> CellResult:
+                 bundle: DataBundle, fingerprint: str,
+                 device: torch.device | str) -> CellResult:
     """Landscape metrics of a trained cell's models and seed pairs, as table rows."""
-    fingerprint = bundle.fingerprint()
     result = CellResult(cell_id=jobs[0].cell_id)
     layout = layout_of(build_model(spec, jobs[0].cell, bundle, jobs[0].seed),
                        spec.architecture.family, jobs[0].cell.width, spec.architecture.args)

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generators.writer import ZooWriter
 from loaders import ZooDataset
 from zoo.architectures import build
 from zoo.cell import CellResult
 from zoo.datasets.base import DataInfo
+from zoo.folder.record import ZooRecord
+from zoo.folder.writer import ZooWriter
 from zoo.layout import Layout, layout_of
 
 ROWS_PER_CELL = 200
@@ -41,7 +42,8 @@ def make_zoo(root: Path, rows: int, width: int) -> tuple[Layout, np.ndarray]:
     layout = layout_of(model, "mlp", width, {"depth": 1})
     weights = np.random.default_rng(0).standard_normal((rows, layout.size), np.float32)
     writer = ZooWriter(root, "bench", formats=("parquet",))
-    writer.start({"spec": {"data": {"name": "mnist1d"}}, "spec_hash": "bench"})
+    info = DataInfo("classification", (40,), 10)
+    writer.start(ZooRecord({"data": {"name": "mnist1d"}}, "bench", "random", {}, info))
     for first in range(0, rows, ROWS_PER_CELL):
         cell = f"{first // ROWS_PER_CELL:04d}"
         models = [{"model_id": f"{cell}-{i // 10}", "cell_id": cell, "epoch": i % 10,

@@ -22,7 +22,7 @@ def _fmt(value: object) -> str:
 
 def summary_table(root: Path) -> str:
     """One line per cell: axes, models, mean test accuracy and train loss, phase."""
-    from loaders.reader import ZooReader
+    from zoo.folder.reader import ZooReader
 
     reader = ZooReader(root)
     cells = reader.table("cells").to_pylist()
@@ -80,16 +80,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from loaders.reader import ZooReader
+    from zoo.folder.reader import ZooReader
 
     reader = ZooReader(args.dir)
-    spec = reader.zoo_json["spec"]
+    spec = reader.record.spec
     shards = reader.manifest.shards
     size = sum(s.bytes for s in shards)
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
     phases = Counter(reader.table("cells", columns=["phase"]).column("phase").to_pylist())
     print(f"zoo {spec['name']} in {Path(args.dir).resolve()}")
-    print(f"spec hash {reader.zoo_json['spec_hash']}; {len(shards)} shards, {size / 1e6:.2f} MB")
+    print(f"spec hash {reader.record.spec_hash}; {len(shards)} shards, {size / 1e6:.2f} MB")
     print(f"{len(reader.manifest.cell_ids())} cells, {rows} model rows")
     print("phases: " + ", ".join(f"{p or 'unlabelled'}: {n}" for p, n in sorted(
         phases.items(), key=lambda item: str(item[0]))))
@@ -113,7 +113,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from generators.card import write_card
+    from zoo.folder.card import write_card
 
     print(f"wrote {write_card(Path(args.dir))}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,14 +10,14 @@ from typing import Iterable, TextIO
 
 import torch
 
-import zoo
-from generators.card import write_card
+from zoo.folder.card import write_card
 from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
 from generators.plan import Plan, make_plan, plan_tasks
-from generators.writer import FORMATS, ZooWriter
+from zoo.folder.writer import FORMATS, ZooWriter
 from zoo import architectures, datasets
 from zoo.datasets.base import DataBundle, DataInfo
-from zoo.folder import write_atomically
+from zoo.folder.names import write_atomically
+from zoo.folder.record import ZooRecord, versions
 from zoo.spec import ZooSpec
 
 
@@ -33,15 +32,6 @@ class Generation:
     committed: int = 0
     failures: list[CellFailure] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the code and libraries that produce a zoo."""
-    import pyarrow
-    import ray
-
-    return {"phase_zoo": zoo.__version__, "torch": torch.__version__, "ray": ray.__version__,
-            "pyarrow": pyarrow.__version__, "python": platform.python_version()}
 
 
 def count_parameters(spec: ZooSpec, info: DataInfo) -> dict[int, int]:
@@ -84,8 +74,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
     if dry_run:
         return generation
     writer = ZooWriter(out, spec.spec_hash(), formats)
-    writer.start({"spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
-                  "data_fingerprint": fingerprint, "versions": versions()})
+    writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
+                           bundle.info))
     if plan.missing:
         from tqdm import tqdm
 

@@ -19,13 +19,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from generators.card import write_card
-from generators.generate import versions
+from zoo.folder.card import write_card
 from generators.raytune import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS, STATE,
                                 TEMPERATURE_KEYS, Trial, checkpoint_folder, dump,
                                 metric_epochs, published_line, read_checkpoint, read_trials)
-from generators.writer import ZooWriter
-from loaders.reader import ZooReader
+from zoo.folder.record import ZooRecord, versions
+from zoo.folder.writer import ZooWriter
+from zoo.folder.reader import ZooReader
 from loaders.store import META_COLUMNS, read_metadata, read_weights
 from zoo import __version__ as code_version
 from zoo import architectures, datasets
@@ -35,7 +35,7 @@ from zoo.datasets.base import DataInfo
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
 from zoo.phases import default_thresholds, label
-from zoo.schema import CELL_MEANS
+from zoo.folder.schema import CELL_MEANS
 from zoo.spec import Cell, ModelJob, ZooSpec
 from zoo.specfile import parse_spec
 
@@ -64,7 +64,7 @@ def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:
                   for i, k, s in zip(chosen, store.keys, store.slots)}
         for model_id, indices in models.items():
             folder = out / f"trial_{len(folders):05d}_{model_id}"
-            _write_trial(folder, reader.zoo_json["spec"], [metadata[i] for i in indices],
+            _write_trial(folder, reader.record.spec, [metadata[i] for i in indices],
                          [states[i] for i in indices], pair_means)
             folders.append(folder)
     return folders
@@ -339,11 +339,10 @@ def import_ray_tune(source: str | Path, out: str | Path, *, family: str | None =
             raise ZooError(f"{trial.path}: a second trial of cell {job.cell} seed {job.seed}")
         cells.setdefault(job.cell_id, []).append((job, trial))
     writer = ZooWriter(folder, spec.spec_hash())
-    writer.start({"spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
-                  "data_fingerprint": fingerprint, "versions": versions(),
-                  "imported_from": {"format": "ray-tune", "source": str(Path(source).resolve()),
-                                    "trials": len(trials)}})
     info = datasets.describe(spec.data.name, spec.data.args)
+    writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(), info,
+                           {"format": "ray-tune", "source": str(Path(source).resolve()),
+                            "trials": len(trials)}))
     missing: list[str] = []
     for members in cells.values():
         members.sort(key=lambda member: member[0].seed)

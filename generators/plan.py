@@ -10,7 +10,8 @@ from typing import Any
 from generators.executor import Task
 from zoo.datasets.base import DataBundle
 from zoo.errors import SpecError, ZooFolderError
-from zoo.folder import ZOO_JSON, Manifest, read_manifest
+from zoo.folder.manifest import Manifest, read_manifest
+from zoo.folder.record import read_record
 from zoo.spec import ModelJob, ZooSpec
 
 @dataclass(frozen=True)
@@ -79,21 +80,21 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
     plan = Plan(spec, {cid: tuple(jobs) for cid, jobs in cells.items()}, frozenset())
     if not out.exists() or not any(out.iterdir()):
         return plan
-    if not (out / ZOO_JSON).exists():
+    previous = read_record(out)
+    if previous is None:
         raise ZooFolderError(f"{out}: exists, is not empty and is not a zoo folder")
-    previous = json.loads((out / ZOO_JSON).read_text())
-    if previous["spec_hash"] != spec.spec_hash():
-        if _without_growth(previous["spec"]) != _without_growth(spec.to_dict()) or \
-                previous["data_fingerprint"] != fingerprint:
+    if previous.spec_hash != spec.spec_hash():
+        if _without_growth(previous.spec) != _without_growth(spec.to_dict()) or \
+                previous.data_fingerprint != fingerprint:
             raise ZooFolderError(
-                f"{out}: holds a zoo of another spec (spec hash {previous['spec_hash']}, this "
+                f"{out}: holds a zoo of another spec (spec hash {previous.spec_hash}, this "
                 f"spec {spec.spec_hash()}); only seeds and grid values may change to grow a "
                 f"zoo; choose another --out folder")
     manifest = read_manifest(out)
     if manifest is None:
         return plan
     done = _finished(manifest, cells, plan.kept_epochs)
-    return Plan(plan.spec, plan.cells, done, grows=previous["spec_hash"] != spec.spec_hash(),
+    return Plan(plan.spec, plan.cells, done, grows=previous.spec_hash != spec.spec_hash(),
                 stacked=_trained_by(out, manifest, set(cells) - done))
 
 
@@ -101,7 +102,7 @@ def _trained_by(out: Path, manifest: Manifest, cell_ids: set[str]) -> dict[str, 
     """Whether each held (unfinished) cell was trained stacked, from its models shard."""
     import pyarrow.parquet as pq
 
-    from zoo.folder import confined
+    from zoo.folder.names import confined
 
     stacked = {}
     for shard in manifest.shards_of("models"):

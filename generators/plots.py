@@ -303,11 +303,11 @@ def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from loaders.reader import ZooReader
+    from zoo.folder.reader import ZooReader
 
     reader = ZooReader(root)
     cells = reader.table("cells").to_pylist()
-    spec = reader.zoo_json["spec"]
+    spec = reader.record.spec
     axes = {"load": spec["load"]["values"], "temperature": spec["temperature"]["values"]}
     folder = Path(out) if out is not None else Path(root) / "plots"
     folder.mkdir(parents=True, exist_ok=True)

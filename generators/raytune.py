@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from zoo.errors import ZooError
-from zoo.schema import CELL_MEANS, EVALUATION, HESSIAN, PAIR_COLUMNS
+from zoo.folder.schema import CELL_MEANS, EVALUATION, HESSIAN, PAIR_COLUMNS
 
 PARAMS, RESULTS, STATE = "params.json", "result.json", "checkpoints"
 PREFIX = "module."  # added by nn.DataParallel / DistributedDataParallel

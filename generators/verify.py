@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from zoo.errors import ZooError
-from zoo.schema import arrow_schema
+from zoo.folder.schema import arrow_schema
 
 
 def _check_shards(reader: ZooReader) -> list[str]:
@@ -40,7 +40,7 @@ def _check_shards(reader: ZooReader) -> list[str]:
 
 
 def _check_counts(reader: ZooReader) -> list[str]:
-    spec = reader.zoo_json["spec"]
+    spec = reader.record.spec
     cells = len(spec["load"]["values"]) * len(spec["temperature"]["values"])
     kept = len(set(spec["checkpoint_epochs"]) | set(spec["metrics"]["epochs"]))
     expected_rows = cells * len(spec["seeds"]) * kept
@@ -79,7 +79,7 @@ def recompute(reader: ZooReader, count: int, seed: int = 0) -> list[str]:
     from zoo.tasks import Objective
     from zoo.training import build_model
 
-    spec_dict = reader.zoo_json["spec"]
+    spec_dict = reader.record.spec
     rows = reader.table("models").to_pylist()
     if not rows:
         return []

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from loaders.augmentation import Augment, Augmenter, item_generator
-from loaders.models import data_info, module_from
-from loaders.reader import ZooReader
+from loaders.models import module_from
+from zoo.folder.reader import ZooReader
 from loaders.representations import REPRESENTATIONS, make_encoder
 from loaders.store import (SPLITS, Columns, Where, assign_splits, epoch_mask, layer_statistics,
                            read_metadata, read_weights, where_mask)
@@ -134,7 +134,7 @@ class ZooDataset(Dataset):
         """Row `index`'s stored checkpoint (not normalised, not augmented) in eval mode."""
         key = self._store.keys[index]
         flat = self._store.arrays[key][self._store.slots[index]]
-        return module_from(self._store.layouts[key], flat, data_info(self.reader))
+        return module_from(self._store.layouts[key], flat, self.reader.record.data_info)
 
 
 def _target_matrix(columns: Columns, names: Sequence[str]) -> np.ndarray:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 
@@ -11,25 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from loaders.store import read_metadata, read_weights
 from zoo import architectures
 from zoo.datasets.base import DataInfo
 from zoo.layout import Layout
-
-
-@lru_cache(maxsize=16)
-def _data_info(name: str, root: str | None, args_json: str) -> DataInfo:
-    from zoo import datasets
-
-    return datasets.load(name, root=root, args=json.loads(args_json)).info
-
-
-def data_info(reader: ZooReader) -> DataInfo:
-    """The zoo's DataInfo, re-derived from the resolved spec in zoo.json (cached per data set)."""
-    data = reader.zoo_json["spec"]["data"]
-    return _data_info(data["name"], data.get("root"),
-                      json.dumps(data.get("args") or {}, sort_keys=True))
 
 
 def module_from(layout: Layout, flat: np.ndarray | torch.Tensor, info: DataInfo) -> nn.Module:
@@ -59,7 +43,7 @@ def load_model(root: str | Path, model_id: str, epoch: int) -> nn.Module:
                        f"stored epochs: {stored}")
     store = read_weights(reader, columns, match[:1])
     layout = store.layouts[store.keys[0]]
-    return module_from(layout, store.arrays[store.keys[0]][0], data_info(reader))
+    return module_from(layout, store.arrays[store.keys[0]][0], reader.record.data_info)
 
 
 def groups(root: str | Path) -> dict[str, list[str]]:

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from zoo.errors import ZooFolderError
-from zoo.folder import Shard
+from zoo.folder.manifest import Shard
 from zoo.layout import Layout
-from zoo.schema import MODEL_COLUMNS, arrow_schema
+from zoo.folder.schema import MODEL_COLUMNS, arrow_schema
 
 META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
 SPLITS = ("train", "val", "test")

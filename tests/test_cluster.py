@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 from generators.cli import main
 from generators.generate import generate, load_data
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from tests.conftest import write_spec
 from zoo.specfile import load_spec
 from zoo.tasks import Objective

@@ -13,7 +13,7 @@ from generators.interop import export_ray_tune, import_ray_tune
 from generators.raytune import read_checkpoint
 from generators.verify import verify
 from loaders import load_model
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from zoo import architectures
 from zoo.datasets.builtin import DIGITS_INFO
 from zoo.errors import ZooError

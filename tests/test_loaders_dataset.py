@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from loaders import ZooDataset, groups, load_model, pairs
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from zoo import datasets
 from zoo.errors import IntegrityError, ZooFolderError
 from zoo.phases import PHASES

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from zoo import datasets
 from zoo.measure import cka_columns, curve_columns, model_metrics
 from zoo.phases import PHASES

@@ -9,7 +9,7 @@ import pytest
 
 from generators.cli import main
 from generators.plots import QUANTITIES, cell_matrix, phase_matrix, plot_zoo, tick_label
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from zoo.phases import PHASES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from generators.cli import main
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from tests.conftest import write_spec
 from zoo.errors import IntegrityError
 

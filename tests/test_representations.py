@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from loaders import ZooDataset
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from loaders.representations import REPRESENTATIONS, Layers, Tokens, make_encoder
 from zoo import architectures
 from zoo.datasets.base import DataInfo

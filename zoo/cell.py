@@ -15,7 +15,7 @@ from zoo.datasets.base import DataBundle
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
 from zoo.phases import default_thresholds, label
-from zoo.schema import CELL_MEANS
+from zoo.folder.schema import CELL_MEANS
 from zoo.spec import Cell, ModelJob, ZooSpec
 from zoo.tasks import Objective
 from zoo.population import train_cell_models

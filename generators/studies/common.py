@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from loaders.models import module_from
-from loaders.reader import ZooReader
+from zoo.folder.reader import ZooReader
 from loaders.store import read_metadata, read_weights
 from zoo import datasets
 from zoo.errors import ZooError
@@ -34,7 +34,7 @@ class StudyZoo:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.reader = ZooReader(self.root)
-        self.spec = spec_from_dict(self.reader.zoo_json["spec"])
+        self.spec = spec_from_dict(self.reader.record.spec)
         data = self.spec.data
         self.bundle = datasets.load(data.name, root=data.root, args=data.args)
         self.columns = read_metadata(self.reader)

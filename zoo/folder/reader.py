@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -11,9 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder import LAYOUTS, ZOO_JSON, Manifest, Shard, confined, read_manifest, sha256_of
+from zoo.folder.layouts import read_layout
+from zoo.folder.manifest import Manifest, Shard, read_manifest
+from zoo.folder.names import ZOO_JSON, confined, sha256_of
+from zoo.folder.record import ZooRecord, read_record
+from zoo.folder.schema import arrow_schema
 from zoo.layout import Layout
-from zoo.schema import arrow_schema
 
 
 class ZooReader:
@@ -41,9 +43,12 @@ class ZooReader:
         return path
 
     @cached_property
-    def zoo_json(self) -> dict:
-        """The resolved spec and versions that produced the zoo."""
-        return json.loads((self.root / ZOO_JSON).read_text())
+    def record(self) -> ZooRecord:
+        """zoo.json: the resolved spec, hashes, versions and data shape facts of the zoo."""
+        record = read_record(self.root)
+        if record is None:
+            raise ZooFolderError(f"{self.root / ZOO_JSON}: missing; not a zoo folder")
+        return record
 
     def table(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
         """All rows of table `name` ('models', 'cells', 'pairs') from the manifest's shards."""
@@ -59,7 +64,4 @@ class ZooReader:
         """The layout `key`, checked against the manifest's sha256."""
         if key not in self.manifest.layouts:
             raise ZooFolderError(f"{self.root}: layout {key!r} is not in the manifest")
-        path = confined(self.root, f"{LAYOUTS}/{key}.json")
-        if sha256_of(path) != self.manifest.layouts[key]:
-            raise IntegrityError(f"{path}: sha256 does not match the manifest")
-        return Layout.from_json(path.read_text())
+        return read_layout(self.root, key, self.manifest.layouts[key])

@@ -1,24 +1,14 @@
-"""The zoo folder's fixed names and its manifest, shared by the writer and the readers."""
+"""manifest.json: every complete shard of a zoo, read and replaced atomically."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooFolderError
-from zoo.schema import FORMAT_VERSION
-
-MANIFEST = "manifest.json"
-ZOO_JSON = "zoo.json"
-README = "README.md"
-LAYOUTS = "layouts"
-TABLE_FOLDERS = {"models": "data/models", "cells": "data/cells", "pairs": "data/pairs"}
-HDF5_FOLDER = "hdf5"
-TEMPORARY_SUFFIX = ".partial"
+from zoo.folder.names import FORMAT_VERSION, LAYOUTS, MANIFEST, confined, write_atomically
 
 
 @dataclass(frozen=True)
@@ -48,25 +38,8 @@ class Manifest:
         return {s.cell_id for s in self.shards if s.table == "cells"}
 
     def shards_of(self, table: str, format: str = "parquet") -> list[Shard]:
+        """The shards of `table` in `format`, in manifest order."""
         return [s for s in self.shards if s.table == table and s.format == format]
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def confined(root: Path, relative: str) -> Path:
-    """`root / relative`, refusing any path that leaves the zoo folder."""
-    root = root.resolve()
-    path = (root / relative).resolve()
-    if root != path and root not in path.parents:
-        raise ZooFolderError(f"{root / MANIFEST}: shard path {relative!r} leaves the zoo folder")
-    return path
 
 
 def read_manifest(root: Path) -> Manifest | None:
@@ -88,16 +61,6 @@ def read_manifest(root: Path) -> Manifest | None:
     for key in manifest.layouts:
         confined(Path(root), f"{LAYOUTS}/{key}.json")
     return manifest
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary sibling, flush it to disk, and rename it over `path`."""
-    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +14,12 @@ import pyarrow.parquet as pq
 
 from zoo.cell import CellResult
 from zoo.errors import ZooFolderError
-from zoo.folder import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON,
-                        Manifest, Shard, read_manifest, sha256_of, write_atomically,
-                        write_manifest)
+from zoo.folder.layouts import write_layout
+from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
+from zoo.folder.names import HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
+from zoo.folder.record import ZooRecord, write_record
+from zoo.folder.schema import to_arrow
 from zoo.layout import Layout
-from zoo.schema import to_arrow
 
 FORMATS = ("parquet", "hdf5")
 
@@ -79,15 +79,14 @@ class ZooWriter:
                 f"{error.filename or self.root}: cannot write while {doing} ({reason}); "
                 f"the manifest still lists the {committed} cells committed before") from error
 
-    def start(self, zoo_json: dict[str, Any]) -> None:
+    def start(self, record: ZooRecord) -> None:
         """Create the folders, remove leftovers of a killed run, write zoo.json."""
         with self._disk_errors("creating the zoo folder"):
             for folder in (*TABLE_FOLDERS.values(), HDF5_FOLDER, LAYOUTS):
                 (self.root / folder).mkdir(parents=True, exist_ok=True)
             for leftover in self.root.rglob(f"*{TEMPORARY_SUFFIX}"):
                 leftover.unlink()
-            write_atomically(self.root / ZOO_JSON,
-                             json.dumps(zoo_json, indent=1, sort_keys=True).encode())
+            write_record(self.root, record)
 
     def _shard(self, table: str, fmt: str, relative: str, rows: int, cell_id: str) -> Shard:
         path = self.root / relative
@@ -109,10 +108,8 @@ class ZooWriter:
     def _commit(self, result: CellResult) -> None:
         layouts = dict(self.manifest.layouts)
         for key, layout in result.layouts.items():
-            relative = f"{LAYOUTS}/{key}.json"
             if key not in layouts:
-                write_atomically(self.root / relative, layout.to_json().encode())
-                layouts[key] = sha256_of(self.root / relative)
+                layouts[key] = write_layout(self.root, layout)
         shards = [s for s in self.manifest.shards if s.cell_id != result.cell_id]
         stem = f"cell-{result.cell_id}"
         for table in ("models", "pairs", "cells"):

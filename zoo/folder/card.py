@@ -6,9 +6,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from loaders.reader import ZooReader
-from zoo.folder import README, TABLE_FOLDERS, write_atomically
-from zoo.schema import TABLES
+from zoo.folder.reader import ZooReader
+from zoo.folder.names import README, TABLE_FOLDERS, write_atomically
+from zoo.folder.schema import TABLES
 
 def front_matter(name: str, tables: list[str]) -> str:
     """YAML front matter: one `configs:` entry per table that has shards (models is default)."""
@@ -24,7 +24,7 @@ def front_matter(name: str, tables: list[str]) -> str:
 
 
 def schema_table(table: str) -> str:
-    """A Markdown table of `table`'s columns, generated from zoo.schema."""
+    """A Markdown table of `table`'s columns, generated from zoo.folder.schema."""
     lines = ["| column | type | meaning |", "|---|---|---|"]
     lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in TABLES[table]]
     return "\n".join(lines)
@@ -63,7 +63,7 @@ def metrics_section(spec: dict) -> list[str]:
 def card_text(root: Path) -> str:
     """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
     reader = ZooReader(root)
-    spec = reader.zoo_json["spec"]
+    spec = reader.record.spec
     cells = reader.table("cells", columns=["phase"]).column("phase").to_pylist()
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
     phases = Counter(p or "unlabelled" for p in cells)
@@ -79,9 +79,9 @@ def card_text(root: Path) -> str:
         f"{spec['training']['epochs']} epochs, checkpoints at epochs "
         f"{spec['checkpoint_epochs']}, landscape metrics at epochs {spec['metrics']['epochs']}.",
         "", f"- cells: {len(cells)}", f"- model rows (model × kept epoch): {rows}",
-        f"- spec hash: `{reader.zoo_json['spec_hash']}`",
-        f"- data fingerprint: `{reader.zoo_json['data_fingerprint']}`",
-        f"- produced with: {json.dumps(reader.zoo_json['versions'], sort_keys=True)}", "",
+        f"- spec hash: `{reader.record.spec_hash}`",
+        f"- data fingerprint: `{reader.record.data_fingerprint}`",
+        f"- produced with: {json.dumps(dict(reader.record.versions), sort_keys=True)}", "",
         "## Phases", "", "| phase | cells |", "|---|---|", phase_lines, "",
         *metrics_section(spec),
         "## Loading", "", "```python",

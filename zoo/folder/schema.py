@@ -8,8 +8,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-FORMAT_VERSION = 1
-
 
 @dataclass(frozen=True)
 class Column:

@@ -1,0 +1,90 @@
+"""zoo.json as a typed record: the resolved spec, its hashes, versions and the data's shape facts.
+
+A reader rebuilds any stored model from this record alone; it never needs the training data.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from zoo.datasets.base import DataInfo
+from zoo.errors import ZooFolderError
+from zoo.folder.names import FORMAT_VERSION, ZOO_JSON, write_atomically
+
+
+@dataclass(frozen=True)
+class ZooRecord:
+    """What zoo.json holds.
+
+    Args:
+        spec: the resolved spec as `ZooSpec.to_dict()` gives it.
+        spec_hash: `ZooSpec.spec_hash()` of that spec.
+        data_fingerprint: sha256 of the training and test tensors (`DataBundle.fingerprint`).
+        versions: code and library versions that produced the zoo.
+        data_info: the data set's shape facts (task, input shape, outputs).
+        imported_from: for an imported zoo, its source format, folder and trial count.
+    """
+
+    spec: Mapping[str, Any]
+    spec_hash: str
+    data_fingerprint: str
+    versions: Mapping[str, str]
+    data_info: DataInfo
+    imported_from: Mapping[str, Any] | None = None
+
+    def to_json(self) -> str:
+        """Sorted-key JSON, with the format version."""
+        info = self.data_info
+        body = {"format_version": FORMAT_VERSION, "spec": dict(self.spec),
+                "spec_hash": self.spec_hash, "data_fingerprint": self.data_fingerprint,
+                "versions": dict(self.versions),
+                "data_info": {"task": info.task, "input_shape": list(info.input_shape),
+                              "num_outputs": info.num_outputs}}
+        if self.imported_from is not None:
+            body["imported_from"] = dict(self.imported_from)
+        return json.dumps(body, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = ZOO_JSON) -> ZooRecord:
+        """Parse zoo.json; `source` names the file in errors."""
+        try:
+            body = json.loads(text)
+            if body.get("format_version") != FORMAT_VERSION:
+                raise ZooFolderError(f"{source}: format version {body.get('format_version')!r}"
+                                     f" is not supported (expected {FORMAT_VERSION})")
+            raw = body["data_info"]
+            info = DataInfo(raw["task"], tuple(int(n) for n in raw["input_shape"]),
+                            int(raw["num_outputs"]))
+            return cls(body["spec"], body["spec_hash"], body["data_fingerprint"],
+                       body["versions"], info, body.get("imported_from"))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ZooFolderError(f"{source}: malformed zoo.json ({error!r})") from None
+
+
+def versions() -> dict[str, str]:
+    """Versions of the code and libraries that produce a zoo."""
+    import pyarrow
+    import ray
+    import torch
+
+    import zoo
+
+    return {"phase_zoo": zoo.__version__, "torch": torch.__version__, "ray": ray.__version__,
+            "pyarrow": pyarrow.__version__, "python": platform.python_version()}
+
+
+def write_record(root: Path, record: ZooRecord) -> None:
+    """Replace zoo.json atomically."""
+    write_atomically(Path(root) / ZOO_JSON, record.to_json().encode())
+
+
+def read_record(root: Path) -> ZooRecord | None:
+    """The zoo's record, or None when the folder has no zoo.json."""
+    path = Path(root) / ZOO_JSON
+    if not path.exists():
+        return None
+    return ZooRecord.from_json(path.read_text(), str(path))

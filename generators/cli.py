@@ -98,7 +98,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from generators.verify import verify
+    from analysis.verify import verify
 
     problems = verify(Path(args.dir), recompute_count=args.recompute)
     for problem in problems:
@@ -120,7 +120,7 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from generators.plots import plot_zoo
+    from analysis.plots import plot_zoo
 
     for path in plot_zoo(Path(args.dir), args.out):
         print(f"wrote {path}")
@@ -128,7 +128,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from generators.studies import run_study
+    from analysis.studies import run_study
 
     options = {"averaging": {"last": args.last}, "finetune": {"epochs": args.epochs},
                "prune": {"densities": args.densities}}[args.name]
@@ -139,7 +139,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_import_ray_tune(args: argparse.Namespace) -> int:
-    from generators.interop import import_ray_tune
+    from analysis.interop import import_ray_tune
 
     report = import_ray_tune(Path(args.src), Path(args.out), family=args.family, data=args.data,
                              data_root=args.data_root, name=args.name)
@@ -153,7 +153,7 @@ def cmd_import_ray_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_export_ray_tune(args: argparse.Namespace) -> int:
-    from generators.interop import export_ray_tune
+    from analysis.interop import export_ray_tune
 
     folders = export_ray_tune(Path(args.dir), Path(args.out))
     print(f"wrote {len(folders)} trial folders to {Path(args.out).resolve()}")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from generators.cli import main
-from generators.interop import export_ray_tune, import_ray_tune
-from generators.raytune import read_checkpoint
-from generators.verify import verify
+from analysis.interop import export_ray_tune, import_ray_tune
+from analysis.raytune import read_checkpoint
+from analysis.verify import verify
 from loaders import load_model
 from zoo.folder.reader import ZooReader
 from zoo import architectures

@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from generators.cli import main
-from generators.studies import run_study
-from generators.studies.averaging import averaged_metrics
-from generators.studies.common import StudyZoo
-from generators.studies.finetune import Recipe, finetune, transfer_data
-from generators.studies.prune import check_densities, prune
+from analysis.studies import run_study
+from analysis.studies.averaging import averaged_metrics
+from analysis.studies.common import StudyZoo
+from analysis.studies.finetune import Recipe, finetune, transfer_data
+from analysis.studies.prune import check_densities, prune
 from zoo.errors import ZooError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,7 +68,7 @@ def test_averaging_study_rows(tiny_zoo, tmp_path):
 
 
 def test_averaging_refuses_a_bad_last(study_zoo):
-    from generators.studies.averaging import measure
+    from analysis.studies.averaging import measure
 
     with pytest.raises(ZooError, match=r"study averaging: last = 0 is not allowed"):
         measure(study_zoo, last=0, show_progress=False)
@@ -124,8 +124,21 @@ def test_finetune_study_is_deterministic_and_changes_the_model(tiny_zoo, tmp_pat
 
 
 def test_transposed_digits_swap_rows_and_columns():
+    from sklearn.datasets import load_digits
+
     target = transfer_data("digits", "classification")
     assert target.name == "digits-transposed" and target.train[0].shape == (1347, 1, 8, 8)
+    digits = load_digits()
+    originals = sorted((image.astype("float32").tobytes(), int(label))
+                       for image, label in zip(digits.images / 16.0, digits.target))
+    x = torch.cat([target.train[0], target.test[0]])[:, 0]
+    y = torch.cat([target.train[1], target.test[1]])
+    back = sorted((image.T.contiguous().numpy().tobytes(), int(label))
+                  for image, label in zip(x, y))
+    assert back == originals  # every digit, transposed back, with its own label
+    assert not torch.equal(x, x.transpose(1, 2))  # and the transpose changed the images
+    test, total = torch.bincount(target.test[1]), torch.bincount(y)
+    assert (test - total * 0.25).abs().max() < 1  # stratified: a quarter of every class
 
 
 @pytest.mark.parametrize("source,task", [("convection", "pinn"), ("cifar10", "classification")])

@@ -1,6 +1,7 @@
 """The data-set registry: names, cheap validation of a spec's data section, and loading.
 
-Built-ins (mnist1d, digits, stdlib-text, convection) are made offline from installed packages.
+Built-ins (mnist1d, digits, stdlib-text, convection, and the fine-tuning study's transfer
+targets mnist1d-shifted and digits-transposed) are made offline from installed packages.
 Folder data sets (cifar10, cifar100, svhn, tiny-imagenet, text-folder) read files the user has
 put under `data.root`; nothing is ever downloaded.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.datasets import builtin, convection, folders, text, tinyimagenet
+from zoo.datasets import builtin, convection, folders, text, tinyimagenet, transfer
 from zoo.datasets.arguments import Param, resolve
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.datasets.convection import exact_solution
@@ -39,6 +40,8 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {
     "mnist1d": _Entry(lambda root, args: builtin.load_mnist1d()),
     "digits": _Entry(lambda root, args: builtin.load_digits()),
+    "mnist1d-shifted": _Entry(lambda root, args: transfer.shifted_mnist1d()),
+    "digits-transposed": _Entry(lambda root, args: transfer.transposed_digits()),
     "stdlib-text": _Entry(
         lambda root, args: text.load_stdlib_text(args), text.STDLIB_PARAMS, text.check_args
     ),

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from generators.studies.common import (MODEL_KEYS, StudyZoo, check_integer, evaluate,
+from analysis.studies.common import (MODEL_KEYS, StudyZoo, check_integer, evaluate,
                                        has_batchnorm, progress, score_name)
-from generators.studies.figures import by_phase, phase_boxes
+from analysis.studies.figures import by_phase, phase_boxes
 from loaders.averaging import align, average, recondition_batchnorm
 from zoo.architectures.permutations import RESIDUAL, SEQUENTIAL
 from zoo.tasks import Objective

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from generators.plots import NO_DATA, PHASE_COLOURS
+from analysis.plots import NO_DATA, PHASE_COLOURS
 from zoo.phases import PHASES
 
 UNLABELLED = "unlabelled"

@@ -12,26 +12,20 @@ data order drawn from a seed derived from the model's seed.
 from __future__ import annotations
 
 import copy
-import random
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from generators.studies.common import MODEL_KEYS, StudyZoo, check_integer, evaluate, progress
-from generators.studies.figures import by_phase, phase_boxes
+from analysis.studies.common import MODEL_KEYS, StudyZoo, check_integer, evaluate, progress
+from analysis.studies.figures import by_phase, phase_boxes
+from zoo import datasets
 from zoo.datasets.base import DataBundle
-from zoo.datasets.builtin import DIGITS_INFO, MNIST1D_INFO
 from zoo.errors import ZooError
 from zoo.tasks import Objective
 from zoo.training import derive_seed
-
-MNIST1D_SHIFT = {"seed": 1, "corr_noise_scale": 0.5, "shear_scale": 1.5}
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -43,46 +37,7 @@ class Recipe:
     batch_size: int = 64
 
 
-def shifted_mnist1d() -> DataBundle:
-    """mnist1d with new samples, more correlated noise and more shear (MNIST1D_SHIFT)."""
-    import mnist1d.data
-
-    arguments = mnist1d.data.get_dataset_args(as_dict=True)
-    arguments.update(MNIST1D_SHIFT)
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:  # make_dataset seeds the global generators; leave them as they were
-        data = mnist1d.data.make_dataset(mnist1d.data.ObjectView(arguments))
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-    def pair(x: str, y: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.from_numpy(np.ascontiguousarray(data[x], dtype=np.float32)),
-                torch.from_numpy(np.ascontiguousarray(data[y], dtype=np.int64)))
-
-    return DataBundle("mnist1d-shifted", MNIST1D_INFO, pair("x", "y"), pair("x_test", "y_test"))
-
-
-def transposed_digits() -> DataBundle:
-    """8x8 digits with rows and columns swapped, on a new stratified 75/25 split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = np.ascontiguousarray(digits.images.transpose(0, 2, 1), dtype=np.float32) / 16.0
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, digits.target.astype(np.int64), test_size=0.25, random_state=1,
-        stratify=digits.target)
-
-    def pair(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(x).reshape(-1, 1, 8, 8), torch.from_numpy(y)
-
-    return DataBundle("digits-transposed", DIGITS_INFO, pair(x_train, y_train),
-                      pair(x_test, y_test))
-
-
-TARGETS: dict[str, Callable[[], DataBundle]] = {"mnist1d": shifted_mnist1d,
-                                                "digits": transposed_digits}
+TARGETS = {"mnist1d": "mnist1d-shifted", "digits": "digits-transposed"}  # in zoo.datasets
 
 
 def transfer_data(source: str, task: str) -> DataBundle:
@@ -90,7 +45,7 @@ def transfer_data(source: str, task: str) -> DataBundle:
     if task != "classification" or source not in TARGETS:
         raise ZooError(f"study finetune: no transfer target for a {task} zoo on {source!r}; "
                        f"finetune supports classification zoos on {', '.join(TARGETS)}")
-    return TARGETS[source]()
+    return datasets.load(TARGETS[source])
 
 
 def finetune(model: nn.Module, target: DataBundle, recipe: Recipe, seed: int) -> nn.Module:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generators.studies import averaging, finetune, prune
-from generators.studies.common import StudyZoo, score_name, write_table
+from analysis.studies import averaging, finetune, prune
+from analysis.studies.common import StudyZoo, score_name, write_table
 from zoo.errors import ZooError
 
 Rows = list[dict[str, Any]]

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from generators.studies.common import MODEL_KEYS, StudyZoo, evaluate, progress, score_name
-from generators.studies.figures import by_phase, phase_curves
+from analysis.studies.common import MODEL_KEYS, StudyZoo, evaluate, progress, score_name
+from analysis.studies.figures import by_phase, phase_curves
 from zoo.errors import ZooError
 
 DENSITIES = (1.0, 0.5, 0.2, 0.1)

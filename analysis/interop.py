@@ -1,4 +1,4 @@
-"""Convert between zoo folders and Ray Tune trial folders (see generators.raytune).
+"""Convert between zoo folders and Ray Tune trial folders (see analysis.raytune).
 
 `export_ray_tune(zoo, out)` writes one trial folder per model; `import_ray_tune(src, out)`
 describes the trials' grid by a ZooSpec, rebuilds every checkpoint in one of our architectures
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from zoo.folder.card import write_card
-from generators.raytune import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS, STATE,
+from analysis.raytune import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS, STATE,
                                 TEMPERATURE_KEYS, Trial, checkpoint_folder, dump,
                                 metric_epochs, published_line, read_checkpoint, read_trials)
 from zoo.folder.record import ZooRecord, versions

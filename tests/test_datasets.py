@@ -15,8 +15,8 @@ from zoo.datasets import convection, text
 from zoo.errors import DataError, SpecError
 
 ALL_NAMES = [
-    "cifar10", "cifar100", "convection", "digits", "mnist1d", "stdlib-text", "svhn",
-    "text-folder", "tiny-imagenet",
+    "cifar10", "cifar100", "convection", "digits", "digits-transposed", "mnist1d",
+    "mnist1d-shifted", "stdlib-text", "svhn", "text-folder", "tiny-imagenet",
 ]
 SMALL_TEXT = {"max_chars": 30_000, "context": 32}
 

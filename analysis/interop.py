@@ -36,7 +36,7 @@ from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
 from zoo.phases import default_thresholds, label
 from zoo.folder.schema import CELL_MEANS
-from zoo.spec import Cell, ModelJob, ZooSpec
+from zoo.spec import Cell, ModelJob, ZooSpec, load_field
 from zoo.specfile import parse_spec
 
 
@@ -120,8 +120,8 @@ def _params(spec: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
             training["epochs"], "training::augmentation": training["augmentation"],
             "seed": row["seed"], "phase_zoo::model_id": row["model_id"],
             "phase_zoo::cell_id": row["cell_id"], "phase_zoo::spec_hash": row["spec_hash"],
-            "phase_zoo::load_axis": spec["load"]["name"],
-            "phase_zoo::temperature_axis": spec["temperature"]["name"],
+            "phase_zoo::load_axis": spec["load_axis"]["name"],
+            "phase_zoo::temperature_axis": spec["temperature_axis"]["name"],
             "phase_zoo::trained_by": row["trained_by"],
             "phase_zoo::train_seconds": row["train_seconds"],
             "phase_zoo::torch_version": row["torch_version"]}
@@ -158,7 +158,7 @@ def _axis(trials: Sequence[Trial], keys: dict[str, str], default: str,
         raise ZooError(f"{trials[0].path.parent}: {' and '.join(varying)} both vary across "
                        f"trials; a zoo grid has one load and one temperature axis")
     name = named or (default if not varying or varying == ["width"] else varying[0])
-    key = keys["width" if name == "model_dim" else name]
+    key = keys[load_field(name)]
     return name, sorted({t.param(key) for t in trials})
 
 
@@ -253,7 +253,7 @@ def _model_rows(spec: ZooSpec, job: ModelJob, trial: Trial, layout: Layout, fing
                 missing: list[str]) -> list[dict[str, Any]]:
     """One models-table row per kept epoch whose checkpoint the trial holds."""
     rows = []
-    for epoch in sorted(set(spec.checkpoint_epochs) | set(spec.metrics.epochs)):
+    for epoch in spec.kept_epochs:
         if epoch not in trial.checkpoints:
             missing.append(f"{trial.path / checkpoint_folder(epoch)}")
             continue

@@ -308,7 +308,8 @@ def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
     reader = ZooReader(root)
     cells = reader.table("cells").to_pylist()
     spec = reader.record.spec
-    axes = {"load": spec["load"]["values"], "temperature": spec["temperature"]["values"]}
+    axes = {"load": spec["load_axis"]["values"],
+            "temperature": spec["temperature_axis"]["values"]}
     folder = Path(out) if out is not None else Path(root) / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     grid = phase_matrix(cells, axes)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from zoo.folder.reader import ZooReader
 from zoo.errors import ZooError
 from zoo.folder.schema import arrow_schema
+from zoo.specfile import spec_from_dict
 
 
 def _check_shards(reader: ZooReader) -> list[str]:
@@ -41,8 +42,8 @@ def _check_shards(reader: ZooReader) -> list[str]:
 
 def _check_counts(reader: ZooReader) -> list[str]:
     spec = reader.record.spec
-    cells = len(spec["load"]["values"]) * len(spec["temperature"]["values"])
-    kept = len(set(spec["checkpoint_epochs"]) | set(spec["metrics"]["epochs"]))
+    cells = len(spec["load_axis"]["values"]) * len(spec["temperature_axis"]["values"])
+    kept = len(spec_from_dict(spec).kept_epochs)
     expected_rows = cells * len(spec["seeds"]) * kept
     models = reader.table("models", columns=["model_id", "epoch", "cell_id", "finite",
                                              "train_loss", "test_loss", "layout", "num_params"])
@@ -75,8 +76,7 @@ def recompute(reader: ZooReader, count: int, seed: int = 0) -> list[str]:
 
     from zoo import datasets
     from zoo.spec import Cell
-    from zoo.specfile import spec_from_dict
-    from zoo.tasks import Objective
+    from zoo.objective import Objective
     from zoo.training import build_model
 
     spec_dict = reader.record.spec

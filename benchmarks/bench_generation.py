@@ -60,7 +60,7 @@ def work_flops(spec: ZooSpec, bundle: DataBundle, models: int) -> float:
     """Matmul FLOPs of training and of every checkpoint's evaluation, for `models` models."""
     cell = spec.cells()[0]
     forward = model_shape(build_model(spec, cell, bundle, 0), bundle).flops
-    kept = len(set(spec.checkpoint_epochs) | set(spec.metrics.epochs))
+    kept = len(spec.kept_epochs)
     samples = 3 * bundle.num_train * spec.training.epochs + kept * (
         bundle.num_train + len(bundle.test[0]))
     return models * forward * samples
@@ -100,7 +100,7 @@ def tune_trial(config: dict[str, Any], bundle: DataBundle, spec: ZooSpec) -> Non
     """One model as a Tune trial: the same recipe, evaluation and checkpoint every epoch."""
     from ray import tune
 
-    from zoo.tasks import Objective
+    from zoo.objective import Objective
 
     torch.set_num_threads(1)
     cell = replace(spec.cells()[0], width=config["width"], batch_size=config["batch_size"])
@@ -131,8 +131,8 @@ def run_tune(spec: ZooSpec, bundle: DataBundle, folder: Path) -> int:
 
     trainable = tune.with_resources(tune.with_parameters(tune_trial, bundle=bundle, spec=spec),
                                     {"cpu": 1})
-    space = {"width": tune.grid_search(list(spec.load.values)),
-             "batch_size": tune.grid_search(list(spec.temperature.values)),
+    space = {"width": tune.grid_search(list(spec.load_axis.values)),
+             "batch_size": tune.grid_search(list(spec.temperature_axis.values)),
              "seed": tune.grid_search(list(spec.seeds))}
     tuner = tune.Tuner(trainable, param_space=space,
                        tune_config=tune.TuneConfig(max_concurrent_trials=2),

@@ -20,7 +20,7 @@ from zoo import datasets
 from zoo.measure import curve_columns, cka_columns, probe_batches
 from zoo.metrics import hessian, spectra
 from zoo.specfile import parse_spec
-from zoo.tasks import Objective, output_loss
+from zoo.objective import Objective, output_loss
 from zoo.training import build_model, train_model
 
 SPEC = {"name": "bench-metrics", "architecture": {"family": "mlp", "args": {"depth": 2}},

@@ -27,7 +27,7 @@ from zoo.population import (COST, Population, PopulationOptimizer, StepCost, mod
                             population_step, schedule_table, step_seconds)
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.tasks import Objective
+from zoo.objective import Objective
 from zoo.training import build_model, make_optimizer, make_schedule
 
 SECONDS_PER_POINT = 0.3  # measured time per shape and way (the best of two halves is kept)

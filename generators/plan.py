@@ -34,7 +34,8 @@ class Plan:
 
     @property
     def kept_epochs(self) -> int:
-        return len(set(self.spec.checkpoint_epochs) | set(self.spec.metrics.epochs))
+        """How many checkpoints each model keeps."""
+        return len(self.spec.kept_epochs)
 
     def describe(self, params_by_width: dict[int, int], formats: int) -> str:
         """A short human summary (used by --dry-run and at the start of a run)."""
@@ -44,8 +45,8 @@ class Plan:
                      self.cells.values()) * self.kept_epochs * 4 * formats
         grows = " (growing an existing zoo: new seeds or grid values)" if self.grows else ""
         return (f"zoo {spec.name}: {len(self.cells)} cells "
-                f"({len(spec.load.values)} {spec.load.name} × "
-                f"{len(spec.temperature.values)} {spec.temperature.name}) × "
+                f"({len(spec.load_axis.values)} {spec.load_axis.name} × "
+                f"{len(spec.temperature_axis.values)} {spec.temperature_axis.name}) × "
                 f"{len(spec.seeds)} seeds = {self.num_models} models, "
                 f"{rows} model rows, ~{_size(bytes_)} of weights; "
                 f"{len(self.done)} cells done, {len(self.missing)} to run{grows}")
@@ -56,8 +57,8 @@ def _without_growth(spec: dict[str, Any]) -> dict[str, Any]:
     body = json.loads(json.dumps(spec))
     for key in ("seeds", "description"):
         body.pop(key, None)
-    body["load"].pop("values")
-    body["temperature"].pop("values")
+    body["load_axis"].pop("values")
+    body["temperature_axis"].pop("values")
     return body
 
 

@@ -12,7 +12,7 @@ from zoo.architectures.permutations import (PermutationGroup, module_groups,
                                             permutation_groups, permute)
 from zoo.datasets.base import DataInfo
 from zoo.layout import layout_of
-from zoo.tasks import Objective
+from zoo.objective import Objective
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from generators.generate import generate, load_data
 from zoo.folder.reader import ZooReader
 from tests.conftest import write_spec
 from zoo.specfile import load_spec
-from zoo.tasks import Objective
+from zoo.objective import Objective
 from zoo.training import build_model
 
 

@@ -15,7 +15,7 @@ from zoo.folder.reader import ZooReader
 from zoo import datasets
 from zoo.errors import IntegrityError, ZooFolderError
 from zoo.phases import PHASES
-from zoo.tasks import Objective
+from zoo.objective import Objective
 
 
 def ids(dataset):

@@ -9,7 +9,7 @@ from zoo import datasets
 from zoo.measure import cka_columns, curve_columns, model_metrics
 from zoo.phases import PHASES
 from zoo.specfile import parse_spec
-from zoo.tasks import Objective
+from zoo.objective import Objective
 from zoo.training import build_model
 from tests.conftest import TINY_SPEC
 

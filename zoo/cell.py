@@ -16,8 +16,8 @@ from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
 from zoo.phases import default_thresholds, label
 from zoo.folder.schema import CELL_MEANS
-from zoo.spec import Cell, ModelJob, ZooSpec
-from zoo.tasks import Objective
+from zoo.spec import Cell, ModelJob, ZooSpec, load_field
+from zoo.objective import Objective
 from zoo.population import train_cell_models
 from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed
 
@@ -35,12 +35,12 @@ class CellResult:
 
 def identity_columns(spec: ZooSpec, cell: Cell, cell_id: str) -> dict[str, Any]:
     """Columns shared by every table's rows of one cell."""
-    load_field = "width" if spec.load.name == "model_dim" else spec.load.name
-    temperature_field = spec.temperature.name
+    load = load_field(spec.load_axis.name)
+    temperature_field = spec.temperature_axis.name
     return {
         "cell_id": cell_id, "spec_hash": spec.spec_hash(), "zoo": spec.name,
         "architecture": spec.architecture.family, "data": spec.data.name,
-        "load_axis": spec.load.name, "load_value": float(getattr(cell, load_field)),
+        "load_axis": spec.load_axis.name, "load_value": float(getattr(cell, load)),
         "temperature_axis": temperature_field,
         "temperature_value": float(getattr(cell, temperature_field)),
         **asdict(cell),

@@ -12,7 +12,7 @@ from torch import nn
 from zoo.datasets.base import DataBundle
 from zoo.metrics import connectivity, hessian, similarity, spectra
 from zoo.spec import MetricsSpec
-from zoo.tasks import Objective, output_loss
+from zoo.objective import Objective, output_loss
 
 PROBE_SEED = 0  # one fixed probe subset for the whole zoo, so models are measured alike
 BN_SAMPLES = 1280  # train samples used to re-estimate BatchNorm statistics on a curve

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.tasks import Objective, is_finite
+from zoo.objective import Objective, is_finite
 from zoo.training import (Checkpoint, TrainedModel, build_model, derive_seed, make_optimizer,
                           make_schedule, train_model)
 
@@ -85,7 +85,7 @@ def linear_forward(skeleton: nn.Sequential, params: dict[str, torch.Tensor],
 
 
 def member_losses(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Each member's mean cross-entropy (members,), as zoo.tasks.output_loss per member."""
+    """Each member's mean cross-entropy (members,), as zoo.objective.output_loss per member."""
     members = outputs.shape[0]
     logits = outputs.reshape(members, -1, outputs.shape[-1]).transpose(1, 2).contiguous()
     # classes on dim 1: torch vectorises the softmax over samples, ~5x faster than classes last
@@ -254,7 +254,7 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     table = schedule_table(recipe, jobs, total, next(iter(population.params.values())))
     optimizer = PopulationOptimizer(recipe.optimizer, population.params, table)
     generators = [torch.Generator().manual_seed(derive_seed(job.seed, "data")) for job in jobs]
-    kept = set(spec.checkpoint_epochs) | set(spec.metrics.epochs)
+    kept = spec.kept_epochs
     active = torch.ones(len(jobs), dtype=torch.bool, device=device)
     checkpoints: list[list[Checkpoint]] = [[] for _ in jobs]
     if 0 in kept:
@@ -340,7 +340,7 @@ def predicted_speedup(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundl
     data = bundle.subsample(cell.data_fraction)
     shape = model_shape(build_model(spec, cell, data, jobs[0].seed), data)
     steps = math.ceil(data.num_train / cell.batch_size) * spec.training.epochs
-    kept = len(set(spec.checkpoint_epochs) | set(spec.metrics.epochs))
+    kept = len(spec.kept_epochs)
     evaluation = kept * shape.flops * (data.num_train + len(data.test[0])) / EVAL_RATE
     single = steps * step_seconds(shape, cell.batch_size, 1) + evaluation
     stacked = steps * step_seconds(shape, cell.batch_size, members) / members + evaluation

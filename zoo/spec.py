@@ -140,8 +140,8 @@ class ZooSpec:
     architecture: ArchitectureSpec
     data: DataSpec
     training: TrainingSpec
-    load: Axis
-    temperature: Axis
+    load_axis: Axis  # the YAML's grid.load
+    temperature_axis: Axis  # the YAML's grid.temperature
     seeds: tuple[int, ...]
     checkpoint_epochs: tuple[int, ...]
     metrics: MetricsSpec
@@ -151,6 +151,11 @@ class ZooSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the resolved spec that `zoo.json` records)."""
         return json.loads(json.dumps(asdict(self)))
+
+    @property
+    def kept_epochs(self) -> tuple[int, ...]:
+        """Epochs whose checkpoints are stored: the checkpoint epochs and the metric epochs."""
+        return tuple(sorted(set(self.checkpoint_epochs) | set(self.metrics.epochs)))
 
     def spec_hash(self) -> str:
         """Hash of everything in the spec (name and description included)."""
@@ -165,11 +170,11 @@ class ZooSpec:
             "weight_decay": self.training.weight_decay,
         }
         out = []
-        for load_value in self.load.values:
-            for temperature_value in self.temperature.values:
+        for load_value in self.load_axis.values:
+            for temperature_value in self.temperature_axis.values:
                 values = dict(base)
-                values[_cell_field(self.load.name)] = load_value
-                values[_cell_field(self.temperature.name)] = temperature_value
+                values[load_field(self.load_axis.name)] = load_value
+                values[load_field(self.temperature_axis.name)] = temperature_value
                 out.append(Cell(**values))
         return out
 
@@ -199,5 +204,6 @@ class ZooSpec:
         return out
 
 
-def _cell_field(axis: str) -> str:
+def load_field(axis: str) -> str:
+    """The Cell field an axis sets: `model_dim` is the width of a GPT, every other its name."""
     return "width" if axis == "model_dim" else axis

@@ -201,7 +201,7 @@ def parse_spec(raw: Any) -> ZooSpec:
         raise _fail("description", description, "a string")
     return ZooSpec(
         name=name, architecture=architecture, data=data, training=training,
-        load=load, temperature=temperature, seeds=_seeds(raw.get("seeds", [0, 1])),
+        load_axis=load, temperature_axis=temperature, seeds=_seeds(raw.get("seeds", [0, 1])),
         checkpoint_epochs=_checkpoints(raw.get("checkpoints"), training.epochs),
         metrics=_metrics(raw.get("metrics"), training.epochs), phases=phases,
         description=description,
@@ -264,7 +264,8 @@ def spec_from_dict(resolved: Mapping[str, Any]) -> ZooSpec:
         "name": resolved["name"], "description": resolved.get("description", ""),
         "architecture": resolved["architecture"], "data": resolved["data"],
         "training": resolved["training"],
-        "grid": {axis: {"axis": resolved[axis]["name"], "values": list(resolved[axis]["values"])}
+        "grid": {axis: {"axis": resolved[f"{axis}_axis"]["name"],
+                        "values": list(resolved[f"{axis}_axis"]["values"])}
                  for axis in ("load", "temperature")},
         "seeds": list(resolved["seeds"]),
         "checkpoints": {"epochs": list(resolved["checkpoint_epochs"])},

@@ -13,7 +13,7 @@ from zoo import architectures
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.tasks import Objective, is_finite
+from zoo.objective import Objective, is_finite
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -97,7 +97,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     steps_per_epoch = math.ceil(data.num_train / cell.batch_size)
     schedule = make_schedule(recipe, optimizer, cell, steps_per_epoch * recipe.epochs)
     generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
-    kept = set(spec.checkpoint_epochs) | set(spec.metrics.epochs)
+    kept = spec.kept_epochs
     checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
     diverged = False
     for epoch in range(1, recipe.epochs + 1):

@@ -22,7 +22,7 @@ from analysis.studies.common import (MODEL_KEYS, StudyZoo, check_integer, evalua
 from analysis.studies.figures import by_phase, phase_boxes
 from loaders.averaging import align, average, recondition_batchnorm
 from zoo.architectures.permutations import RESIDUAL, SEQUENTIAL
-from zoo.tasks import Objective
+from zoo.objective import Objective
 from zoo.training import derive_seed
 
 ALIGN_SEED = 0  # weight matching visits permutation groups in an order drawn from this seed

@@ -18,7 +18,7 @@ from zoo import datasets
 from zoo.errors import ZooError
 from zoo.measure import BN_SAMPLES, probe_batches
 from zoo.specfile import spec_from_dict
-from zoo.tasks import Objective
+from zoo.objective import Objective
 
 T = TypeVar("T")
 CELL_KEYS = ("cell_id", "load_axis", "load_value", "temperature_axis", "temperature_value",

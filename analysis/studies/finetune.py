@@ -24,7 +24,7 @@ from analysis.studies.figures import by_phase, phase_boxes
 from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.errors import ZooError
-from zoo.tasks import Objective
+from zoo.objective import Objective
 from zoo.training import derive_seed
 
 @dataclass(frozen=True)

@@ -68,8 +68,8 @@ def card_text(root: Path) -> str:
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
     phases = Counter(p or "unlabelled" for p in cells)
     phase_lines = "\n".join(f"| {p} | {n} |" for p, n in sorted(phases.items()))
-    grid = (f"{spec['load']['name']} {spec['load']['values']} × "
-            f"{spec['temperature']['name']} {spec['temperature']['values']}")
+    grid = (f"{spec['load_axis']['name']} {spec['load_axis']['values']} × "
+            f"{spec['temperature_axis']['name']} {spec['temperature_axis']['values']}")
     return "\n".join([
         front_matter(spec["name"], [t for t in TABLES if reader.manifest.shards_of(t)]),
         f"# Phase Zoo: {spec['name']}",

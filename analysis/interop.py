@@ -9,7 +9,6 @@ table, and its cells' CKA and mc are means of the per-model values in result.jso
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -27,14 +26,12 @@ from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import ZooWriter
 from zoo.folder.reader import ZooReader
 from loaders.store import META_COLUMNS, read_metadata, read_weights
-from zoo import __version__ as code_version
 from zoo import architectures, datasets
 from zoo.architectures import REGISTRY, families
-from zoo.cell import CellResult, identity_columns, summarise
+from zoo.rows import CellResult, cell_row, is_finite_checkpoint, model_row
 from zoo.datasets.base import DataInfo
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
-from zoo.phases import default_thresholds, label
 from zoo.folder.schema import CELL_MEANS
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
 from zoo.specfile import parse_spec
@@ -259,46 +256,25 @@ def _model_rows(spec: ZooSpec, job: ModelJob, trial: Trial, layout: Layout, fing
             continue
         state = read_checkpoint(trial.checkpoints[epoch])
         _check_state(trial.checkpoints[epoch], state, layout)
-        weights = layout.flatten(state)
         metrics = {k: v for k, v in trial.metrics(epoch).items() if not k.startswith("pair:")}
-        losses = [metrics.get("train_loss"), metrics.get("test_loss")]
-        finite = bool(np.isfinite(weights).all()) and all(
-            v is not None and math.isfinite(v) for v in losses)
-        rows.append({"model_id": job.model_id, **identity_columns(spec, job.cell, job.cell_id),
-                     "seed": job.seed, "epoch": epoch,
-                     "is_metric_epoch": epoch in spec.metrics.epochs, **metrics,
-                     "finite": finite, "num_params": layout.size, "layout": layout.key,
-                     "weights": weights, "data_fingerprint": fingerprint,
-                     "code_version": code_version,
-                     "trained_by": trial.params.get("phase_zoo::trained_by"),
-                     "torch_version": trial.params.get("phase_zoo::torch_version"),
-                     "train_seconds": trial.params.get("phase_zoo::train_seconds")})
+        evaluation = {k: metrics.get(k) for k in ("train_loss", "test_loss")}
+        provenance = {"data_fingerprint": fingerprint,
+                      "trained_by": trial.params.get("phase_zoo::trained_by"),
+                      "torch_version": trial.params.get("phase_zoo::torch_version"),
+                      "train_seconds": trial.params.get("phase_zoo::train_seconds")}
+        rows.append(model_row(spec, job, layout, epoch, state,
+                              is_finite_checkpoint(state, [evaluation]), metrics, provenance))
     return rows
 
 
 def _cell_row(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], task: str) -> dict:
-    """The cells-table row from the members' result lines at the last metric epoch.""", summarise
-
+    """The cells-table row from the members' result lines at the last metric epoch."""
     epoch = max(spec.metrics.epochs)
-    job = members[0][0]
     records = [trial.metrics(epoch) for _, trial in members]
     finite = [r.get("train_loss") is not None and math.isfinite(r["train_loss"]) for r in records]
-    row: dict[str, Any] = {**identity_columns(spec, job.cell, job.cell_id), "metric_epoch": epoch,
-                           "num_models": len(members), "num_pairs": 0,
-                           "finite_fraction": float(np.mean(finite))}
-    for name in CELL_MEANS:
-        key = f"pair:{name}" if name in PAIR_MEANS else name
-        row[f"{name}_mean"], row[f"{name}_std"] = summarise([r.get(key) for r in records])
-    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
-    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
-    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
-    if loss is not None and row["mc_train_error_mean"] is not None:
-        cka = row["cka_mean"]
-        row["phase"] = label(loss, row["mc_train_error_mean"],
-                             math.nan if cka is None else cka, thresholds)
-    elif row["finite_fraction"] == 0.0:
-        row["phase"] = "I"  # every seed diverged, as zoo.cell labels it
-    return row
+    values = {name: [r.get(f"pair:{name}" if name in PAIR_MEANS else name) for r in records]
+              for name in CELL_MEANS}
+    return cell_row(spec, members[0][0], epoch, finite, 0, values, task)
 
 
 def _cell_result(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], info: DataInfo,

@@ -24,7 +24,7 @@ import torch
 
 from loaders import ZooDataset
 from zoo.architectures import build
-from zoo.cell import CellResult
+from zoo.rows import CellResult
 from zoo.datasets.base import DataInfo
 from zoo.folder.record import ZooRecord
 from zoo.folder.writer import ZooWriter

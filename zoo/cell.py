@@ -2,103 +2,46 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-import zoo
 from zoo.datasets.base import DataBundle
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
-from zoo.phases import default_thresholds, label
 from zoo.folder.schema import CELL_MEANS
-from zoo.spec import Cell, ModelJob, ZooSpec, load_field
+from zoo.rows import CellResult, cell_row, model_row
+from zoo.spec import ModelJob, ZooSpec
 from zoo.objective import Objective
 from zoo.population import train_cell_models
 from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed
 
 
-@dataclass
-class CellResult:
-    """Rows for the models, pairs and cells tables, and the layouts the model rows refer to."""
-
-    cell_id: str
-    models: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    layouts: dict[str, Layout] = field(default_factory=dict)
-
-
-def identity_columns(spec: ZooSpec, cell: Cell, cell_id: str) -> dict[str, Any]:
-    """Columns shared by every table's rows of one cell."""
-    load = load_field(spec.load_axis.name)
-    temperature_field = spec.temperature_axis.name
-    return {
-        "cell_id": cell_id, "spec_hash": spec.spec_hash(), "zoo": spec.name,
-        "architecture": spec.architecture.family, "data": spec.data.name,
-        "load_axis": spec.load_axis.name, "load_value": float(getattr(cell, load)),
-        "temperature_axis": temperature_field,
-        "temperature_value": float(getattr(cell, temperature_field)),
-        **asdict(cell),
-    }
-
-
 def model_rows(spec: ZooSpec, trained: TrainedModel, layout: Layout,
                fingerprint: str, metrics: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per kept checkpoint; `metrics` maps an epoch to its landscape columns."""
-    job = trained.job
-    base = {
-        "model_id": job.model_id, **identity_columns(spec, job.cell, job.cell_id),
-        "seed": job.seed, "trained_by": trained.trained_by, "num_params": layout.size,
-        "layout": layout.key, "data_fingerprint": fingerprint,
-        "code_version": zoo.__version__, "torch_version": torch.__version__,
-        "train_seconds": trained.seconds,
-    }
+    provenance = {"trained_by": trained.trained_by, "data_fingerprint": fingerprint,
+                  "torch_version": torch.__version__, "train_seconds": trained.seconds}
     rows = []
     for checkpoint in trained.checkpoints:
-        row = dict(base, epoch=checkpoint.epoch, finite=checkpoint.finite,
-                   is_metric_epoch=checkpoint.epoch in metrics,
-                   weights=layout.flatten(checkpoint.state_dict))
-        for split, values in (("train", checkpoint.train), ("test", checkpoint.test)):
-            row.update({f"{split}_{k}": v for k, v in values.items()})
-        row.update(metrics.get(checkpoint.epoch, {}))
-        rows.append(row)
+        columns = {f"{split}_{k}": v for split, values in (("train", checkpoint.train),
+                                                          ("test", checkpoint.test))
+                   for k, v in values.items()}
+        columns.update(metrics.get(checkpoint.epoch, {}))
+        rows.append(model_row(spec, trained.job, layout, checkpoint.epoch,
+                              checkpoint.state_dict, checkpoint.finite, columns, provenance))
     return rows
 
 
-def summarise(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """Mean and standard deviation of the finite values, or (None, None) when there are none."""
-    finite = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if finite.size == 0:
-        return None, None
-    return float(finite.mean()), float(finite.std())
-
-
-def cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any]],
-             pairs: list[dict[str, Any]], epoch: int, task: str) -> dict[str, Any]:
+def _cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any]],
+              pairs: list[dict[str, Any]], epoch: int, task: str) -> dict[str, Any]:
     """Aggregate a cell's models and pairs at `epoch` into its cells-table row, with its phase."""
     at_epoch = [r for r in models if r["epoch"] == epoch]
-    row = {**identity_columns(spec, jobs[0].cell, jobs[0].cell_id), "metric_epoch": epoch,
-           "num_models": len(at_epoch), "num_pairs": len(pairs),
-           "finite_fraction": float(np.mean([r["finite"] for r in at_epoch]))}
-    for name in CELL_MEANS:
-        source = pairs if any(name in p for p in pairs) else at_epoch
-        mean, std = summarise([r.get(name) for r in source])
-        row[f"{name}_mean"], row[f"{name}_std"] = mean, std
-    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
-    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
-    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
-    if pairs and loss is not None:
-        mc, cka = row["mc_train_error_mean"], row["cka_mean"]
-        row["phase"] = label(loss, np.nan if mc is None else mc, np.nan if cka is None else cka,
-                             thresholds)
-    elif row["finite_fraction"] == 0.0:
-        row["phase"] = "I"  # every seed diverged: the hottest corner of the grid
-    return row
+    values = {name: [r.get(name) for r in (pairs if any(name in p for p in pairs) else at_epoch)]
+              for name in CELL_MEANS}
+    return cell_row(spec, jobs[0], epoch, [r["finite"] for r in at_epoch], len(pairs), values,
+                    task)
 
 
 def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
@@ -156,7 +99,7 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
             result.pairs.append(_pair_row(spec, a, b, epoch, models, data))
     epoch = max(spec.metrics.epochs)  # the cell's phase is taken at the last metric epoch
     at_epoch = [p for p in result.pairs if p["epoch"] == epoch]
-    result.cells.append(cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task))
+    result.cells.append(_cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task))
     return result
 
 

@@ -85,8 +85,3 @@ class Objective:
             loss = self._pinn_loss(model, points).item() if split == "train" else float(
                 F.mse_loss(predicted, exact).item())
         return {"loss": loss, "accuracy": None, "error": error}
-
-
-def is_finite(values: dict[str, float | None]) -> bool:
-    """True when every reported number is finite."""
-    return all(v is None or math.isfinite(v) for v in values.values())

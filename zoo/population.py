@@ -22,7 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.objective import Objective, is_finite
+from zoo.objective import Objective
+from zoo.rows import is_finite_checkpoint
 from zoo.training import (Checkpoint, TrainedModel, build_model, derive_seed, make_optimizer,
                           make_schedule, train_model)
 
@@ -195,9 +196,8 @@ def _keep(population: Population, members: Sequence[nn.Module], objective: Objec
         state = population.state_dict(member)
         module.load_state_dict(state)
         train, test = objective.evaluate(module, "train"), objective.evaluate(module, "test")
-        finite = (bool(active[member]) and is_finite(train) and is_finite(test)
-                  and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()))
-        kept.append(Checkpoint(epoch, state, train, test, bool(finite)))
+        kept.append(Checkpoint(epoch, state, train, test,
+                               is_finite_checkpoint(state, [train, test], bool(active[member]))))
 
 
 def population_step(population: Population, optimizer: PopulationOptimizer,

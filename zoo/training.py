@@ -13,7 +13,8 @@ from zoo import architectures
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.objective import Objective, is_finite
+from zoo.objective import Objective
+from zoo.rows import is_finite_checkpoint
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -75,9 +76,8 @@ def _snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
               diverged: bool) -> Checkpoint:
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     train, test = objective.evaluate(model, "train"), objective.evaluate(model, "test")
-    finite = (not diverged and is_finite(train) and is_finite(test)
-              and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()))
-    return Checkpoint(epoch, state, train, test, bool(finite))
+    return Checkpoint(epoch, state, train, test,
+                      is_finite_checkpoint(state, [train, test], alive=not diverged))
 
 
 def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,

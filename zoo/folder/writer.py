@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zoo.cell import CellResult
+from zoo.rows import CellResult
 from zoo.errors import ZooFolderError
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest

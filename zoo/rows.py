@@ -1,0 +1,104 @@
+"""Rows of the zoo tables (models, pairs, cells), a cell's result, the checkpoint "finite" rule.
+
+One home for what generation (`zoo.cell`) and import (`analysis.interop`) both write, so a
+generated and an imported zoo hold the same columns under the same rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import zoo
+from zoo.folder.schema import CELL_MEANS
+from zoo.layout import Layout
+from zoo.phases import default_thresholds, label
+from zoo.spec import Cell, ModelJob, ZooSpec, load_field
+
+
+@dataclass
+class CellResult:
+    """Rows for the models, pairs and cells tables, and the layouts the model rows refer to."""
+
+    cell_id: str
+    models: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    layouts: dict[str, Layout] = field(default_factory=dict)
+
+
+def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
+                         evaluations: Sequence[Mapping[str, float | None]],
+                         alive: bool = True) -> bool:
+    """A checkpoint is finite when its run had not diverged, every floating tensor of its
+    state is finite and every reported evaluation number is finite (None: not measured)."""
+    return bool(alive
+                and all(v is None or math.isfinite(v) for e in evaluations for v in e.values())
+                and all(bool(torch.isfinite(t).all()) for t in state.values()
+                        if t.is_floating_point()))
+
+
+def identity_columns(spec: ZooSpec, cell: Cell, cell_id: str) -> dict[str, Any]:
+    """Columns shared by every table's rows of one cell."""
+    load = load_field(spec.load_axis.name)
+    temperature = spec.temperature_axis.name
+    return {
+        "cell_id": cell_id, "spec_hash": spec.spec_hash(), "zoo": spec.name,
+        "architecture": spec.architecture.family, "data": spec.data.name,
+        "load_axis": spec.load_axis.name, "load_value": float(getattr(cell, load)),
+        "temperature_axis": temperature, "temperature_value": float(getattr(cell, temperature)),
+        **asdict(cell),
+    }
+
+
+def model_row(spec: ZooSpec, job: ModelJob, layout: Layout, epoch: int, state: Mapping[str,
+              torch.Tensor], finite: bool, columns: Mapping[str, Any],
+              provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """One models-table row: identity, the checkpoint's flat weights, `columns` (evaluation
+    and landscape metrics) and `provenance` (fingerprint, trained_by, versions, seconds)."""
+    return {"model_id": job.model_id, **identity_columns(spec, job.cell, job.cell_id),
+            "seed": job.seed, "epoch": epoch, "is_metric_epoch": epoch in spec.metrics.epochs,
+            "finite": finite, "num_params": layout.size, "layout": layout.key,
+            "weights": layout.flatten(dict(state)), "code_version": zoo.__version__,
+            **provenance, **columns}
+
+
+def summarise(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and standard deviation of the finite values, or (None, None) when there are none."""
+    finite = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if finite.size == 0:
+        return None, None
+    return float(finite.mean()), float(finite.std())
+
+
+def cell_row(spec: ZooSpec, job: ModelJob, epoch: int, finite: Sequence[bool], num_pairs: int,
+             values: Mapping[str, Sequence[float | None]], task: str) -> dict[str, Any]:
+    """A cell's cells-table row at its metric `epoch`, with its phase.
+
+    Args:
+        job: any job of the cell (for its identity columns).
+        finite: per model, whether its checkpoint at `epoch` is finite.
+        num_pairs: seed pairs measured (0 for an imported zoo).
+        values: for each name of CELL_MEANS, the per-model or per-pair values to average.
+        task: the data set's task (a PINN's phase is read from its train error).
+    """
+    row: dict[str, Any] = {**identity_columns(spec, job.cell, job.cell_id),
+                           "metric_epoch": epoch, "num_models": len(finite),
+                           "num_pairs": num_pairs, "finite_fraction": float(np.mean(finite))}
+    for name in CELL_MEANS:
+        row[f"{name}_mean"], row[f"{name}_std"] = summarise(values.get(name, ()))
+    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
+    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
+    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
+    mc, cka = row["mc_train_error_mean"], row["cka_mean"]
+    if loss is not None and (num_pairs or mc is not None):
+        row["phase"] = label(loss, math.nan if mc is None else mc,
+                             math.nan if cka is None else cka, thresholds)
+    elif row["finite_fraction"] == 0.0:
+        row["phase"] = "I"  # every seed diverged: the hottest corner of the grid
+    return row

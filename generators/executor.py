@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import traceback
 from dataclasses import dataclass
 from itertools import islice
@@ -14,7 +13,6 @@ from zoo.spec import ModelJob, ZooSpec
 
 WORKER_THREADS = 1  # one torch thread per task: results do not depend on which worker ran it
 TASK_RETRIES = 3  # a worker process that dies is restarted this many times per task
-FAULT_VARIABLE = "PHASE_ZOO_INJECT_FAULT"  # test hook: "kill-once:<marker file>" or "raise:<cell>"
 
 
 @dataclass(frozen=True)
@@ -57,20 +55,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-def _inject_fault(fault: str | None, cell_id: str) -> None:
-    """Fail on purpose, for process-level tests: kill this worker once, or raise in a cell."""
-    if not fault:
-        return
-    kind, _, argument = fault.partition(":")
-    if kind == "kill-once" and not os.path.exists(argument):
-        open(argument, "w").close()
-        os._exit(1)  # a real worker death: Ray restarts the task
-    if kind == "raise" and argument == cell_id:
-        raise RuntimeError(f"injected fault in cell {cell_id}")
-
-
-def _task(spec: ZooSpec, task: Task, bundle: DataBundle,
-          fault: str | None) -> list[TaskOutcome]:
+def _task(spec: ZooSpec, task: Task, bundle: DataBundle) -> list[TaskOutcome]:
     import ray
     import torch
 
@@ -78,8 +63,6 @@ def _task(spec: ZooSpec, task: Task, bundle: DataBundle,
     node = ray.get_runtime_context().get_node_id()
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per task
     try:
-        for jobs in task.cells:
-            _inject_fault(fault, jobs[0].cell_id)
         results = run_cell_group(spec, task.cells, bundle, device, task.stacked)
         return [TaskOutcome(node, result=result) for result in results]
     except Exception as error:  # recorded as failed cells; the run goes on
@@ -100,11 +83,10 @@ def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
     remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_task)
     limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     bundle_ref = ray.put(bundle)
-    fault = os.environ.get(FAULT_VARIABLE)
     pending = iter(tasks)
 
     def submit(count: int) -> list:
-        return [remote.remote(spec, task, bundle_ref, fault) for task in islice(pending, count)]
+        return [remote.remote(spec, task, bundle_ref) for task in islice(pending, count)]
 
     in_flight = submit(limit)
     while in_flight:

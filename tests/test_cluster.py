@@ -19,6 +19,7 @@ def cluster():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_generate_on_a_two_node_cluster_equals_the_local_zoo(tiny_zoo, tmp_path, cluster):
     out = tmp_path / "clustered"

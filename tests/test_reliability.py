@@ -29,8 +29,11 @@ def address(ray_runtime) -> str:
     return ray.get_runtime_context().gcs_address
 
 
-def _generate(spec: Path, out: Path, address: str, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "generators.cli", "generate", str(spec), "--out", str(out),
+def _generate(spec: Path, out: Path, address: str, fault: str | None = None,
+              **popen) -> subprocess.Popen:
+    """`zoo generate` in a subprocess; `fault` runs it through tests.faults."""
+    cli = ["generators.cli"] if fault is None else ["tests.faults", fault]
+    command = [sys.executable, "-m", *cli, "generate", str(spec), "--out", str(out),
                "--address", address, "--no-progress", "--formats", "parquet,hdf5"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **popen)
@@ -78,6 +81,7 @@ def test_sigkill_at_several_points_then_resume_gives_the_same_zoo(tiny_zoo, tmp_
     assert main(["verify", str(out)]) == 0
 
 
+@pytest.mark.slow
 def test_growing_a_zoo_by_a_seed_keeps_the_models_it_had(tiny_zoo, tmp_path, address):
     grown = tmp_path / "grown"
     shutil.copytree(tiny_zoo, grown)
@@ -94,12 +98,12 @@ def test_growing_a_zoo_by_a_seed_keeps_the_models_it_had(tiny_zoo, tmp_path, add
     assert ZooReader(grown).table("pairs").num_rows == 4 * 3
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_recorded_the_rest_finishes_and_a_rerun_retries_it(
         tiny_zoo, tmp_path, address):
     spec, out = tiny_zoo.parent / "tiny.yaml", tmp_path / "faulty"
     victim = sorted(ZooReader(tiny_zoo).manifest.cell_ids())[0]
-    env = {**os.environ, "PHASE_ZOO_INJECT_FAULT": f"raise:{victim}"}
-    process = _generate(spec, out, address, env=env)
+    process = _generate(spec, out, address, fault=f"raise:{victim}")
     _, err = process.communicate(timeout=300)
     assert process.returncode == 1
     assert f"failed: cell {victim} (2 models): RuntimeError: injected fault" in err
@@ -114,11 +118,11 @@ def test_a_failing_cell_is_recorded_the_rest_finishes_and_a_rerun_retries_it(
     assert _weights(out) == _weights(tiny_zoo)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_task_is_retried(tiny_zoo, tmp_path, address):
     spec, out = tiny_zoo.parent / "tiny.yaml", tmp_path / "retried"
     marker = tmp_path / "killed-once"
-    env = {**os.environ, "PHASE_ZOO_INJECT_FAULT": f"kill-once:{marker}"}
-    process = _generate(spec, out, address, env=env)
+    process = _generate(spec, out, address, fault=f"kill-once:{marker}")
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert marker.exists()  # a worker process did die
@@ -129,6 +133,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (6_000, 6_000))
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_a_clear_error_that_keeps_the_manifest(tiny_zoo, tmp_path, address):
     grown = tmp_path / "full"
     shutil.copytree(tiny_zoo, grown)

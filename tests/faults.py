@@ -1,0 +1,58 @@
+"""Fault injection for process-level tests, from the test side: product code has no hooks.
+
+`python -m tests.faults FAULT zoo-arguments...` runs the `zoo` CLI with the executor's Ray task
+wrapped. FAULT is "kill-once:<marker file>" (the first task to run kills its worker process, as
+a crash would; Ray restarts the task) or "raise:<cell_id>" (training that cell raises inside
+the task, as a bug in a cell would).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+
+def faulty(fault: str) -> Callable[..., Any]:
+    """generators.executor._task failing on purpose as `fault` says.
+
+    The wrapper looks the task and `run_cell_group` up in the worker's own executor module
+    (a captured function object would travel by value, with its own copy of the globals).
+    """
+    kind, _, argument = fault.partition(":")
+    if kind not in ("kill-once", "raise"):
+        raise ValueError(f"fault: {fault!r} is not allowed; expected kill-once:PATH or raise:CELL")
+
+    def task(spec: Any, work: Any, bundle: Any) -> Any:  # runs on a Ray worker
+        import generators.executor as executor
+
+        if kind == "kill-once" and not os.path.exists(argument):
+            open(argument, "w").close()
+            os._exit(1)  # a real worker death
+        real = executor.run_cell_group
+
+        def run_cell_group(spec: Any, cells: Any, *rest: Any) -> Any:
+            if kind == "raise" and any(jobs[0].cell_id == argument for jobs in cells):
+                raise RuntimeError(f"injected fault in cell {argument}")
+            return real(spec, cells, *rest)
+
+        executor.run_cell_group = run_cell_group  # this worker process only, this task only
+        try:
+            return executor._task(spec, work, bundle)
+        finally:
+            executor.run_cell_group = real
+
+    return task
+
+
+def main(argv: list[str]) -> int:
+    """Wrap the executor's task by `argv[0]`, then run the CLI on the rest."""
+    import generators.executor as executor
+    from generators.cli import main as cli
+
+    executor._task = faulty(argv[0])
+    return cli(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -27,11 +27,11 @@ class CellFailure:
 
 @dataclass(frozen=True)
 class Task:
-    """Cells that train together (one population when `stacked`; None: the cost model decides
-    per cell, so such a task holds one cell)."""
+    """Cells that train together: one population when `stacked` (decided by the plan), else
+    each model one by one."""
 
     cells: tuple[tuple[ModelJob, ...], ...]
-    stacked: bool | None = None
+    stacked: bool
 
 
 @dataclass(frozen=True)

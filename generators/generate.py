@@ -82,7 +82,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         ensure_ray(address, workers)
         import ray
 
-        tasks = plan_tasks(plan, bundle, workers or int(ray.available_resources().get("CPU", 1)))
+        tasks = plan_tasks(plan, bundle, workers or int(ray.available_resources().get("CPU", 1)),
+                           "cuda" if gpus_per_task > 0 else "cpu")
         done_models = plan.num_models - sum(len(j) for j in plan.missing.values())
         with tqdm(total=plan.num_models, initial=done_models, unit="model", file=stream,
                   desc=f"zoo {spec.name}", disable=not progress) as bar:

@@ -95,22 +95,9 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
     if manifest is None:
         return plan
     done = _finished(manifest, cells, plan.kept_epochs)
+    held = {cid: way for cid, way in manifest.stacked.items() if cid in cells and cid not in done}
     return Plan(plan.spec, plan.cells, done, grows=previous.spec_hash != spec.spec_hash(),
-                stacked=_trained_by(out, manifest, set(cells) - done))
-
-
-def _trained_by(out: Path, manifest: Manifest, cell_ids: set[str]) -> dict[str, bool]:
-    """Whether each held (unfinished) cell was trained stacked, from its models shard."""
-    import pyarrow.parquet as pq
-
-    from zoo.folder.names import confined
-
-    stacked = {}
-    for shard in manifest.shards_of("models"):
-        if shard.cell_id in cell_ids:
-            column = pq.read_table(confined(out, shard.path), columns=["trained_by"])
-            stacked[shard.cell_id] = column.column(0)[0].as_py() == "stacked"
-    return stacked
+                stacked=held)
 
 
 def _size(count: float) -> str:
@@ -121,13 +108,15 @@ def _size(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def plan_tasks(plan: Plan, bundle: DataBundle, workers: int) -> list[Task]:
-    """Group the missing cells into Ray tasks.
+def plan_tasks(plan: Plan, bundle: DataBundle, workers: int,
+               device: str = "cpu") -> list[Task]:
+    """Group the missing cells into Ray tasks, deciding here, once, which train stacked.
 
     Cells that differ only in learning rate or weight decay train as one population when the
-    cost model, applied to the whole group as the spec defines it (so a resumed run decides
-    alike), says stacking pays; groups are halved while there are fewer tasks than `workers`.
-    Cells a growing zoo already holds keep their recorded way and train alone.
+    cost model for `device` (the device the tasks ask for: "cuda" when they ask for GPUs),
+    applied to the whole group as the spec defines it (so a resumed run decides alike), says
+    stacking pays; groups are halved while there are fewer tasks than `workers`. Other cells
+    are decided one by one. Cells a growing zoo already holds keep the way the manifest records.
     """
     groups: dict[tuple, list[str]] = {}
     for cell_id, jobs in plan.cells.items():
@@ -140,10 +129,11 @@ def plan_tasks(plan: Plan, bundle: DataBundle, workers: int) -> list[Task]:
         tasks += [Task((plan.cells[cid],), plan.stacked[cid]) for cid in missing
                   if cid in plan.stacked]
         fresh = [plan.cells[cid] for cid in missing if cid not in plan.stacked]
-        if len(members) > 1 and fresh and _stacks(plan, members, bundle):
+        if len(members) > 1 and fresh and _stacks(plan, members, bundle, device):
             grouped.append(fresh)
         else:
-            tasks += [Task((jobs,)) for jobs in fresh]
+            tasks += [Task((jobs,), _stacks(plan, [jobs[0].cell_id], bundle, device))
+                      for jobs in fresh]
     while grouped and len(tasks) + len(grouped) < workers and max(map(len, grouped)) > 1:
         largest = max(grouped, key=len)
         grouped.remove(largest)
@@ -151,12 +141,12 @@ def plan_tasks(plan: Plan, bundle: DataBundle, workers: int) -> list[Task]:
     return [Task(tuple(cells), True) for cells in grouped] + tasks
 
 
-def _stacks(plan: Plan, members: list[str], bundle: DataBundle) -> bool:
+def _stacks(plan: Plan, members: list[str], bundle: DataBundle, device: str) -> bool:
     from zoo.population import choose_stacking
 
     jobs = [job for cid in members for job in plan.cells[cid]]
     try:
-        return choose_stacking(plan.spec, jobs, bundle)
+        return choose_stacking(plan.spec, jobs, bundle, device)
     except ValueError as error:
         raise SpecError(f"training.stacking: {plan.spec.training.stacking!r} is not possible "
                         f"here ({error})") from None

@@ -1,6 +1,8 @@
 """End-to-end generation of a tiny real zoo: layout, values, determinism, HF, CLI."""
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -167,3 +169,31 @@ def test_cells_differing_in_learning_rate_train_as_one_population(tmp_path, ray_
     for row in alone.models:
         assert np.array_equal(np.asarray(stored[row["model_id"], row["epoch"]], np.float32),
                               row["weights"])
+
+
+def test_stacking_is_decided_at_plan_time_and_the_manifest_records_it(tiny_zoo, tmp_path):
+    from generators.plan import make_plan, plan_tasks
+    from zoo.population import choose_stacking
+
+    reader = ZooReader(tiny_zoo)
+    trained_by = {r["cell_id"]: r["trained_by"] == "stacked"
+                  for r in reader.table("models", columns=["cell_id", "trained_by"]).to_pylist()}
+    assert reader.manifest.stacked == trained_by and len(trained_by) == 4
+    spec = load_spec(tiny_zoo.parent / "tiny.yaml")
+    bundle = load_data(spec)
+    plan = make_plan(spec, bundle.fingerprint(), tmp_path / "fresh")
+    for device in ("cpu", "cuda"):  # the plan decides for the device the tasks ask for
+        for task in plan_tasks(plan, bundle, workers=2, device=device):
+            jobs = [job for cell in task.cells for job in cell]
+            assert task.stacked is choose_stacking(spec, jobs, bundle, device)
+    # a held cell keeps the way the manifest records, whatever the cost model says now
+    grown = tmp_path / "grown"
+    shutil.copytree(tiny_zoo, grown)
+    manifest = json.loads((grown / "manifest.json").read_text())
+    victim = sorted(manifest["stacked"])[0]
+    manifest["stacked"][victim] = not manifest["stacked"][victim]
+    (grown / "manifest.json").write_text(json.dumps(manifest))
+    more = dataclasses.replace(spec, seeds=(0, 1, 2))
+    tasks = plan_tasks(make_plan(more, bundle.fingerprint(), grown), bundle, workers=2)
+    held = [t for t in tasks if t.cells[0][0].cell_id == victim]
+    assert len(held) == 1 and held[0].stacked is manifest["stacked"][victim]

@@ -67,8 +67,11 @@ def run_cell_group(spec: ZooSpec, cells: Sequence[Sequence[ModelJob]], bundle: D
     for member in trained:
         by_cell.setdefault(member.job.cell_id, []).append(member)
     fingerprint = bundle.fingerprint()  # one sha256 over the data for the whole group
-    return [measure_cell(spec, jobs, by_cell[jobs[0].cell_id], bundle, fingerprint, device)
-            for jobs in cells]
+    results = [measure_cell(spec, jobs, by_cell[jobs[0].cell_id], bundle, fingerprint, device)
+               for jobs in cells]
+    for result in results:
+        result.stacked = trained[0].trained_by == "stacked"
+    return results
 
 
 def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[TrainedModel],

@@ -30,6 +30,7 @@ class CellResult:
     pairs: list[dict[str, Any]] = field(default_factory=list)
     cells: list[dict[str, Any]] = field(default_factory=list)
     layouts: dict[str, Layout] = field(default_factory=dict)
+    stacked: bool = False  # its seeds trained as one population (a grown zoo trains it alike)
 
 
 def is_finite_checkpoint(state: Mapping[str, torch.Tensor],

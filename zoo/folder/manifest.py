@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Manifest:
     spec_hash: str
     shards: tuple[Shard, ...]
     layouts: dict[str, str]  # layout key -> sha256 of layouts/<key>.json
+    stacked: dict[str, bool] = field(default_factory=dict)  # cell_id -> trained as a population
     format_version: int = FORMAT_VERSION
 
     def cell_ids(self) -> set[str]:
@@ -53,7 +54,8 @@ def read_manifest(root: Path) -> Manifest | None:
             raise ZooFolderError(f"{path}: format version {body.get('format_version')!r} "
                                  f"is not supported (expected {FORMAT_VERSION})")
         shards = tuple(Shard(**raw) for raw in body["shards"])
-        manifest = Manifest(body["spec_hash"], shards, dict(body["layouts"]))
+        manifest = Manifest(body["spec_hash"], shards, dict(body["layouts"]),
+                            {k: bool(v) for k, v in body["stacked"].items()})
     except (ValueError, KeyError, TypeError) as error:
         raise ZooFolderError(f"{path}: malformed manifest ({error})") from None
     for shard in manifest.shards:
@@ -68,5 +70,6 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     body: dict[str, Any] = {"format_version": manifest.format_version,
                             "spec_hash": manifest.spec_hash,
                             "layouts": dict(sorted(manifest.layouts.items())),
+                            "stacked": dict(sorted(manifest.stacked.items())),
                             "shards": [asdict(s) for s in manifest.shards]}
     write_atomically(Path(root) / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())

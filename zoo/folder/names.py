@@ -8,7 +8,7 @@ from pathlib import Path
 
 from zoo.errors import ZooFolderError
 
-FORMAT_VERSION = 2  # 2: zoo.json carries the data set's shape facts (`data_info`)
+FORMAT_VERSION = 2  # 2: zoo.json holds the data's shape facts; the manifest, each cell's stacking
 
 MANIFEST = "manifest.json"
 ZOO_JSON = "zoo.json"

@@ -125,5 +125,6 @@ class ZooWriter:
                 self._write(relative, lambda p, r=rows, l=layout: write_hdf5(r, l, p))
                 shards.append(self._shard("models", "hdf5", relative, len(rows), result.cell_id))
         shards.sort(key=lambda s: (s.table, s.format, s.path))
-        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts)
+        stacked = {**self.manifest.stacked, result.cell_id: result.stacked}
+        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked)
         write_manifest(self.root, self.manifest)

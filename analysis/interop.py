@@ -18,21 +18,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from zoo.folder.card import write_card
 from analysis.raytune import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS, STATE,
                                 TEMPERATURE_KEYS, Trial, checkpoint_folder, dump,
                                 metric_epochs, published_line, read_checkpoint, read_trials)
-from zoo.folder.record import ZooRecord, versions
-from zoo.folder.writer import ZooWriter
-from zoo.folder.reader import ZooReader
 from loaders.store import META_COLUMNS, read_metadata, read_weights
 from zoo import architectures, datasets
 from zoo.architectures import REGISTRY, families
-from zoo.rows import CellResult, cell_row, is_finite_checkpoint, model_row
 from zoo.datasets.base import DataInfo
 from zoo.errors import ZooError
-from zoo.layout import Layout, layout_of
+from zoo.folder.card import write_card
+from zoo.folder.reader import ZooReader
+from zoo.folder.record import ZooRecord, versions
 from zoo.folder.schema import CELL_MEANS
+from zoo.folder.writer import ZooWriter
+from zoo.layout import Layout, layout_of
+from zoo.rows import CellResult, cell_row, is_finite_checkpoint, model_row
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
 from zoo.specfile import parse_spec
 

@@ -229,7 +229,8 @@ def _subtitle(spec: dict[str, Any]) -> str:
             f"mean over seeds at epoch {max(spec['metrics']['epochs'])}")
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write `fig` to `path`, close it (no figure stays in memory) and return the path."""
     import matplotlib.pyplot as plt
 
     fig.savefig(path)
@@ -278,7 +279,7 @@ def _overview(cells: Sequence[dict[str, Any]], axes: dict[str, Sequence[float]],
     for ax in flat[len(quantities) + 2:]:
         ax.axis("off")
     fig.suptitle(f"Phase diagrams — {_subtitle(spec)}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _phase_counts(ax: Any, cells: Sequence[dict[str, Any]]) -> None:
@@ -316,12 +317,12 @@ def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
     fig, ax = _figure(grid)
     draw_phases(ax, grid)
     fig.suptitle(_subtitle(spec), fontsize=9)
-    paths = [_save(fig, folder / "phases.png")]
+    paths = [save_figure(fig, folder / "phases.png")]
     for quantity in _available(cells):
         grid = cell_matrix(cells, quantity.column, quantity.transform, axes)
         fig, ax = _figure(grid)
         draw_quantity(ax, grid, quantity)
         fig.suptitle(_subtitle(spec), fontsize=9)
-        paths.append(_save(fig, folder / f"{quantity.name}.png"))
+        paths.append(save_figure(fig, folder / f"{quantity.name}.png"))
     paths.append(_overview(cells, axes, spec, folder / "overview.png"))
     return paths

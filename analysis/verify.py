@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from zoo.folder.reader import ZooReader
 from zoo.errors import ZooError
+from zoo.folder.reader import ZooReader
 from zoo.folder.schema import arrow_schema
 from zoo.specfile import spec_from_dict
 

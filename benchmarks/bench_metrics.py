@@ -19,8 +19,8 @@ from benchmarks.common import machine, print_table, threads, timed, write_result
 from zoo import datasets
 from zoo.measure import curve_columns, cka_columns, probe_batches
 from zoo.metrics import hessian, spectra
-from zoo.specfile import parse_spec
 from zoo.objective import Objective, output_loss
+from zoo.specfile import parse_spec
 from zoo.training import build_model, train_model
 
 SPEC = {"name": "bench-metrics", "architecture": {"family": "mlp", "args": {"depth": 2}},

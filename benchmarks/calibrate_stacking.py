@@ -23,11 +23,11 @@ from scipy.optimize import nnls
 from benchmarks.common import machine, print_table, threads, write_results
 from zoo import datasets
 from zoo.datasets.base import DataBundle
+from zoo.objective import Objective
 from zoo.population import (COST, Population, PopulationOptimizer, StepCost, model_shape,
                             population_step, schedule_table, step_seconds)
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.objective import Objective
 from zoo.training import build_model, make_optimizer, make_schedule
 
 SECONDS_PER_POINT = 0.3  # measured time per shape and way (the best of two halves is kept)

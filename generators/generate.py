@@ -10,14 +10,14 @@ from typing import Iterable, TextIO
 
 import torch
 
-from zoo.folder.card import write_card
 from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
 from generators.plan import Plan, make_plan, plan_tasks
-from zoo.folder.writer import FORMATS, ZooWriter
 from zoo import architectures, datasets
 from zoo.datasets.base import DataBundle, DataInfo
+from zoo.folder.card import write_card
 from zoo.folder.names import write_atomically
 from zoo.folder.record import ZooRecord, versions
+from zoo.folder.writer import FORMATS, ZooWriter
 from zoo.spec import ZooSpec
 
 

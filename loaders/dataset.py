@@ -12,10 +12,11 @@ from torch.utils.data import Dataset
 
 from loaders.augmentation import Augment, Augmenter, item_generator
 from loaders.models import module_from
-from zoo.folder.reader import ZooReader
 from loaders.representations import REPRESENTATIONS, make_encoder
 from loaders.store import (SPLITS, Columns, Where, assign_splits, epoch_mask, layer_statistics,
                            read_metadata, read_weights, where_mask)
+from zoo.folder.reader import ZooReader
+from zoo.folder.schema import python_value
 from zoo.layout import Layout
 
 Item = dict[str, Any]
@@ -127,8 +128,7 @@ class ZooDataset(Dataset):
 
     def metadata(self, index: int) -> dict[str, Any]:
         """Row `index`'s columns (weights excluded) as Python values."""
-        return {n: c[index].item() if isinstance(c[index], np.generic) else c[index]
-                for n, c in self.columns.items()}
+        return {n: python_value(c[index]) for n, c in self.columns.items()}
 
     def load_model(self, index: int) -> torch.nn.Module:
         """Row `index`'s stored checkpoint (not normalised, not augmented) in eval mode."""

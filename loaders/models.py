@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.folder.reader import ZooReader
 from loaders.store import read_metadata, read_weights
 from zoo import architectures
 from zoo.datasets.base import DataInfo
+from zoo.folder.reader import ZooReader
 from zoo.layout import Layout
 
 

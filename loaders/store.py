@@ -11,24 +11,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zoo.folder.reader import ZooReader
 from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Shard
+from zoo.folder.reader import ZooReader
+from zoo.folder.schema import MODEL_COLUMNS, arrow_schema, python_value
 from zoo.layout import Layout
-from zoo.folder.schema import MODEL_COLUMNS, arrow_schema
+from zoo.phases import PHASES
 
 META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
 SPLITS = ("train", "val", "test")
 Where = Union[Mapping[str, Any], Callable[[dict[str, Any]], bool], None]
 Columns = dict[str, np.ndarray]
-
-
-def _phase_names() -> tuple[str, ...]:
-    try:
-        from zoo.phases import PHASES
-    except ImportError:  # zoo.phases is optional for readers of older trees
-        return ("I", "II", "III", "IV-A", "IV-B")
-    return tuple(PHASES)
 
 
 def read_metadata(reader: ZooReader) -> Columns:
@@ -46,8 +39,7 @@ def read_metadata(reader: ZooReader) -> Columns:
     cells = reader.table("cells", columns=["cell_id", "phase"]).to_pydict()
     phases = dict(zip(cells["cell_id"], cells["phase"]))
     columns["phase"] = np.array([phases.get(c) for c in columns["cell_id"]], dtype=object)
-    names = _phase_names()
-    columns["phase_index"] = np.array([names.index(p) if p in names else np.nan
+    columns["phase_index"] = np.array([PHASES.index(p) if p in PHASES else np.nan
                                        for p in columns["phase"]], dtype=np.float64)
     columns["generalization_gap"] = columns["test_loss"] - columns["train_loss"]
     return columns
@@ -94,7 +86,7 @@ def where_mask(columns: Columns, where: Where, candidates: np.ndarray) -> np.nda
         public = [n for n in columns if n not in ("shard", "row")]
         keep = candidates.copy()
         for i in np.flatnonzero(candidates):
-            keep[i] = bool(where({n: _python(columns[n][i]) for n in public}))
+            keep[i] = bool(where({n: python_value(columns[n][i]) for n in public}))
         return keep
     keep = candidates.copy()
     for name, value in where.items():
@@ -104,10 +96,6 @@ def where_mask(columns: Columns, where: Where, candidates: np.ndarray) -> np.nda
         allowed = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
         keep &= np.array([v in allowed for v in columns[name]], dtype=bool)
     return keep
-
-
-def _python(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass(frozen=True)

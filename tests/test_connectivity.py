@@ -125,7 +125,7 @@ def test_fitted_curve_keeps_its_ends_and_beats_the_straight_line(digits, two_mod
     assert torch.equal(curve.model_at(1.0)(x), b(x))
     evaluate = _loss_on(x, y)
     on_curve = evaluate_curve(curve, TS, evaluate)
-    _, straight = linear_barrier(a, b, evaluate)
+    straight = evaluate_curve(_segment(a, b), TS, evaluate)["loss"]
     assert on_curve["loss"][2] < straight[2]
     assert on_curve["loss"][0] == straight[0] and on_curve["loss"][-1] == straight[-1]
     assert set(on_curve) == {"loss", "error"} and len(on_curve["error"]) == 5
@@ -215,19 +215,25 @@ def _double_well(model: nn.Module) -> dict[str, float]:
     return {"loss": (w * w - 1) ** 2, "w": w}
 
 
+def _segment(a: nn.Module, b: nn.Module) -> BezierCurve:
+    """The straight segment as a Bezier with its control point at the midpoint (as zoo.measure)."""
+    start, end = dict(a.named_parameters()), dict(b.named_parameters())
+    start = {n: p.detach() for n, p in start.items()}
+    end = {n: p.detach() for n, p in end.items()}
+    return BezierCurve(a, start, {n: (start[n] + end[n]) / 2 for n in start}, end)
+
+
 def test_linear_barrier_hand_checked_on_a_double_well() -> None:
-    barrier, values = linear_barrier(_scalar(-1.0), _scalar(1.0), _double_well)
-    assert values == [0.0, 0.5625, 1.0, 0.5625, 0.0]  # w = 2α − 1
-    assert barrier == 1.0
-    barrier, values = linear_barrier(_scalar(0.5), _scalar(0.5), _double_well, alphas=(0, 0.3, 1))
-    assert barrier == 0.0 and values == [0.5625] * 3
-    barrier, _ = linear_barrier(_scalar(0.0), _scalar(2.0), _double_well, key="w", alphas=(0, 0.5, 1))
-    assert barrier == 0.0  # w is linear in α
+    values = evaluate_curve(_segment(_scalar(-1.0), _scalar(1.0)), TS, _double_well)
+    assert values["loss"] == pytest.approx([0.0, 0.5625, 1.0, 0.5625, 0.0])  # w = 2α − 1
+    assert linear_barrier(values["loss"], TS) == pytest.approx(1.0)
+    assert linear_barrier([0.5625] * 3, (0, 0.3, 1)) == 0.0
+    assert linear_barrier([0.0, 1.0, 2.0], (0, 0.5, 1)) == 0.0  # linear in α: no barrier
 
 
 def test_linear_barrier_rejects_alphas_without_both_ends() -> None:
     with pytest.raises(ValueError, match=r"alphas must run from 0 to 1 .*got \[0.0, 0.5\]"):
-        linear_barrier(_scalar(0.0), _scalar(1.0), _double_well, alphas=(0, 0.5))
+        linear_barrier([1.0, 2.0], (0, 0.5))
 
 
 def test_evaluate_curve_on_a_hand_made_curve() -> None:

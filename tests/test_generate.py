@@ -14,10 +14,10 @@ import torch
 
 from generators.cli import main
 from generators.generate import generate, load_data
-from zoo.folder.reader import ZooReader
 from tests.conftest import write_spec
-from zoo.specfile import load_spec
+from zoo.folder.reader import ZooReader
 from zoo.objective import Objective
+from zoo.specfile import load_spec
 from zoo.training import build_model
 
 

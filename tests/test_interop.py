@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from generators.cli import main
 from analysis.interop import export_ray_tune, import_ray_tune
 from analysis.raytune import read_checkpoint
 from analysis.verify import verify
+from generators.cli import main
 from loaders import load_model
-from zoo.folder.reader import ZooReader
 from zoo import architectures
 from zoo.datasets.builtin import DIGITS_INFO
 from zoo.errors import ZooError
+from zoo.folder.reader import ZooReader
 
 
 def rows_by_key(root, table, key):

@@ -11,11 +11,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from loaders import ZooDataset, groups, load_model, pairs
-from zoo.folder.reader import ZooReader
 from zoo import datasets
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.phases import PHASES
+from zoo.folder.reader import ZooReader
 from zoo.objective import Objective
+from zoo.phases import PHASES
 
 
 def ids(dataset):

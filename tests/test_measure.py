@@ -4,14 +4,14 @@ import math
 
 import pytest
 
-from zoo.folder.reader import ZooReader
+from tests.conftest import TINY_SPEC
 from zoo import datasets
+from zoo.folder.reader import ZooReader
 from zoo.measure import cka_columns, curve_columns, model_metrics
+from zoo.objective import Objective
 from zoo.phases import PHASES
 from zoo.specfile import parse_spec
-from zoo.objective import Objective
 from zoo.training import build_model
-from tests.conftest import TINY_SPEC
 
 
 def test_metric_epoch_rows_carry_hessian_and_spectra_and_others_do_not(tiny_zoo):

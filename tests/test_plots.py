@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from generators.cli import main
 from analysis.plots import QUANTITIES, cell_matrix, phase_matrix, plot_zoo, tick_label
+from generators.cli import main
 from zoo.folder.reader import ZooReader
 from zoo.phases import PHASES
 

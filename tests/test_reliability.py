@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from generators.cli import main
-from zoo.folder.reader import ZooReader
 from tests.conftest import write_spec
 from zoo.errors import IntegrityError
+from zoo.folder.reader import ZooReader
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from loaders import ZooDataset
-from zoo.folder.reader import ZooReader
 from loaders.representations import REPRESENTATIONS, Layers, Tokens, make_encoder
 from zoo import architectures
 from zoo.datasets.base import DataInfo
+from zoo.folder.reader import ZooReader
 from zoo.layout import layout_of
 
 DIGITS = DataInfo("classification", (1, 8, 8), 10)

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from generators.cli import main
 from analysis.studies import run_study
 from analysis.studies.averaging import averaged_metrics
 from analysis.studies.common import StudyZoo
 from analysis.studies.finetune import Recipe, finetune, transfer_data
 from analysis.studies.prune import check_densities, prune
+from generators.cli import main
 from zoo.errors import ZooError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

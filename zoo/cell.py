@@ -8,13 +8,13 @@ from typing import Any, Sequence
 import torch
 
 from zoo.datasets.base import DataBundle
+from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
-from zoo.folder.schema import CELL_MEANS
-from zoo.rows import CellResult, cell_row, model_row
-from zoo.spec import ModelJob, ZooSpec
 from zoo.objective import Objective
 from zoo.population import train_cell_models
+from zoo.rows import CellResult, cell_row, model_row
+from zoo.spec import ModelJob, ZooSpec
 from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed
 
 

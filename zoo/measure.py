@@ -11,8 +11,8 @@ from torch import nn
 
 from zoo.datasets.base import DataBundle
 from zoo.metrics import connectivity, hessian, similarity, spectra
-from zoo.spec import MetricsSpec
 from zoo.objective import Objective, output_loss
+from zoo.spec import MetricsSpec
 
 PROBE_SEED = 0  # one fixed probe subset for the whole zoo, so models are measured alike
 BN_SAMPLES = 1280  # train samples used to re-estimate BatchNorm statistics on a curve
@@ -123,11 +123,6 @@ def _evaluator(objective: Objective) -> Callable[[nn.Module], dict[str, float]]:
     return evaluate
 
 
-def _barrier(values: list[float], alphas: list[float]) -> float:
-    first, last = values[0], values[-1]
-    return max(v - first - a * (last - first) for v, a in zip(values, alphas))
-
-
 def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: MetricsSpec,
                   seed: int) -> dict[str, Any]:
     """Bezier curve fit and mc on train/test error and loss; the straight segment beside it."""
@@ -160,8 +155,8 @@ def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: Metric
         mc, t_star = connectivity.mode_connectivity(along, ts)
         row[f"mc_{key}"], row[f"t_star_{key}"] = mc, t_star
         row[f"curve_{key}"], row[f"linear_{key}"] = along, straight[key]
-    row["linear_barrier_train_loss"] = _barrier(straight["train_loss"], ts)
-    row["linear_barrier_test_error"] = _barrier(straight["test_error"], ts)
+    row["linear_barrier_train_loss"] = connectivity.linear_barrier(straight["train_loss"], ts)
+    row["linear_barrier_test_error"] = connectivity.linear_barrier(straight["test_error"], ts)
     return row
 
 

@@ -14,8 +14,8 @@ The thresholds are not published anywhere; ours are choices, stored with every l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from zoo.errors import SpecError
 
@@ -48,17 +48,6 @@ class Thresholds:
         """Field name -> value, sorted by name (for sorted-key JSON next to the labels)."""
         return dict(sorted(asdict(self).items()))
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, float]) -> Thresholds:
-        """Inverse of `to_dict`; unknown or missing fields raise SpecError."""
-        allowed = sorted(f.name for f in fields(cls))
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise SpecError(f"phases: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
-        missing = [name for name in allowed if name not in data]
-        if missing:
-            raise SpecError(f"phases.{missing[0]} is missing; required: {', '.join(allowed)}")
-        return cls(**{name: data[name] for name in allowed})
 
 
 def _check_number(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> None:

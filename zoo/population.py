@@ -21,9 +21,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
-from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 from zoo.objective import Objective
 from zoo.rows import is_finite_checkpoint
+from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 from zoo.training import (Checkpoint, TrainedModel, build_model, derive_seed, make_optimizer,
                           make_schedule, train_model)
 

@@ -12,9 +12,9 @@ import torch
 from zoo import architectures
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
-from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 from zoo.objective import Objective
 from zoo.rows import is_finite_checkpoint
+from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 
 
 def derive_seed(seed: int, purpose: str) -> int:

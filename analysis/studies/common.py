@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from loaders.models import module_from
-from zoo.folder.reader import ZooReader
 from loaders.store import read_metadata, read_weights
 from zoo import datasets
 from zoo.errors import ZooError
+from zoo.folder.reader import ZooReader
+from zoo.folder.schema import python_value
 from zoo.measure import BN_SAMPLES, probe_batches
-from zoo.specfile import spec_from_dict
 from zoo.objective import Objective
+from zoo.specfile import spec_from_dict
 
 T = TypeVar("T")
 CELL_KEYS = ("cell_id", "load_axis", "load_value", "temperature_axis", "temperature_value",
@@ -45,7 +46,7 @@ class StudyZoo:
 
     def row(self, index: int) -> dict[str, Any]:
         """The metadata of model row `index` as plain Python values."""
-        return {name: _python(values[index]) for name, values in self.columns.items()
+        return {name: python_value(values[index]) for name, values in self.columns.items()
                 if name not in ("shard", "row")}
 
     def cells(self) -> list[list[int]]:
@@ -76,10 +77,6 @@ class StudyZoo:
         """The identifying columns of row `index` that a study row repeats."""
         row = self.row(index)
         return {key: row[key] for key in keys}
-
-
-def _python(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def evaluate(model: nn.Module, objective: Objective) -> dict[str, float | None]:

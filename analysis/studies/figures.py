@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.plots import NO_DATA, PHASE_COLOURS
+from analysis.plots import NO_DATA, PHASE_COLOURS, save_figure
 from zoo.phases import PHASES
 
 UNLABELLED = "unlabelled"
@@ -44,14 +44,6 @@ def _axes(title: str, groups: int) -> tuple[Any, Any]:
                            layout="constrained")
     ax.set_title(title, fontsize=10)
     return fig, ax
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def phase_boxes(series: dict[str, dict[str, list[float]]], ylabel: str, title: str,
@@ -92,7 +84,7 @@ def phase_boxes(series: dict[str, dict[str, list[float]]], ylabel: str, title: s
         ax.legend(handles=[Patch(facecolor="white", edgecolor="black",
                                  hatch=hatches[n % len(hatches)], label=label)
                            for n, label in enumerate(series)], frameon=False, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def phase_curves(xs: Sequence[float], curves: dict[str, list[list[float]]], xlabel: str,
@@ -116,4 +108,4 @@ def phase_curves(xs: Sequence[float], curves: dict[str, list[list[float]]], xlab
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(loc="best", fontsize=8, title="phase")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -6,8 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from zoo.folder.reader import ZooReader
 from zoo.folder.names import README, TABLE_FOLDERS, write_atomically
+from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
 
 def front_matter(name: str, tables: list[str]) -> str:

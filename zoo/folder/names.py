@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 from zoo.errors import ZooFolderError
 
@@ -37,11 +38,14 @@ def confined(root: Path, relative: str) -> Path:
     return path
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary sibling, flush it to disk, and rename it over `path`."""
+def write_atomically(path: Path, data: bytes | Callable[[Path], None]) -> None:
+    """Write `data` (bytes, or a function that writes a file at the path it is given) to a
+    temporary sibling, flush it to disk, and rename it over `path`."""
     temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
+    if callable(data):
+        data(temporary)
+    else:
+        temporary.write_bytes(data)
+    with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -182,3 +182,8 @@ def _float32_lists(values: Iterable[np.ndarray]) -> pa.Array:
         raise ValueError("a shard holds more than 2**31 weights; write fewer rows per shard")
     flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
+
+
+def python_value(value: Any) -> Any:
+    """A column value as plain Python: numpy scalars become int, float, bool or str."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,14 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zoo.rows import CellResult
 from zoo.errors import ZooFolderError
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
-from zoo.folder.names import HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
+from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of,
+                              write_atomically)
 from zoo.folder.record import ZooRecord, write_record
 from zoo.folder.schema import to_arrow
 from zoo.layout import Layout
+from zoo.rows import CellResult
 
 FORMATS = ("parquet", "hdf5")
 
@@ -92,14 +92,6 @@ class ZooWriter:
         path = self.root / relative
         return Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path), cell_id)
 
-    def _write(self, relative: str, write: Any) -> None:
-        path = self.root / relative
-        temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
-        write(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-
     def commit(self, result: CellResult) -> None:
         """Write a cell's shards under temporary names, rename them, then replace the manifest."""
         with self._disk_errors(f"committing cell {result.cell_id}"):
@@ -117,12 +109,12 @@ class ZooWriter:
             if not rows:  # an empty Parquet file breaks datasets.load_dataset
                 continue
             relative = f"{TABLE_FOLDERS[table]}/{stem}.parquet"
-            self._write(relative, lambda p, t=table, r=rows: write_parquet(to_arrow(t, r), p))
+            write_atomically(self.root / relative, lambda p, t=table, r=rows: write_parquet(to_arrow(t, r), p))
             shards.append(self._shard(table, "parquet", relative, len(rows), result.cell_id))
             if table == "models" and "hdf5" in self.formats:
                 layout = result.layouts[rows[0]["layout"]]
                 relative = f"{HDF5_FOLDER}/{stem}.h5"
-                self._write(relative, lambda p, r=rows, l=layout: write_hdf5(r, l, p))
+                write_atomically(self.root / relative, lambda p, r=rows, l=layout: write_hdf5(r, l, p))
                 shards.append(self._shard("models", "hdf5", relative, len(rows), result.cell_id))
         shards.sort(key=lambda s: (s.table, s.format, s.path))
         stacked = {**self.manifest.stacked, result.cell_id: result.stacked}

@@ -159,38 +159,15 @@ def evaluate_curve(
     return _columns(rows)
 
 
-def linear_barrier(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    evaluate: Evaluate,
-    *,
-    alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    key: str = "loss",
-    bn_batches: Iterable | None = None,
-) -> tuple[float, list[float]]:
-    """Barrier on the straight segment (1−α) θ_A + α θ_B.
-
-    Args:
-        model_a, model_b: two models of one architecture.
-        evaluate: module -> {metric name: value}; `key` is used.
-        alphas: (A,) positions, from 0 to 1; BatchNorm is re-estimated at every one of them
-            (the ends included) when the model has BatchNorm layers.
-        key: the metric to read.
-        bn_batches: batches (or inputs) for the BatchNorm re-estimation.
-    Returns:
-        (barrier = max_α L(α) − ((1−α) L(0) + α L(1)), positive = barrier, never below 0;
-        the (A,) values L(α)).
-    """
+def linear_barrier(values: Sequence[float], alphas: Sequence[float]) -> float:
+    """Barrier on the straight segment from its values L(α) at `alphas` (0 first, 1 last):
+    max_α L(α) − ((1−α) L(0) + α L(1)); positive = barrier, never below 0."""
     a = [float(x) for x in alphas]
-    if len(a) < 2 or a[0] != 0.0 or a[-1] != 1.0:
-        raise ValueError(f"alphas must run from 0 to 1 with at least 2 entries, got {a}")
-    start, end = _matching_parameters(model_a, model_b)
-    values = []
-    for alpha in a:
-        point = {n: torch.lerp(start[n], end[n], alpha) for n in start}
-        values.append(float(evaluate(_module_with(model_a, point, bn_batches))[key]))
+    if len(a) < 2 or a[0] != 0.0 or a[-1] != 1.0 or len(values) != len(a):
+        raise ValueError(f"alphas must run from 0 to 1 with at least 2 entries, one per value, "
+                         f"got {a}")
     first, last = values[0], values[-1]
-    return max(v - first - alpha * (last - first) for v, alpha in zip(values, a)), values
+    return max(v - first - alpha * (last - first) for v, alpha in zip(values, a))
 
 
 def recondition_batchnorm(model: nn.Module, batches: Iterable) -> nn.Module:

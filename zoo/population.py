@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
+from zoo import trainstate
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
@@ -239,10 +240,12 @@ def _epoch(population: Population, optimizer: PopulationOptimizer, data: DataBun
 
 
 def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-                     device: torch.device | str = "cpu") -> list[TrainedModel]:
+                     device: torch.device | str = "cpu",
+                     store: trainstate.StateStore | None = None) -> list[TrainedModel]:
     """Train `jobs` (one architecture, width, batch size; any seeds, learning rates, weight
     decays) as one population on `device`; each result is train_model's up to rounding, in job
-    order, trained_by "stacked", with `seconds` the population's time shared equally."""
+    order, trained_by "stacked", with `seconds` the population's time shared equally. With a
+    `store`, the state is saved and resumed as in train_model (bit for bit)."""
     start = time.perf_counter()
     _check_jobs(jobs, bundle.info.task)
     recipe, cell = spec.training, jobs[0].cell
@@ -255,16 +258,27 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     optimizer = PopulationOptimizer(recipe.optimizer, population.params, table)
     generators = [torch.Generator().manual_seed(derive_seed(job.seed, "data")) for job in jobs]
     kept = set(spec.checkpoint_epochs) | set(spec.metrics.epochs)
+    identity = {"model_ids": [job.model_id for job in jobs], "epochs": recipe.epochs,
+                "kept": sorted(kept)}
+    resumed = trainstate.resume_population(store, identity, population, optimizer, generators)
     active = torch.ones(len(jobs), dtype=torch.bool, device=device)
     checkpoints: list[list[Checkpoint]] = [[] for _ in jobs]
-    if 0 in kept:
-        _keep(population, members, objective, 0, active, checkpoints)
-    step = 0
-    for epoch in range(1, recipe.epochs + 1):
+    if resumed is None:
+        first, step = 1, 0
+        if 0 in kept:
+            _keep(population, members, objective, 0, active, checkpoints)
+    else:
+        first, step = resumed.epoch + 1, resumed.scalars["step"]
+        active = torch.tensor(resumed.scalars["active"], device=device)
+        checkpoints = [[Checkpoint(*c) for c in member] for member in resumed.checkpoints]
+    autosave = trainstate.Autosave(store)
+    for epoch in range(first, recipe.epochs + 1):
         active, step = _epoch(population, optimizer, data, recipe.augmentation, cell.batch_size,
                               generators, active, step)
         if epoch in kept:
             _keep(population, members, objective, epoch, active, checkpoints)
+        autosave(epoch, epoch in kept, lambda: trainstate.pack_population(
+            identity, population, optimizer, generators, active, step, checkpoints))
     seconds = (time.perf_counter() - start) / len(jobs)
     return [TrainedModel(job, tuple(c), seconds, trained_by="stacked")
             for job, c in zip(jobs, checkpoints)]

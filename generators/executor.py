@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import threading
 import traceback
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import Callable, Sequence
 
 from zoo.cell import CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
 from zoo.spec import ModelJob, ZooSpec
+from zoo.trainstate import STATE_JSON, StateStore, state_keys
 
 WORKER_THREADS = 1  # one torch thread per task: results do not depend on which worker ran it
 TASK_RETRIES = 3  # a worker process that dies is restarted this many times per task
-FAULT_VARIABLE = "PHASE_ZOO_INJECT_FAULT"  # test hook: "kill-once:<marker file>" or "raise:<cell>"
+FAULT_VARIABLE = "PHASE_ZOO_INJECT_FAULT"  # test hook: "kill-once:<marker file>",
+# "kill-once-saved:<marker file>" (once a training state is saved) or "raise:<cell>"
 
 
 @dataclass(frozen=True)
@@ -69,32 +73,56 @@ def _inject_fault(fault: str | None, cell_id: str) -> None:
         raise RuntimeError(f"injected fault in cell {cell_id}")
 
 
-def _task(spec: ZooSpec, task: Task, bundle: DataBundle,
-          fault: str | None) -> list[TaskOutcome]:
+def _kill_once_saved(fault: str | None, state_folder: Path | None) -> threading.Event:
+    """For process-level tests: kill this worker once, inside a model, as soon as any training
+    state is saved. Returns the event that ends the watch (set it when the task ends)."""
+    done = threading.Event()
+    kind, _, marker = (fault or "").partition(":")
+    if kind != "kill-once-saved" or state_folder is None or os.path.exists(marker):
+        return done
+
+    def watch() -> None:
+        while not done.wait(0.002):
+            if any(state_folder.glob(f"*/{STATE_JSON}")) and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done
+
+
+def _task(spec: ZooSpec, task: Task, bundle: DataBundle, fault: str | None,
+          state_folder: Path | None) -> list[TaskOutcome]:
     import ray
     import torch
 
     torch.set_num_threads(WORKER_THREADS)
     node = ray.get_runtime_context().get_node_id()
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per task
+    watch = _kill_once_saved(fault, state_folder)
     try:
         for jobs in task.cells:
             _inject_fault(fault, jobs[0].cell_id)
-        results = run_cell_group(spec, task.cells, bundle, device, task.stacked)
+        results = run_cell_group(spec, task.cells, bundle, device, task.stacked, state_folder)
         return [TaskOutcome(node, result=result) for result in results]
     except Exception as error:  # recorded as failed cells; the run goes on
         text, trace = f"{type(error).__name__}: {error}", traceback.format_exc()
         return [TaskOutcome(node, failure=CellFailure(jobs[0].cell_id,
                                                       tuple(j.model_id for j in jobs), text, trace))
                 for jobs in task.cells]
+    finally:
+        watch.set()
 
 
 def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
-              on_outcome: Callable[[TaskOutcome], None]) -> None:
+              on_outcome: Callable[[TaskOutcome], None],
+              state_folder: Path | None = None) -> None:
     """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
     `on_outcome`. The caller commits each result as it arrives, so a crash loses only
-    unfinished cells."""
+    unfinished cells. With `state_folder` (shared by the workers), tasks save training states
+    there and a retried task resumes inside its models; a task's states are deleted once
+    `on_outcome` has taken all its cells (a failed task keeps them for the next run)."""
     import ray
 
     remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_task)
@@ -103,12 +131,30 @@ def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
     fault = os.environ.get(FAULT_VARIABLE)
     pending = iter(tasks)
 
+    running: dict = {}
+
     def submit(count: int) -> list:
-        return [remote.remote(spec, task, bundle_ref, fault) for task in islice(pending, count)]
+        refs = []
+        for task in islice(pending, count):
+            refs.append(remote.remote(spec, task, bundle_ref, fault, state_folder))
+            running[refs[-1]] = task
+        return refs
 
     in_flight = submit(limit)
     while in_flight:
         ready, in_flight = ray.wait(in_flight, num_returns=1)
-        for outcome in ray.get(ready[0]):
+        outcomes = ray.get(ready[0])
+        for outcome in outcomes:
             on_outcome(outcome)
+        task = running.pop(ready[0])
+        if state_folder is not None and all(o.failure is None for o in outcomes):
+            _clear_states(state_folder, task)
         in_flight += submit(1)
+
+
+def _clear_states(folder: Path, task: Task) -> None:
+    """Delete the training states of a task whose cells are committed."""
+    for key in state_keys([job for jobs in task.cells for job in jobs]):
+        StateStore(folder, key).clear()
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -386,13 +387,18 @@ def choose_stacking(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
 
 def train_cell_models(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-                      device: torch.device | str = "cpu",
-                      stacked: bool | None = None) -> list[TrainedModel]:
+                      device: torch.device | str = "cpu", stacked: bool | None = None,
+                      state_folder: Path | None = None) -> list[TrainedModel]:
     """Train `jobs` stacked where choose_stacking says so, else one by one with train_model.
 
     `stacked` overrides the choice: a zoo that grows keeps the way each cell was trained, so
-    the models it already had come out bit for bit the same.
+    the models it already had come out bit for bit the same. With `state_folder`, training
+    states are saved and resumed there (`<model_id>/`, or `population_key(jobs)/` stacked).
     """
+    def store(key: str) -> trainstate.StateStore | None:
+        return None if state_folder is None else trainstate.StateStore(state_folder, key)
+
     if stacked if stacked is not None else choose_stacking(spec, jobs, bundle, device):
-        return train_population(spec, jobs, bundle, device)
-    return [train_model(spec, job, bundle, device) for job in jobs]
+        return train_population(spec, jobs, bundle, device,
+                                store(trainstate.population_key(jobs)))
+    return [train_model(spec, job, bundle, device, store(job.model_id)) for job in jobs]

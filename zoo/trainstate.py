@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from zoo.errors import TrainStateError
+from zoo.spec import ModelJob, short_hash
 
 STATE_JSON = "state.json"
 FORMAT_VERSION = 1
@@ -59,6 +60,17 @@ class StateStore:
         """Delete this run's state (once its results are committed)."""
         if self.path.exists():
             shutil.rmtree(self.path)
+
+
+def state_keys(jobs: Sequence[ModelJob]) -> list[str]:
+    """The store keys that training `jobs` may use: each model id (one by one), and the key
+    of their population (stacked)."""
+    return [job.model_id for job in jobs] + [population_key(jobs)]
+
+
+def population_key(jobs: Sequence[ModelJob]) -> str:
+    """The store key of a population: a hash of its members' model ids."""
+    return "population-" + short_hash(sorted(job.model_id for job in jobs))
 
 
 @dataclass(frozen=True)

@@ -106,19 +106,21 @@ from zoo import architectures, datasets
 from zoo.measure import probe_batches
 from zoo.metrics import hessian
 from zoo.tasks import output_loss
-width, metric, micro = int(sys.argv[1]), sys.argv[2], None if sys.argv[3] == "all" else int(sys.argv[3])
+width, metric, setting = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+micro = None if setting == "all" else int(setting)
 bundle = datasets.load("digits")
 torch.manual_seed(0)
 model = architectures.build("resnet18", width=width, info=bundle.info, args={})
 batches = probe_batches(bundle.train, 10, 64)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+generator = torch.Generator().manual_seed(0)
 start = time.perf_counter()
 if metric == "eigenvalue":  # every product costs the same memory: three show the peak
     value = hessian.top_eigenvalue(model, output_loss, batches, max_iter=3, tol=0.0,
-                                   micro_batch_size=micro, generator=torch.Generator().manual_seed(0))
+                                   micro_batch_size=micro, generator=generator)
 else:  # one block of 10 probes
     value, _ = hessian.trace(model, output_loss, batches, max_iter=10, tol=0.0,
-                             micro_batch_size=micro, generator=torch.Generator().manual_seed(0))
+                             micro_batch_size=micro, generator=generator)
 seconds = time.perf_counter() - start
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"added_mb": (after - before) / 1024, "seconds": seconds, "value": value}))

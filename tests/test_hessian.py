@@ -203,7 +203,8 @@ def test_micro_batches_give_the_same_products_and_estimates(micro: int) -> None:
     top = top_eigenvalue(model, ce, batches, generator=_gen(), micro_batch_size=micro)
     assert top == pytest.approx(whole_top, rel=1e-12)
     whole_trace = trace(model, ce, batches, max_iter=30, generator=_gen())
-    streamed_trace = trace(model, ce, batches, max_iter=30, generator=_gen(), micro_batch_size=micro)
+    streamed_trace = trace(model, ce, batches, max_iter=30, generator=_gen(),
+                           micro_batch_size=micro)
     assert streamed_trace == pytest.approx(whole_trace, rel=1e-12)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from zoo.errors import TrainStateError
 from zoo.population import train_population
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.trainstate import STATE_JSON, StateStore, load_state
+from zoo.trainstate import STATE_JSON, StateStore, load_state, save_state
 from zoo.training import TrainedModel, train_model
 
 
@@ -139,3 +140,29 @@ def test_an_unreadable_state_is_named(tmp_path, digits):
 def test_bad_stores_are_rejected(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         StateStore(tmp_path, **kwargs)
+
+
+def test_save_and_load_round_trip_every_value(tmp_path):
+    store = StateStore(tmp_path, "run")
+    tensors = {"weight": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3),
+               "rng": torch.Generator().manual_seed(3).get_state(),
+               "active": torch.tensor([True, False])}
+    facts = {"train": {"loss": math.nan, "accuracy": None}, "test": {"loss": math.inf},
+             "finite": False}
+    store.path.mkdir()
+    (store.path / "checkpoint-1.safetensors").write_bytes(b"left by a run killed while saving")
+    scalars = {"step": 7, "rates": [0.1, 1e-300, 1 / 3]}
+    save_state(store, 1, tensors, scalars, [(1, {"w": torch.full((2,), 1 / 3)}, facts)])
+    state = load_state(store)
+    assert state.epoch == 1 and state.scalars == scalars
+    assert state.tensors.keys() == tensors.keys()
+    for key, value in tensors.items():
+        assert state.tensors[key].dtype == value.dtype and torch.equal(state.tensors[key], value)
+    [(epoch, kept, read)] = state.checkpoints
+    assert epoch == 1 and torch.equal(kept["w"], torch.full((2,), 1 / 3))
+    assert math.isnan(read["train"]["loss"]) and read["train"]["accuracy"] is None
+    assert read["test"]["loss"] == math.inf and read["finite"] is False
+    save_state(store, 2, tensors, scalars, [(1, {"w": torch.zeros(2)}, facts)])
+    assert sorted(p.name for p in store.path.glob("*.safetensors")) == [
+        "checkpoint-1.safetensors", "state-2.safetensors"]
+    assert torch.equal(load_state(store).checkpoints[0][1]["w"], torch.full((2,), 1 / 3))

@@ -87,14 +87,18 @@ def save_state(store: StateStore, epoch: int, tensors: Tensors, scalars: dict[st
                checkpoints: Sequence[Entry]) -> None:
     """Save the state at the end of `epoch` with every kept checkpoint so far.
 
-    Checkpoint files already on disk are not written again; older state files are removed
-    after `state.json` names the new one.
+    Checkpoint files that the current `state.json` lists are not written again (others may
+    be leftovers of a run killed while saving); older state files are removed after
+    `state.json` names the new one.
     """
     store.path.mkdir(parents=True, exist_ok=True)
+    current = store.path / STATE_JSON
+    done = ({c["file"] for c in json.loads(current.read_text())["checkpoints"]}
+            if current.exists() else set())
     listed = []
     for kept_epoch, kept_tensors, facts in checkpoints:
         name = f"checkpoint-{kept_epoch}.safetensors"
-        if not (store.path / name).exists():
+        if name not in done:
             _write_tensors(store.path / name, kept_tensors)
         listed.append({"epoch": kept_epoch, "file": name, "facts": facts})
     name = f"state-{epoch}.safetensors"
@@ -128,7 +132,7 @@ def load_state(store: StateStore) -> SavedState | None:
     return SavedState(int(body["epoch"]), tensors, body["scalars"], kept)
 
 
-def check_identity(state: SavedState, store: StateStore, identity: dict[str, Any]) -> None:
+def _check_identity(state: SavedState, store: StateStore, identity: dict[str, Any]) -> None:
     """Refuse a state saved by another run (other model ids, recipe length, ...)."""
     saved = state.scalars.get("identity")
     if saved != json.loads(json.dumps(identity)):
@@ -154,47 +158,6 @@ class Autosave:
             self.last = time.monotonic()
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[Tensors, list[dict[str, Any]]]:
-    """An optimizer's per-parameter tensors (`optimizer/<index>/<name>`) and param groups."""
-    body = optimizer.state_dict()
-    tensors = {f"optimizer/{index}/{name}": _cpu(value)
-               for index, values in body["state"].items() for name, value in values.items()}
-    return tensors, body["param_groups"]
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Tensors,
-                      groups: list[dict[str, Any]]) -> None:
-    """Load what `optimizer_state` saved; JSON lists go back to tuples where torch had them."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer/"):
-            _, index, name = key.split("/", 2)
-            state.setdefault(int(index), {})[name] = value
-    fresh = optimizer.state_dict()["param_groups"]
-    groups = [{k: tuple(v) if isinstance(f.get(k), tuple) else v for k, v in g.items()}
-              for g, f in zip(groups, fresh)]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _cpu(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().to("cpu", copy=True).contiguous()
-
-
-def _write_tensors(path: Path, tensors: Tensors) -> None:
-    from safetensors.torch import save
-
-    _write_atomically(path, save({k: _cpu(v) for k, v in tensors.items()}))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 @dataclass(frozen=True)
 class Resumed:
     """Where a resumed run stands: the last finished epoch, run-specific scalars, and the kept
@@ -209,7 +172,7 @@ def pack_model(identity: dict[str, Any], model: torch.nn.Module,
                optimizer: torch.optim.Optimizer, schedule: Any, generator: torch.Generator,
                diverged: bool, checkpoints: Sequence[Any]) -> tuple[Tensors, dict, list[Entry]]:
     """One model's state (train_model's loop variables) and its `Checkpoint`s as entries."""
-    tensors, groups = optimizer_state(optimizer)
+    tensors, groups = _optimizer_state(optimizer)
     tensors.update({f"model/{k}": v for k, v in model.state_dict().items()})
     tensors["rng/data"] = generator.get_state()
     scalars = {"identity": identity, "param_groups": groups, "schedule": schedule.state_dict(),
@@ -227,7 +190,7 @@ def resume_model(store: StateStore | None, identity: dict[str, Any], model: torc
     if state is None:
         return None
     model.load_state_dict(_under("model/", state.tensors))
-    restore_optimizer(optimizer, state.tensors, state.scalars["param_groups"])
+    _restore_optimizer(optimizer, state.tensors, state.scalars["param_groups"])
     schedule.load_state_dict(state.scalars["schedule"])
     generator.set_state(state.tensors["rng/data"])
     keys = list(model.state_dict())
@@ -285,7 +248,7 @@ def _load_checked(store: StateStore | None, identity: dict[str, Any]) -> SavedSt
         return None
     state = load_state(store)
     if state is not None:
-        check_identity(state, store, identity)
+        _check_identity(state, store, identity)
     return state
 
 
@@ -296,3 +259,44 @@ def _under(prefix: str, tensors: Tensors) -> Tensors:
 def _ordered(tensors: Tensors, keys: Sequence[str]) -> Tensors:
     """A state_dict in the model's key order (safetensors files sort their keys)."""
     return {k: tensors[k] for k in keys}
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[Tensors, list[dict[str, Any]]]:
+    """An optimizer's per-parameter tensors (`optimizer/<index>/<name>`) and param groups."""
+    body = optimizer.state_dict()
+    tensors = {f"optimizer/{index}/{name}": _cpu(value)
+               for index, values in body["state"].items() for name, value in values.items()}
+    return tensors, body["param_groups"]
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Tensors,
+                       groups: list[dict[str, Any]]) -> None:
+    """Load what `_optimizer_state` saved; JSON lists go back to tuples where torch had them."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/", 2)
+            state.setdefault(int(index), {})[name] = value
+    fresh = optimizer.state_dict()["param_groups"]
+    groups = [{k: tuple(v) if isinstance(f.get(k), tuple) else v for k, v in g.items()}
+              for g, f in zip(groups, fresh)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
+def _write_tensors(path: Path, tensors: Tensors) -> None:
+    from safetensors.torch import save
+
+    _write_atomically(path, save({k: _cpu(v) for k, v in tensors.items()}))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".partial")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

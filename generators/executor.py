@@ -17,8 +17,9 @@ from zoo.trainstate import STATE_JSON, StateStore, state_keys
 
 WORKER_THREADS = 1  # one torch thread per task: results do not depend on which worker ran it
 TASK_RETRIES = 3  # a worker process that dies is restarted this many times per task
-FAULT_VARIABLE = "PHASE_ZOO_INJECT_FAULT"  # test hook: "kill-once:<marker file>",
-# "kill-once-saved:<marker file>" (once a training state is saved) or "raise:<cell>"
+# test hooks: "kill-once:<marker file>", "kill-once-saved:<marker file>" (inside a model, once
+# a training state is saved) or "raise:<cell>"
+FAULT_VARIABLE = "PHASE_ZOO_INJECT_FAULT"
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,7 @@ def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
     bundle_ref = ray.put(bundle)
     fault = os.environ.get(FAULT_VARIABLE)
     pending = iter(tasks)
-
-    running: dict = {}
+    running: dict = {}  # object ref -> its task
 
     def submit(count: int) -> list:
         refs = []

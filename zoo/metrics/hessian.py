@@ -7,9 +7,10 @@ do not require grad are held fixed and excluded.
 
 Hessian-vector products use double backward (`torch.autograd.grad` with `create_graph=True`) on
 detached copies of the parameters passed through `torch.func.functional_call`, accumulated over
-micro-batches (`micro_batch_size`), so memory is set by a micro-batch, not by the probe set. Measured on CPU
-(2 threads, MLP 40-w-w-10, 640 samples in 10 batches, float32): width 32 — double backward 4.3
-ms/HVP, torch.func jvp-of-grad 12.4 ms, vjp-of-grad 7.2 ms; width 256 — 9.5, 32.3 and 92.9 ms.
+micro-batches (`micro_batch_size`), so memory is set by a micro-batch, not by the probe set.
+Measured on CPU (2 threads, MLP 40-w-w-10, 640 samples in 10 batches, float32): width 32 —
+double backward 4.3 ms/HVP, torch.func jvp-of-grad 12.4 ms, vjp-of-grad 7.2 ms; width 256 —
+9.5, 32.3 and 92.9 ms.
 """
 
 from __future__ import annotations

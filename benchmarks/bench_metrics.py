@@ -1,17 +1,25 @@
 """Cost of each landscape metric relative to one training epoch, and Hessian vs PyHessian 0.1.
 
-    python -m benchmarks.bench_metrics [--widths 32 128]
+    python -m benchmarks.bench_metrics [--widths 32 128] [--memory-widths 16]
 
 PyHessian (an optional `bench` extra) runs on the same model and the same 10 x 64 batches.
 Its trace stops as soon as the running mean changes little (or turns negative), so the two
 traces are compared at an equal number of Rademacher probes (equal standard error); the top
 eigenvalues are compared by time to tolerance and by error against a tight Lanczos reference.
+
+Memory: a ResNet-18 on digits, the same 10 x 64 probe samples, each Hessian metric run in a
+fresh process, once with the whole probe set differentiated at once (the graph kept between
+products) and once in micro-batches (`metrics.hessian.micro_batch_size`); the peak resident
+memory each adds above what the process held before it, and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 
 import torch
 
@@ -91,11 +99,67 @@ def measure(width: int) -> dict:
     return row
 
 
+MEMORY_CHILD = """
+import json, resource, sys, time, torch
+torch.set_num_threads(1)
+from zoo import architectures, datasets
+from zoo.measure import probe_batches
+from zoo.metrics import hessian
+from zoo.tasks import output_loss
+width, metric, setting = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+micro = None if setting == "all" else int(setting)
+bundle = datasets.load("digits")
+torch.manual_seed(0)
+model = architectures.build("resnet18", width=width, info=bundle.info, args={})
+batches = probe_batches(bundle.train, 10, 64)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+generator = torch.Generator().manual_seed(0)
+start = time.perf_counter()
+if metric == "eigenvalue":  # every product costs the same memory: three show the peak
+    value = hessian.top_eigenvalue(model, output_loss, batches, max_iter=3, tol=0.0,
+                                   micro_batch_size=micro, generator=generator)
+else:  # one block of 10 probes
+    value, _ = hessian.trace(model, output_loss, batches, max_iter=10, tol=0.0,
+                             micro_batch_size=micro, generator=generator)
+seconds = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"added_mb": (after - before) / 1024, "seconds": seconds, "value": value}))
+"""
+
+
+def hessian_memory(width: int, micro: int) -> list[dict]:
+    """Peak memory each Hessian metric adds, whole probe set vs micro-batches of `micro`."""
+    rows = []
+    for metric in ("eigenvalue", "trace"):
+        runs = {}
+        for setting in ("all", str(micro)):
+            done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(width), metric,
+                                   setting], capture_output=True, text=True, check=True)
+            runs[setting] = json.loads(done.stdout.strip().splitlines()[-1])
+        whole, streamed = runs["all"], runs[str(micro)]
+        rows.append({"width": width, "metric": metric, "micro_batch": micro,
+                     "whole_mb": whole["added_mb"], "micro_mb": streamed["added_mb"],
+                     "memory_ratio": whole["added_mb"] / streamed["added_mb"],
+                     "whole_s": whole["seconds"], "micro_s": streamed["seconds"],
+                     "rel_diff": abs(streamed["value"] - whole["value"]) / abs(whole["value"])})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 128],
                         help="MLP widths to measure")
+    parser.add_argument("--memory-widths", type=int, nargs="*", default=[16],
+                        help="ResNet-18 widths whose Hessian memory is measured (none: skip)")
+    parser.add_argument("--micro-batch", type=int, default=128,
+                        help="metrics.hessian.micro_batch_size of the streamed runs")
     args = parser.parse_args()
+    memory = [row for width in args.memory_widths
+              for row in hessian_memory(width, args.micro_batch)]
+    if memory:
+        print_table(memory, ["width", "metric", "micro_batch", "whole_mb", "micro_mb",
+                             "memory_ratio", "whole_s", "micro_s", "rel_diff"])
+        print()
     with threads(1):
         rows = [measure(width) for width in args.widths]
     print_table(rows, ["width", "epoch_s", "eig_s", "eig_rel_err", "trace100_s",
@@ -105,7 +169,7 @@ def main() -> None:
     print()
     print_table(rows, ["width", "eig_per_epoch", "trace_per_epoch", "cka_per_epoch",
                        "curve200_per_epoch", "alpha_per_epoch"])
-    path = write_results("metrics", {"machine": machine(), "rows": rows})
+    path = write_results("metrics", {"machine": machine(), "rows": rows, "memory": memory})
     print(f"\nwrote {path}")
     assert all(math.isfinite(r["eig_s"]) for r in rows)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import Callable, Sequence
 
 from zoo.cell import CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
 from zoo.spec import ModelJob, ZooSpec
+from zoo.trainstate import StateStore, state_keys
 
 WORKER_THREADS = 1  # one torch thread per task: results do not depend on which worker ran it
 TASK_RETRIES = 3  # a worker process that dies is restarted this many times per task
@@ -55,7 +57,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-def _task(spec: ZooSpec, task: Task, bundle: DataBundle) -> list[TaskOutcome]:
+def _task(spec: ZooSpec, task: Task, bundle: DataBundle,
+          state_folder: Path | None) -> list[TaskOutcome]:
     import ray
     import torch
 
@@ -63,7 +66,7 @@ def _task(spec: ZooSpec, task: Task, bundle: DataBundle) -> list[TaskOutcome]:
     node = ray.get_runtime_context().get_node_id()
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per task
     try:
-        results = run_cell_group(spec, task.cells, bundle, device, task.stacked)
+        results = run_cell_group(spec, task.cells, bundle, device, task.stacked, state_folder)
         return [TaskOutcome(node, result=result) for result in results]
     except Exception as error:  # recorded as failed cells; the run goes on
         text, trace = f"{type(error).__name__}: {error}", traceback.format_exc()
@@ -74,23 +77,43 @@ def _task(spec: ZooSpec, task: Task, bundle: DataBundle) -> list[TaskOutcome]:
 
 def run_tasks(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
-              on_outcome: Callable[[TaskOutcome], None]) -> None:
+              on_outcome: Callable[[TaskOutcome], None],
+              state_folder: Path | None = None) -> None:
     """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
     `on_outcome`. The caller commits each result as it arrives, so a crash loses only
-    unfinished cells."""
+    unfinished cells. With `state_folder` (shared by the workers), tasks save training states
+    there and a retried task resumes inside its models; a task's states are deleted once
+    `on_outcome` has taken all its cells (a failed task keeps them for the next run)."""
     import ray
 
     remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_task)
     limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     bundle_ref = ray.put(bundle)
     pending = iter(tasks)
+    running: dict = {}  # object ref -> its task
 
     def submit(count: int) -> list:
-        return [remote.remote(spec, task, bundle_ref) for task in islice(pending, count)]
+        refs = []
+        for task in islice(pending, count):
+            refs.append(remote.remote(spec, task, bundle_ref, state_folder))
+            running[refs[-1]] = task
+        return refs
 
     in_flight = submit(limit)
     while in_flight:
         ready, in_flight = ray.wait(in_flight, num_returns=1)
-        for outcome in ray.get(ready[0]):
+        outcomes = ray.get(ready[0])
+        for outcome in outcomes:
             on_outcome(outcome)
+        task = running.pop(ready[0])
+        if state_folder is not None and all(o.failure is None for o in outcomes):
+            _clear_states(state_folder, task)
         in_flight += submit(1)
+
+
+def _clear_states(folder: Path, task: Task) -> None:
+    """Delete the training states of a task whose cells are committed."""
+    for key in state_keys([job for jobs in task.cells for job in jobs]):
+        StateStore(folder, key).clear()
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -22,6 +22,7 @@ from zoo.spec import ZooSpec
 
 
 FAILURES = "failures"  # folder of <cell_id>.json records of cells whose training raised
+STATE = "state"  # folder of training states of models in progress (zoo.trainstate)
 
 
 @dataclass
@@ -104,7 +105,7 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
                 bar.update(len({row["model_id"] for row in outcome.result.models}))
 
             run_tasks(spec, tasks, bundle, workers=workers, gpus_per_task=gpus_per_task,
-                      on_outcome=record)
+                      on_outcome=record, state_folder=out.resolve() / STATE)
     if generation.committed or not (out / "README.md").exists():
         write_card(out)
     return generation

@@ -2,7 +2,9 @@
 
 `python -m tests.faults FAULT zoo-arguments...` runs the `zoo` CLI with the executor's Ray task
 wrapped. FAULT is "kill-once:<marker file>" (the first task to run kills its worker process, as
-a crash would; Ray restarts the task) or "raise:<cell_id>" (training that cell raises inside
+a crash would; Ray restarts the task), "kill-once-saved:<marker file>" (a worker dies inside a
+model, as soon as any training state of its task is saved; the retried task resumes from it) or
+"raise:<cell_id>" (training that cell raises inside
 the task, as a bug in a cell would).
 """
 
@@ -20,15 +22,17 @@ def faulty(fault: str) -> Callable[..., Any]:
     (a captured function object would travel by value, with its own copy of the globals).
     """
     kind, _, argument = fault.partition(":")
-    if kind not in ("kill-once", "raise"):
-        raise ValueError(f"fault: {fault!r} is not allowed; expected kill-once:PATH or raise:CELL")
+    if kind not in ("kill-once", "kill-once-saved", "raise"):
+        raise ValueError(f"fault: {fault!r} is not allowed; expected kill-once:PATH, "
+                         f"kill-once-saved:PATH or raise:CELL")
 
-    def task(spec: Any, work: Any, bundle: Any) -> Any:  # runs on a Ray worker
+    def task(spec: Any, work: Any, bundle: Any, state_folder: Any) -> Any:  # on a Ray worker
         import generators.executor as executor
 
         if kind == "kill-once" and not os.path.exists(argument):
             open(argument, "w").close()
             os._exit(1)  # a real worker death
+        watching = _die_once_saved(state_folder, argument) if kind == "kill-once-saved" else None
         real = executor.run_cell_group
 
         def run_cell_group(spec: Any, cells: Any, *rest: Any) -> Any:
@@ -38,11 +42,33 @@ def faulty(fault: str) -> Callable[..., Any]:
 
         executor.run_cell_group = run_cell_group  # this worker process only, this task only
         try:
-            return executor._task(spec, work, bundle)
+            return executor._task(spec, work, bundle, state_folder)
         finally:
             executor.run_cell_group = real
+            if watching is not None:
+                watching.set()
 
     return task
+
+
+def _die_once_saved(state_folder: Any, marker: str) -> Any:
+    """Kill this worker, once, as soon as a training state appears in `state_folder` (watched
+    from a thread until the returned event is set)."""
+    import threading
+    from pathlib import Path
+
+    from zoo.trainstate import STATE_JSON
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.002):
+            if any(Path(state_folder).glob(f"*/{STATE_JSON}")) and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return done
 
 
 def main(argv: list[str]) -> int:

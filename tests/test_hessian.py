@@ -186,3 +186,46 @@ def test_empty_batches_and_frozen_models_are_rejected() -> None:
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no parameters that require grad"):
         trace(model, nn.functional.cross_entropy, [(x, y)])
+
+
+@pytest.mark.parametrize("micro", [1, 7, 16, 40])
+def test_micro_batches_give_the_same_products_and_estimates(micro: int) -> None:
+    model, x, y = _tiny_mlp()
+    ce = nn.functional.cross_entropy
+    h = torch.from_numpy(_full_hessian(model, ce, x, y))
+    batches = [(x[:16], y[:16]), (x[16:32], y[16:32]), (x[32:], y[32:])]
+    v = torch.randn(2, h.shape[0], generator=_gen(7), dtype=F64)
+    streamed = hessian_vector_product(model, ce, batches, v, micro_batch_size=micro)
+    torch.testing.assert_close(streamed, v @ h, rtol=1e-12, atol=1e-12)
+    one = hessian_vector_product(model, ce, batches, v[0], micro_batch_size=micro)
+    torch.testing.assert_close(one, h @ v[0], rtol=1e-12, atol=1e-12)
+    whole_top = top_eigenvalue(model, ce, batches, generator=_gen())
+    top = top_eigenvalue(model, ce, batches, generator=_gen(), micro_batch_size=micro)
+    assert top == pytest.approx(whole_top, rel=1e-12)
+    whole_trace = trace(model, ce, batches, max_iter=30, generator=_gen())
+    streamed_trace = trace(model, ce, batches, max_iter=30, generator=_gen(),
+                           micro_batch_size=micro)
+    assert streamed_trace == pytest.approx(whole_trace, rel=1e-12)
+
+
+def test_micro_batches_of_unmergeable_batches_are_weighted_by_size() -> None:
+    model = _Quadratic([1.0, 2.0, 3.0])
+    batch = [(torch.zeros(5, 1, dtype=F64), torch.zeros(5, dtype=F64)),
+             (torch.zeros(3, 2, dtype=F64), torch.zeros(3, dtype=F64))]
+    v = torch.randn(3, generator=_gen(8), dtype=F64)
+    expected = hessian_vector_product(model, _identity_loss, batch, v)
+    got = hessian_vector_product(model, _identity_loss, batch, v, micro_batch_size=2)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(got, model.a @ v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.0, True])
+def test_bad_micro_batch_sizes_are_rejected(bad) -> None:
+    model, x, y = _tiny_mlp()
+    match = f"micro_batch_size must be an int >= 1 or None, got {bad!r}"
+    for fn in (top_eigenvalue, trace):
+        with pytest.raises(ValueError, match=match):
+            fn(model, nn.functional.cross_entropy, [(x, y)], micro_batch_size=bad)
+    with pytest.raises(ValueError, match=match):
+        hessian_vector_product(model, nn.functional.cross_entropy, [(x, y)], x.new_zeros(27),
+                               micro_batch_size=bad)

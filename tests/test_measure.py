@@ -99,3 +99,21 @@ def test_attention_models_get_hessians_through_the_math_attention_kernel(family,
     row = model_metrics(model, Objective(bundle), spec.metrics, seed=0)
     assert math.isfinite(row["hessian_top_eigenvalue_train"])
     assert math.isfinite(row["hessian_trace_test"])
+
+
+@pytest.mark.parametrize("family, data, args", [
+    ("resnet18", "digits", {}), ("pinn-mlp", "convection", {"collocation": 64})])
+def test_hessian_columns_do_not_depend_on_the_micro_batch(family, data, args):
+    def row(micro: int) -> dict:
+        hessian = {"batches": 1, "batch_size": 8, "max_iter": 4, "micro_batch_size": micro}
+        spec = parse_spec({**TINY_SPEC, "architecture": {"family": family, "width": 2},
+                           "data": {"name": data, "args": args},
+                           "metrics": {"hessian": hessian, "spectra": False}})
+        model = build_model(spec, spec.cells()[0], bundle, 0)
+        return model_metrics(model, Objective(bundle), spec.metrics, seed=0)
+
+    bundle = datasets.load(data, args=args)
+    whole, streamed = row(8 * 10), row(5)  # one graph for all 8 samples vs 5 (1 per probe)
+    assert streamed.keys() == whole.keys()
+    for key, value in whole.items():
+        assert streamed[key] == pytest.approx(value, rel=1e-4), key

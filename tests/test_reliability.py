@@ -188,3 +188,16 @@ def test_a_manifest_path_leaving_the_folder_is_refused(tiny_zoo, tmp_path, capsy
     (escaping / "manifest.json").write_text(json.dumps(body))
     assert main(["info", str(escaping)]) == 2
     assert "leaves the zoo folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_worker_killed_inside_a_model_resumes_from_its_saved_state(tiny_zoo, tmp_path, address):
+    spec, out = tiny_zoo.parent / "tiny.yaml", tmp_path / "resumed"
+    marker = tmp_path / "killed-once"
+    process = _generate(spec, out, address, fault=f"kill-once-saved:{marker}")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert marker.exists()  # a worker died while a training state was saved
+    assert _weights(out) == _weights(tiny_zoo)
+    assert not (out / "state").exists()  # every committed task's states are deleted
+    assert not (tiny_zoo / "state").exists()

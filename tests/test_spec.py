@@ -93,6 +93,8 @@ def test_model_dim_axis_sets_width():
     ({"metrics": {"curve": {"points": 2}}}, r"metrics.curve.points: 2 is not allowed"),
     ({"metrics": {"hessian": {"enabled": "yes"}}}, r"metrics.hessian.enabled: 'yes' is not"),
     ({"metrics": {"hessian": {"probes": 3}}}, r"metrics.hessian.probes: unknown field"),
+    ({"metrics": {"hessian": {"micro_batch_size": 0}}},
+     r"metrics.hessian.micro_batch_size: 0 is not allowed"),
     ({"phases": {"mc": -1.0}}, r"phases.mc: -1.0 is not allowed"),
     ({"phases": {"loss": 1.0}}, r"phases.loss: unknown field"),
     ({"data": {"name": "mnist1d", "fraction": 0.0}}, r"data.fraction: 0.0 is not allowed"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import combinations
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -54,15 +55,16 @@ def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
 
 def run_cell_group(spec: ZooSpec, cells: Sequence[Sequence[ModelJob]], bundle: DataBundle,
-                   device: torch.device | str = "cpu",
-                   stacked: bool | None = None) -> list[CellResult]:
+                   device: torch.device | str = "cpu", stacked: bool | None = None,
+                   state_folder: Path | None = None) -> list[CellResult]:
     """Train the seeds of several cells together (one population when stacked), then measure
-    each cell. The cells must share width, batch size, data fraction and PDE coefficient."""
+    each cell. The cells must share width, batch size, data fraction and PDE coefficient.
+    `state_folder`: where training states are saved and resumed (zoo.trainstate)."""
     for jobs in cells:
         if len({job.cell_id for job in jobs}) != 1:
             raise ValueError("run_cell_group takes a list of cells, each the jobs of one cell")
     trained = train_cell_models(spec, [job for jobs in cells for job in jobs], bundle, device,
-                                stacked)
+                                stacked, state_folder)
     by_cell: dict[str, list[TrainedModel]] = {}
     for member in trained:
         by_cell.setdefault(member.job.cell_id, []).append(member)

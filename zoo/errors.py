@@ -19,3 +19,7 @@ class ZooFolderError(ZooError):
 
 class IntegrityError(ZooFolderError):
     """A shard's bytes do not match the checksum that the manifest records."""
+
+
+class TrainStateError(ZooError):
+    """A saved training state cannot be resumed: unreadable, or saved by another run."""

@@ -67,11 +67,11 @@ def model_metrics(model: nn.Module, objective: Objective, spec: MetricsSpec,
             tensors = objective.bundle.train if split == "train" else objective.bundle.test
             batches = probe_batches(tensors, settings.batches, settings.batch_size)
             generator = torch.Generator().manual_seed(seed)
+            options = {"max_iter": settings.max_iter, "tol": settings.tol, "generator": generator,
+                       "micro_batch_size": settings.micro_batch_size}
             row[f"hessian_top_eigenvalue_{split}"] = hessian.top_eigenvalue(
-                module, loss_fn, batches, max_iter=settings.max_iter, tol=settings.tol,
-                generator=generator)
-            estimate, stderr = hessian.trace(module, loss_fn, batches, max_iter=settings.max_iter,
-                                             tol=settings.tol, generator=generator)
+                module, loss_fn, batches, **options)
+            estimate, stderr = hessian.trace(module, loss_fn, batches, **options)
             row[f"hessian_trace_{split}"], row[f"hessian_trace_stderr_{split}"] = estimate, stderr
     if spec.spectra:
         alphas = spectra.layer_alphas(model)

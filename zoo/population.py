@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
+from zoo import trainstate
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
@@ -239,10 +241,12 @@ def _epoch(population: Population, optimizer: PopulationOptimizer, data: DataBun
 
 
 def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-                     device: torch.device | str = "cpu") -> list[TrainedModel]:
+                     device: torch.device | str = "cpu",
+                     store: trainstate.StateStore | None = None) -> list[TrainedModel]:
     """Train `jobs` (one architecture, width, batch size; any seeds, learning rates, weight
     decays) as one population on `device`; each result is train_model's up to rounding, in job
-    order, trained_by "stacked", with `seconds` the population's time shared equally."""
+    order, trained_by "stacked", with `seconds` the population's time shared equally. With a
+    `store`, the state is saved and resumed as in train_model (bit for bit)."""
     start = time.perf_counter()
     _check_jobs(jobs, bundle.info.task)
     recipe, cell = spec.training, jobs[0].cell
@@ -255,16 +259,27 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     optimizer = PopulationOptimizer(recipe.optimizer, population.params, table)
     generators = [torch.Generator().manual_seed(derive_seed(job.seed, "data")) for job in jobs]
     kept = spec.kept_epochs
+    identity = {"model_ids": [job.model_id for job in jobs], "epochs": recipe.epochs,
+                "kept": sorted(kept)}
+    resumed = trainstate.resume_population(store, identity, population, optimizer, generators)
     active = torch.ones(len(jobs), dtype=torch.bool, device=device)
     checkpoints: list[list[Checkpoint]] = [[] for _ in jobs]
-    if 0 in kept:
-        _keep(population, members, objective, 0, active, checkpoints)
-    step = 0
-    for epoch in range(1, recipe.epochs + 1):
+    if resumed is None:
+        first, step = 1, 0
+        if 0 in kept:
+            _keep(population, members, objective, 0, active, checkpoints)
+    else:
+        first, step = resumed.epoch + 1, resumed.scalars["step"]
+        active = torch.tensor(resumed.scalars["active"], device=device)
+        checkpoints = [[Checkpoint(*c) for c in member] for member in resumed.checkpoints]
+    autosave = trainstate.Autosave(store)
+    for epoch in range(first, recipe.epochs + 1):
         active, step = _epoch(population, optimizer, data, recipe.augmentation, cell.batch_size,
                               generators, active, step)
         if epoch in kept:
             _keep(population, members, objective, epoch, active, checkpoints)
+        autosave(epoch, epoch in kept, lambda: trainstate.pack_population(
+            identity, population, optimizer, generators, active, step, checkpoints))
     seconds = (time.perf_counter() - start) / len(jobs)
     return [TrainedModel(job, tuple(c), seconds, trained_by="stacked")
             for job, c in zip(jobs, checkpoints)]
@@ -372,13 +387,18 @@ def choose_stacking(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
 
 def train_cell_models(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-                      device: torch.device | str = "cpu",
-                      stacked: bool | None = None) -> list[TrainedModel]:
+                      device: torch.device | str = "cpu", stacked: bool | None = None,
+                      state_folder: Path | None = None) -> list[TrainedModel]:
     """Train `jobs` stacked where choose_stacking says so, else one by one with train_model.
 
     `stacked` overrides the choice: a zoo that grows keeps the way each cell was trained, so
-    the models it already had come out bit for bit the same.
+    the models it already had come out bit for bit the same. With `state_folder`, training
+    states are saved and resumed there (`<model_id>/`, or `population_key(jobs)/` stacked).
     """
+    def store(key: str) -> trainstate.StateStore | None:
+        return None if state_folder is None else trainstate.StateStore(state_folder, key)
+
     if stacked if stacked is not None else choose_stacking(spec, jobs, bundle, device):
-        return train_population(spec, jobs, bundle, device)
-    return [train_model(spec, job, bundle, device) for job in jobs]
+        return train_population(spec, jobs, bundle, device,
+                                store(trainstate.population_key(jobs)))
+    return [train_model(spec, job, bundle, device, store(job.model_id)) for job in jobs]

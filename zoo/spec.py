@@ -77,6 +77,7 @@ class HessianSpec:
     batch_size: int = 64
     max_iter: int = 100
     tol: float = 1e-3
+    micro_batch_size: int = 128  # (sample, probe) pairs differentiated at once: memory, not results
 
 
 @dataclass(frozen=True)

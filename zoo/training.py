@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zoo import architectures
+from zoo import architectures, trainstate
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
@@ -81,12 +81,15 @@ def _snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
 
 
 def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
-                device: torch.device | str = "cpu") -> TrainedModel:
+                device: torch.device | str = "cpu",
+                store: trainstate.StateStore | None = None) -> TrainedModel:
     """Train one model; a run that diverges stops and its later checkpoints are non-finite.
 
     The same spec, job and data give bitwise the same checkpoints on the same machine and
     thread count: init, data order and augmentation each come from a seed derived from job.seed.
-    Checkpoints are kept on the CPU whatever `device` trains.
+    Checkpoints are kept on the CPU whatever `device` trains. With a `store`, the training
+    state is saved there (see zoo.trainstate) and a saved state is resumed: the result equals
+    an uninterrupted run's bit for bit.
     """
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
@@ -98,9 +101,16 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     schedule = make_schedule(recipe, optimizer, cell, steps_per_epoch * recipe.epochs)
     generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
     kept = spec.kept_epochs
-    checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
-    diverged = False
-    for epoch in range(1, recipe.epochs + 1):
+    identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept)}
+    resumed = trainstate.resume_model(store, identity, model, optimizer, schedule, generator)
+    if resumed is None:
+        checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
+        first, diverged = 1, False
+    else:
+        checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
+        first, diverged = resumed.epoch + 1, resumed.scalars["diverged"]
+    autosave = trainstate.Autosave(store)
+    for epoch in range(first, recipe.epochs + 1):
         model.train()
         order = torch.randperm(data.num_train, generator=generator)
         for index in order.split(cell.batch_size):
@@ -119,4 +129,6 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
             schedule.step()
         if epoch in kept:
             checkpoints.append(_snapshot(model, objective, epoch, diverged))
+        autosave(epoch, epoch in kept, lambda: trainstate.pack_model(
+            identity, model, optimizer, schedule, generator, diverged, checkpoints))
     return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)

@@ -6,9 +6,11 @@ part of it. The model is evaluated in eval mode (its mode is restored afterwards
 do not require grad are held fixed and excluded.
 
 Hessian-vector products use double backward (`torch.autograd.grad` with `create_graph=True`) on
-detached copies of the parameters passed through `torch.func.functional_call`. Measured on CPU
-(2 threads, MLP 40-w-w-10, 640 samples in 10 batches, float32): width 32 — double backward 4.3
-ms/HVP, torch.func jvp-of-grad 12.4 ms, vjp-of-grad 7.2 ms; width 256 — 9.5, 32.3 and 92.9 ms.
+detached copies of the parameters passed through `torch.func.functional_call`, accumulated over
+micro-batches (`micro_batch_size`), so memory is set by a micro-batch, not by the probe set.
+Measured on CPU (2 threads, MLP 40-w-w-10, 640 samples in 10 batches, float32): width 32 —
+double backward 4.3 ms/HVP, torch.func jvp-of-grad 12.4 ms, vjp-of-grad 7.2 ms; width 256 —
+9.5, 32.3 and 92.9 ms.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def hessian_vector_product(
     loss_fn: LossFn,
     batches: Sequence[Batch],
     vector: Tensor,
+    *,
+    micro_batch_size: int | None = None,
 ) -> Tensor:
     """One product H v of the mean-loss Hessian with a flat vector, in the model's current mode.
 
@@ -46,33 +50,42 @@ def hessian_vector_product(
         batches: (inputs, targets) pairs, already on the model's device and dtype.
         vector: (P,) flat vector, P = number of trainable parameter entries; or (K, P) for K
             products at once.
+        micro_batch_size: most samples differentiated at once (None: all of them).
     Returns:
         (P,) tensor H v, or (K, P).
     """
-    return _GradientGraph(model, loss_fn, batches).product(vector)
+    _check_micro_batch(micro_batch_size)
+    return _GradientGraph(model, loss_fn, batches, micro_batch_size).product(vector)
 
 
 class _GradientGraph:
-    """The mean loss's gradient with its graph, built once; each product is one more backward.
+    """Hessian-vector products of the mean loss, accumulated over micro-batches.
 
-    Products of several vectors at once go through autograd's batched gradients (vmap over the
-    backward pass), which removes the per-product Python and dispatch overhead.
+    With one micro-batch the gradient's graph is built once and each product is one more
+    backward (today's fast path). With several, each product rebuilds one micro-batch's graph
+    at a time, so memory is set by the micro-batch, not by the whole probe set. Products of
+    several vectors at once go through autograd's batched gradients (vmap over the backward
+    pass), which removes the per-product Python and dispatch overhead.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch]) -> None:
+    def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
+                 micro_batch_size: int | None = None) -> None:
         names, params = _trainable(model)
+        self.model, self.loss_fn, self.names = model, loss_fn, names
         self.leaves = [p.detach().requires_grad_(True) for p in params]
-        batches = _merged(batches)
-        total = sum(int(x.shape[0]) for x, _ in batches)
-        self.terms: list[tuple[float, list[Tensor], list[int]]] = []
-        for inputs, targets in batches:
-            with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels lack double backward
-                out = functional_call(model, dict(zip(names, self.leaves)), (inputs,))
-                grads = torch.autograd.grad(loss_fn(out, targets), self.leaves,
-                                            create_graph=True, allow_unused=True)
-            used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-            if used:  # otherwise the loss is at most linear in the parameters: H = 0 here
-                self.terms.append((inputs.shape[0] / total, [grads[i] for i in used], used))
+        self.parts = _micro_batches(_merged(batches), micro_batch_size)
+        total = sum(int(x.shape[0]) for x, _ in self.parts)
+        self.weights = [x.shape[0] / total for x, _ in self.parts]
+        self.kept = self._gradient(*self.parts[0]) if len(self.parts) == 1 else None
+
+    def _gradient(self, inputs: Tensor, targets: Tensor) -> tuple[list[Tensor], list[int]]:
+        """One micro-batch's gradient with its graph, and which leaves it depends on."""
+        with sdpa_kernel(SDPBackend.MATH):  # fused attention kernels lack double backward
+            out = functional_call(self.model, dict(zip(self.names, self.leaves)), (inputs,))
+            grads = torch.autograd.grad(self.loss_fn(out, targets), self.leaves,
+                                        create_graph=True, allow_unused=True)
+        used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        return [grads[i] for i in used], used
 
     def product(self, vector: Tensor) -> Tensor:
         batched = vector.dim() == 2
@@ -81,14 +94,18 @@ class _GradientGraph:
         shaped = [piece.reshape(*vector.shape[:-1], *p.shape)
                   for piece, p in zip(pieces, self.leaves)]
         out = torch.zeros_like(vector)
-        for weight, grads, used in self.terms:
+        for weight, part in zip(self.weights, self.parts):
+            grads, used = self.kept if self.kept is not None else self._gradient(*part)
+            if not used:  # the loss is at most linear in the parameters here: H = 0
+                continue
             hv = torch.autograd.grad(grads, self.leaves, [shaped[i] for i in used],
-                                     retain_graph=True, allow_unused=True,
+                                     retain_graph=self.kept is not None, allow_unused=True,
                                      is_grads_batched=batched)
             flat = [(_zero_if_none(h, p) if not batched or h is not None else
                      p.new_zeros(vector.shape[0], *p.shape)).reshape(*vector.shape[:-1], -1)
                     for h, p in zip(hv, self.leaves)]
             out.add_(torch.cat(flat, dim=-1), alpha=weight)
+            del grads, hv, flat  # free this micro-batch's graph before the next one
         return out
 
 
@@ -101,6 +118,7 @@ def top_eigenvalue(
     tol: float = 1e-3,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    micro_batch_size: int | None = None,
 ) -> float:
     """Largest algebraic eigenvalue of the mean-loss Hessian, by Lanczos.
 
@@ -115,12 +133,15 @@ def top_eigenvalue(
         tol: relative residual tolerance.
         generator: draws the Gaussian start vector.
         device: where to compute; defaults to the model's parameter device.
+        micro_batch_size: most samples differentiated at once; memory scales with it, the
+            result does not (beyond float rounding). None: all samples at once, the graph
+            kept between products (fastest when it fits).
     Returns:
         the eigenvalue, in loss units per parameter unit squared.
     """
-    _check_iterations(max_iter, tol)
+    _check_iterations(max_iter, tol, micro_batch_size)
     with _evaluation(model, batches, device) as (work, moved):
-        hvp = _bound_hvp(work, loss_fn, moved)
+        hvp = _GradientGraph(work, loss_fn, moved, micro_batch_size).product
         start = _random_vector(work, generator, rademacher=False)
         return _lanczos_top(hvp, start, max_iter, tol)
 
@@ -134,6 +155,7 @@ def trace(
     tol: float = 1e-3,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    micro_batch_size: int | None = None,
 ) -> tuple[float, float]:
     """Hutchinson estimate of the mean-loss Hessian trace with Rademacher probes.
 
@@ -142,19 +164,26 @@ def trace(
 
     Args:
         model, loss_fn, batches, device: as in `top_eigenvalue`.
+        micro_batch_size: most (sample, probe) pairs differentiated at once: up to 10 probes
+            are multiplied together, each over micro_batch_size // probes samples. Memory
+            scales with it, the result does not (beyond float rounding). None: 10 probes at
+            once over all samples, the graph kept between products.
         max_iter: most probes (each one Hessian-vector product).
         tol: relative change of the running mean that stops it.
         generator: draws the Rademacher probes.
     Returns:
         (estimate, standard error of the mean over probes; NaN with a single probe).
     """
-    _check_iterations(max_iter, tol)
+    _check_iterations(max_iter, tol, micro_batch_size)
     with _evaluation(model, batches, device) as (work, moved):
-        hvp = _bound_hvp(work, loss_fn, moved)
+        at_once = _PROBE_BLOCK if micro_batch_size is None else min(_PROBE_BLOCK,
+                                                                     micro_batch_size)
+        per_probe = None if micro_batch_size is None else micro_batch_size // at_once
+        hvp = _GradientGraph(work, loss_fn, moved, per_probe).product
         samples: list[float] = []
         mean, stopped = 0.0, False
         while not stopped and len(samples) < max_iter:
-            block = min(_PROBE_BLOCK, max_iter - len(samples))
+            block = min(at_once, max_iter - len(samples))
             z = torch.stack([_random_vector(work, generator, rademacher=True)
                              for _ in range(block)])
             for value in (z * hvp(z)).sum(dim=1).tolist():  # the rule sees probes one by one
@@ -231,8 +260,11 @@ def _merged(batches: Sequence[Batch]) -> Sequence[Batch]:
     return [(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))]
 
 
-def _bound_hvp(model: nn.Module, loss_fn: LossFn, batches: list[Batch]) -> Hvp:
-    return _GradientGraph(model, loss_fn, batches).product
+def _micro_batches(batches: Sequence[Batch], size: int | None) -> list[Batch]:
+    """Each batch cut into pieces of at most `size` samples (None: left whole)."""
+    if size is None:
+        return list(batches)
+    return [(x[i:i + size], y[i:i + size]) for x, y in batches for i in range(0, x.shape[0], size)]
 
 
 def _trainable(model: nn.Module) -> tuple[list[str], list[Tensor]]:
@@ -262,8 +294,14 @@ def _zero_if_none(h: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if h is None else h
 
 
-def _check_iterations(max_iter: int, tol: float) -> None:
+def _check_iterations(max_iter: int, tol: float, micro_batch_size: int | None) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    _check_micro_batch(micro_batch_size)
+
+
+def _check_micro_batch(size: int | None) -> None:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"micro_batch_size must be an int >= 1 or None, got {size!r}")

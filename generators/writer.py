@@ -19,7 +19,7 @@ from zoo.folder import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, Z
                         Manifest, Shard, read_manifest, sha256_of, write_atomically,
                         write_manifest)
 from zoo.layout import Layout
-from zoo.schema import to_arrow
+from zoo.schema import CELL_JOINED, to_arrow
 
 FORMATS = ("parquet", "hdf5")
 
@@ -115,8 +115,11 @@ class ZooWriter:
                 layouts[key] = sha256_of(self.root / relative)
         shards = [s for s in self.manifest.shards if s.cell_id != result.cell_id]
         stem = f"cell-{result.cell_id}"
+        joined = {n: result.cells[0].get(n) for n in CELL_JOINED} if result.cells else {}
         for table in ("models", "pairs", "cells"):
             rows = getattr(result, table)
+            if table == "models":
+                rows = [{**row, **joined} for row in rows]
             if not rows:  # an empty Parquet file breaks datasets.load_dataset
                 continue
             relative = f"{TABLE_FOLDERS[table]}/{stem}.parquet"

@@ -16,7 +16,7 @@ from loaders.batching import ZooItem, window
 from loaders.models import data_info, module_from
 from loaders.reader import ZooReader
 from loaders.representations import REPRESENTATIONS, make_encoder, statistics
-from loaders.splits import SPLITS, assign_splits, summary
+from loaders.splits import FRACTIONS, SPLITS, assign_splits, summary
 from loaders.store import (Columns, Where, epoch_mask, layer_statistics, read_metadata,
                            read_weights, where_mask)
 from zoo.layout import Layout
@@ -63,7 +63,7 @@ class ZooDataset(Dataset):
                  = "last", where: Where = None, representation: str = "flat",
                  targets: Sequence[str] = (), normalize: str | None = None,
                  transform: Callable[[Item], Item] | None = None, split_by: str = "model",
-                 fractions: Sequence[float] = (0.7, 0.15, 0.15), augment: Augment | None = None,
+                 fractions: Sequence[float] = FRACTIONS, augment: Augment | None = None,
                  token_size: int = 64, window: int | None = None) -> None:
         _check(split, representation, normalize, split_by, fractions, augment, token_size)
         _check_window(window, representation)

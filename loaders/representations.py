@@ -166,17 +166,21 @@ def stats_entries(layout: Layout) -> list[Entry]:
     return [e for e in layout.entries if e.dtype != "int64"]
 
 
-def statistics(rows: np.ndarray, layout: Layout) -> np.ndarray:
+def statistics(rows: np.ndarray, layout: Layout, chunk: int = 256) -> np.ndarray:
     """(rows, 7 × float entries) float32: mean, var (ddof 0), quantiles 0/25/50/75/100 %
-    (linear) of each entry of every row at once; non-finite rows give NaN."""
-    parts = []
-    for entry in stats_entries(layout):
-        block = rows[:, entry.offset:entry.offset + entry.size].astype(np.float64)
-        quantiles = np.quantile(block, QUANTILES, axis=1)  # (5, rows)
-        parts.append(np.stack([block.mean(axis=1), block.var(axis=1), *quantiles], axis=1))
-    if not parts:
-        return np.zeros((len(rows), 0), np.float32)
-    return np.concatenate(parts, axis=1).astype(np.float32)
+    (linear) of each entry, vectorised over `chunk` rows at a time (bounded memory);
+    non-finite values give NaN."""
+    entries = stats_entries(layout)
+    out = np.empty((len(rows), len(STATISTICS) * len(entries)), np.float32)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        for number, entry in enumerate(entries):
+            block = part[:, entry.offset:entry.offset + entry.size].astype(np.float64)
+            quantiles = np.quantile(block, QUANTILES, axis=1)  # (5, rows)
+            columns = slice(number * len(STATISTICS), (number + 1) * len(STATISTICS))
+            out[start:start + chunk, columns] = np.stack(
+                [block.mean(axis=1), block.var(axis=1), *quantiles], axis=1)
+    return out
 
 
 def _cast(tensor: torch.Tensor, entry: Entry) -> torch.Tensor:

@@ -31,7 +31,8 @@ def _phase_names() -> tuple[str, ...]:
 
 def read_metadata(reader: ZooReader) -> Columns:
     """Every model row's columns but the weights, with its shard and row numbers, the cell's
-    phase (None when unlabelled), phase_index (NaN) and generalization_gap (test − train loss)."""
+    phase (None when unlabelled; from the cells table for zoos written before models rows
+    carried it), phase_index (NaN) and generalization_gap (test − train loss)."""
     schema, parts = arrow_schema("models"), []
     for number, shard in enumerate(reader.manifest.shards_of("models")):
         table = pq.read_table(reader.path(shard), columns=list(META_COLUMNS), schema=schema)
@@ -43,7 +44,9 @@ def read_metadata(reader: ZooReader) -> Columns:
     columns = {name: table.column(name).to_numpy() for name in table.column_names}
     cells = reader.table("cells", columns=["cell_id", "phase"]).to_pydict()
     phases = dict(zip(cells["cell_id"], cells["phase"]))
-    columns["phase"] = np.array([phases.get(c) for c in columns["cell_id"]], dtype=object)
+    columns["phase"] = np.array([p if p is not None else phases.get(c)  # zoos before the join
+                                 for p, c in zip(columns["phase"], columns["cell_id"])],
+                                dtype=object)
     names = _phase_names()
     columns["phase_index"] = np.array([names.index(p) if p in names else np.nan
                                        for p in columns["phase"]], dtype=np.float64)

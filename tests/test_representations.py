@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from loaders import ZooDataset
+from loaders import Augment, ZooDataset
 from loaders.reader import ZooReader
 from loaders.representations import (REPRESENTATIONS, STATISTICS, Layers, Tokens, make_encoder,
                                       statistics)
@@ -169,3 +169,12 @@ def test_stats_rows_of_several_widths_stack_in_the_default_collate(tiny_zoo):
     ds = ZooDataset(tiny_zoo, split="all", epochs="all", representation="stats")
     batch = next(iter(DataLoader(ds, batch_size=len(ds))))
     assert batch["weights"].shape == (len(ds), 28) and len(set(batch["layout"])) == 2
+
+
+def test_stats_of_permuted_items_equal_the_precomputed_stats(tiny_zoo):
+    plain = ZooDataset(tiny_zoo, representation="stats", normalize="layer")
+    permuted = ZooDataset(tiny_zoo, representation="stats", normalize="layer",
+                          augment=Augment(permute=True, seed=1))
+    for i in range(len(plain)):  # a permutation keeps every entry's values, so its statistics
+        torch.testing.assert_close(permuted[i]["weights"], plain[i]["weights"],
+                                   rtol=1e-5, atol=1e-6)

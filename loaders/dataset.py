@@ -188,7 +188,8 @@ class ZooDataset(Dataset):
 
         X is (rows, features) float32 in this dataset's representation when it is "flat" or
         "stats" (normalised if asked; never augmented), y is (rows, len(targets)) float32,
-        rows in dataset order. `layout` may be left out when there is only one.
+        rows in dataset order. `layout` may be left out when there is only one. X shares
+        memory with the dataset: copy it before changing it in place.
         """
         if self.representation not in ("flat", "stats"):
             raise ValueError(f"arrays: representation {self.representation!r} has no matrix "
@@ -202,7 +203,7 @@ class ZooDataset(Dataset):
         rows = [i for i, k in enumerate(self._store.keys) if k == layout]
         x = self._normalised(layout)
         if self.representation == "stats":
-            x = self._stats.get(layout, statistics(x, self._store.layouts[layout]))
+            x = self._stats[layout] if self._stats else statistics(x, self._store.layouts[layout])
         y = self._targets.numpy()[rows]
         return (torch.from_numpy(x), torch.from_numpy(y)) if as_torch else (x, y)
 

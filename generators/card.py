@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from loaders.reader import ZooReader
 from loaders.splits import FRACTIONS, SPLITS, owners
 from zoo.folder import README, write_atomically
-from zoo.schema import TABLES, arrow_schema
+from zoo.schema import TABLES
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCardData
@@ -38,10 +39,11 @@ def size_category(rows: int) -> str:
     return "n>1T"
 
 
-def features(table: str) -> list[dict[str, str]]:
-    """The `dataset_info` features of `table`, in datasets' YAML form, from zoo.schema."""
+def features(schema: pa.Schema) -> list[dict[str, str]]:
+    """`dataset_info` features in datasets' YAML form, from a shard's Arrow schema (a zoo
+    written before a column was added keeps a card that matches its files)."""
     out = []
-    for field in arrow_schema(table):
+    for field in schema:
         if pa.types.is_list(field.type):
             out.append({"name": field.name, "list": _dtype(field.type.value_type)})
         else:
@@ -76,7 +78,8 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
         configs.append({"config_name": table, **({"default": True} if table == "models" else {}),
                         "data_files": [{"split": HF_SPLITS[s], "path": sorted(files[s])}
                                        for s in present]})
-        infos.append({"config_name": table, "features": features(table),
+        schema = pq.read_schema(reader.path(reader.manifest.shards_of(table)[0]))
+        infos.append({"config_name": table, "features": features(schema),
                       "splits": [{"name": HF_SPLITS[s], "num_examples": rows[s]}
                                  for s in present]})
     models = sum(s.rows for s in reader.manifest.shards_of("models"))

@@ -72,15 +72,27 @@ def _write_trial(folder: Path, spec: dict[str, Any], rows: Sequence[dict[str, An
                  pair_means: dict[tuple[str, int], dict[str, float | None]]) -> None:
     """params.json, result.json (a line per epoch) and a checkpoint per stored row."""
     folder.mkdir()
-    (folder / PARAMS).write_text(dump(_params(spec, rows[0]), indent=1))
-    lines = [{"epoch": e} for e in range(spec["training"]["epochs"] + 1)]
+    params = _params(spec, rows[0])
+    (folder / PARAMS).write_text(dump(params, indent=1))
+    measured: dict[int, dict[str, Any]] = {}
     for row, state in zip(rows, states):
-        means = pair_means.get((row["model_id"], row["epoch"]), {})
-        lines[row["epoch"]].update(published_line(row, means))
+        measured[row["epoch"]] = published_line(
+            row, pair_means.get((row["model_id"], row["epoch"]), {}))
         path = folder / checkpoint_folder(row["epoch"]) / STATE
         path.parent.mkdir()
         torch.save({k: v.clone() for k, v in state.items()}, path)  # own storage each
-    (folder / RESULTS).write_text("".join(dump(line) + "\n" for line in lines))
+    (folder / RESULTS).write_text("".join(
+        dump(line) + "\n" for line in result_lines(params, measured, spec["training"]["epochs"])))
+
+
+def result_lines(params: dict[str, Any], measured: dict[int, dict[str, Any]],
+                 epochs: int) -> list[dict[str, Any]]:
+    """Ray Tune's result.json lines: one per epoch from 0, `training_iteration` = epoch and
+    the trial's `config` on each, and every metric key on every line (null where not
+    measured), as ModelZooDataset and SANE read them (their offset 1, then 0, both work)."""
+    keys = sorted({k for line in measured.values() for k in line})
+    return [{**dict.fromkeys(keys), **measured.get(epoch, {}), "epoch": epoch,
+             "training_iteration": epoch, "config": params} for epoch in range(epochs + 1)]
 
 
 def _empty_folder(path: str | Path) -> Path:

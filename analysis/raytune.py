@@ -1,9 +1,10 @@
 """Ray Tune trial folders, the layout the published phase-transition zoos ship, to and from zoos.
 
 One folder per model: `params.json` (flat config: `model::width`, `training::batchsize`,
-`optim::lr`, `optim::wd`, `seed`, ...), `result.json` (JSON lines, line i = epoch i, landscape
-metrics only on metric-epoch lines) and `checkpoint_{epoch:06d}/checkpoints` (a torch.save'd
-state_dict, keys possibly prefixed `module.`). Checkpoints are only ever read with
+`optim::lr`, `optim::wd`, `seed`, ...), `result.json` (JSON lines, line i = epoch i with
+`training_iteration` i and the `config`; landscape metrics only on metric-epoch lines) and
+`checkpoint_{epoch:06d}/checkpoints` (a torch.save'd state_dict, keys possibly prefixed
+`module.`). Checkpoints are only ever read with
 `torch.load(..., weights_only=True)`. Export writes the published keys and, beside them, Phase
 Zoo's own column names with exact values; import prefers those when present.
 """
@@ -190,4 +191,5 @@ def published_line(row: dict[str, Any], pair_means: dict[str, float | None]) -> 
 def metric_epochs(trials: Sequence[Trial]) -> list[int]:
     """Epochs whose result lines carry landscape metrics in any trial."""
     landscape = set(LOGS) | set(CURVES) | set(PAIR_MEANS) | {c.name for c in HESSIAN}
-    return sorted({e for t in trials for e, line in enumerate(t.results) if landscape & set(line)})
+    return sorted({e for t in trials for e, line in enumerate(t.results)
+                   if landscape & {k for k, v in line.items() if v is not None}})

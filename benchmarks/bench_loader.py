@@ -1,6 +1,6 @@
 """Random-access rows/s of ZooDataset against a torch.load file per checkpoint and h5py row reads.
 
-All three read the same rows (2,000 checkpoints of an MLP 40 -> 1000 -> 10: 51,010 float32,
+All read the same rows (2,000 checkpoints of an MLP 40 -> 1000 -> 10: 51,010 float32,
 204 kB each) from a warm page cache, in one random order, in the same run.
 
     python benchmarks/bench_loader.py [--rows 2000] [--width 1000]
@@ -85,8 +85,10 @@ def measure(folder: Path, rows: int, order: np.ndarray) -> tuple[dict[str, float
     start = time.perf_counter()
     flat = ZooDataset(folder / "zoo", split="all", epochs="all")
     load_seconds = time.perf_counter() - start
-    state = ZooDataset(folder / "zoo", split="all", epochs="all", representation="state_dict")
-    tokens = ZooDataset(folder / "zoo", split="all", epochs="all", representation="tokens")
+    others = {name: ZooDataset(folder / "zoo", split="all", epochs="all", representation=name)
+              for name in ("state_dict", "layers", "tokens", "stats")}
+    windows = ZooDataset(folder / "zoo", split="all", epochs="all", representation="tokens",
+                         window=64)
     assert len(flat) == rows
     results = {}
     with h5py.File(folder / "rows.h5", "r") as handle:
@@ -96,8 +98,9 @@ def measure(folder: Path, rows: int, order: np.ndarray) -> tuple[dict[str, float
         lambda i: torch.load(folder / "torch" / f"{i}.pt", weights_only=True), order)
     results["ZooDataset flat"] = rate(flat.__getitem__, order)
     results["ZooDataset flat + clone"] = rate(lambda i: flat[i]["weights"].clone(), order)
-    results["ZooDataset state_dict"] = rate(state.__getitem__, order)
-    results["ZooDataset tokens"] = rate(tokens.__getitem__, order)
+    for name, dataset in others.items():
+        results[f"ZooDataset {name}"] = rate(dataset.__getitem__, order)
+    results["ZooDataset tokens, window 64"] = rate(windows.__getitem__, order)
     return results, load_seconds
 
 

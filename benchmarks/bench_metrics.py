@@ -105,7 +105,7 @@ torch.set_num_threads(1)
 from zoo import architectures, datasets
 from zoo.measure import probe_batches
 from zoo.metrics import hessian
-from zoo.tasks import output_loss
+from zoo.objective import output_loss
 width, metric, setting = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 micro = None if setting == "all" else int(setting)
 bundle = datasets.load("digits")

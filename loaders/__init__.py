@@ -2,8 +2,9 @@
 
 from loaders.augmentation import Augment
 from loaders.averaging import align, average, interpolate, recondition_batchnorm
+from loaders.batching import LayoutBatchSampler, pad_collate
 from loaders.dataset import ZooDataset
 from loaders.models import groups, load_model, pairs
 
-__all__ = ["Augment", "ZooDataset", "align", "average", "groups", "interpolate", "load_model",
-           "pairs", "recondition_batchnorm"]
+__all__ = ["Augment", "LayoutBatchSampler", "ZooDataset", "align", "average", "groups",
+           "interpolate", "load_model", "pad_collate", "pairs", "recondition_batchnorm"]

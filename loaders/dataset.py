@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,12 @@ import torch
 from torch.utils.data import Dataset
 
 from loaders.augmentation import Augment, Augmenter, item_generator
+from loaders.batching import ZooItem, window
 from loaders.models import module_from
-from loaders.representations import REPRESENTATIONS, make_encoder
-from loaders.store import (SPLITS, Columns, Where, assign_splits, epoch_mask, layer_statistics,
-                           read_metadata, read_weights, where_mask)
+from loaders.representations import REPRESENTATIONS, make_encoder, statistics
+from zoo.folder.splits import FRACTIONS, SPLITS, assign_splits, summary
+from loaders.store import (Columns, Where, epoch_mask, layer_statistics, read_metadata,
+                           read_weights, where_mask)
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import python_value
 from zoo.layout import Layout
@@ -29,7 +32,10 @@ class ZooDataset(Dataset):
     "mask" and "positions" for tokens), "layout" (key), "targets" (float32, one per name in
     `targets`, NaN where missing), "model_id", "cell_id", "epoch". Without normalisation or
     augmentation, flat and state_dict tensors are views of the shared array: clone before
-    changing them in place. Batching rows of different layouts needs a custom collate_fn.
+    changing them in place. The defaults return a subset: the train split of the models and
+    each model's last epoch (`repr` and `splits()` say how many of how many). Rows of
+    several layouts (widths) differ in shape: batch them with loaders.pad_collate,
+    loaders.LayoutBatchSampler, `window` (tokens) or representation "stats".
 
     Args:
         root: the zoo folder; every shard is checked against the manifest's sha256.
@@ -37,32 +43,47 @@ class ZooDataset(Dataset):
         epochs: "last" (each model's last stored epoch), "all", or a list of epochs.
         where: column -> value (or a list of allowed values), or a callable over a row's
             metadata dict (weights excluded; includes phase, generalization_gap, split).
-        representation: "flat", "layers", "tokens" or "state_dict" (see loaders.representations).
+        representation: "flat", "layers", "tokens", "state_dict" or "stats" (see
+            loaders.representations).
         targets: numeric column names, "generalization_gap" (test − train loss), or "phase"
             (index into zoo.phases.PHASES).
         normalize: None, or "layer": standardise each layout entry by its mean and std over
             the train split's rows (also for val and test).
         transform: callable on the finished item dict.
         split_by: "model" or "cell" (a cell's seeds never span two splits).
-        fractions: train, val, test fractions (sum 1).
+        fractions: train, val, test fractions (sum 1); a split with a nonzero fraction gets at
+            least one model (cell) whenever there are enough (see zoo.folder.splits), and an
+            empty split is an error.
         augment: an Augment (train split only).
         token_size: values per token for representation="tokens".
+        window: for tokens, SANE's random window of this many tokens per item (padded with
+            masked zeros when shorter), drawn from (augment seed, epoch, index).
     """
 
     def __init__(self, root: str | Path, *, split: str = "train", epochs: str | Sequence[int]
                  = "last", where: Where = None, representation: str = "flat",
                  targets: Sequence[str] = (), normalize: str | None = None,
                  transform: Callable[[Item], Item] | None = None, split_by: str = "model",
-                 fractions: Sequence[float] = (0.7, 0.15, 0.15), augment: Augment | None = None,
-                 token_size: int = 64) -> None:
+                 fractions: Sequence[float] = FRACTIONS, augment: Augment | None = None,
+                 token_size: int = 64, window: int | None = None) -> None:
         _check(split, representation, normalize, split_by, fractions, augment, token_size)
+        _check_window(window, representation)
         self.split, self.representation, self.transform = split, representation, transform
-        self.augment, self.epoch = augment, 0
+        self.augment, self.window, self.split_by, self.epochs = augment, window, split_by, epochs
+        # shared memory: DataLoader workers (persistent ones too) see set_epoch at once
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.reader = ZooReader(root)
         columns = read_metadata(self.reader)
         columns["split"] = assign_splits(columns[f"{split_by}_id"], fractions)
         kept = where_mask(columns, where, epoch_mask(columns, epochs))
+        self.summary = summary(columns["split"], columns["model_id"], columns["cell_id"], kept)
+        self.total = {"rows": len(kept), "models": len(set(columns["model_id"]))}
         chosen = np.flatnonzero(kept if split == "all" else kept & (columns["split"] == split))
+        if len(chosen) == 0:
+            raise ValueError(f"split {split!r} is empty after epochs={epochs!r} and where; "
+                             f"rows per split: {self._counts()} (split_by={split_by!r}, "
+                             f"fractions={tuple(fractions)}); widen the filters, use "
+                             f"split='all' or other fractions")
         self.columns: Columns = {n: c[chosen] for n, c in columns.items()
                                  if n not in ("shard", "row")}
         self._store = read_weights(self.reader, columns, chosen)
@@ -73,6 +94,7 @@ class ZooDataset(Dataset):
         layouts = self._store.layouts.items()
         self._encoders = {k: make_encoder(representation, lay, token_size) for k, lay in layouts}
         self._augmenters = {k: Augmenter(lay, augment) for k, lay in layouts} if augment else {}
+        self._stats = self._precomputed_stats() if representation == "stats" else {}
 
     def _statistics(self, columns: Columns, kept: np.ndarray) -> dict[str, tuple[torch.Tensor,
                                                                                  torch.Tensor]]:
@@ -88,25 +110,103 @@ class ZooDataset(Dataset):
                              f"statistics from")
         return {k: (torch.from_numpy(m), torch.from_numpy(s)) for k, (m, s) in statistics.items()}
 
+    def _precomputed_stats(self) -> dict[str, np.ndarray]:
+        """Per layout, the stats rows of every row at once (none when augmenting)."""
+        if self._augmenters:
+            return {}
+        return {key: statistics(self._normalised(key), layout)
+                for key, layout in self._store.layouts.items()}
+
+    def _normalised(self, key: str) -> np.ndarray:
+        """The (rows, size) weights of layout `key`, normalised as items are."""
+        array = self._store.arrays[key]
+        if self.statistics is None:
+            return array
+        mean, std = self.statistics[key]
+        return (array - mean.numpy()) / std.numpy()
+
     def __len__(self) -> int:
         return len(self._ids)
 
     def __getitem__(self, index: int) -> Item:
-        key = self._store.keys[index]
-        flat = torch.from_numpy(self._store.arrays[key][self._store.slots[index]])
+        key, slot = self._store.keys[index], self._store.slots[index]
+        generator = None
+        if self._augmenters or self.window is not None:  # hashing costs: only when drawing
+            generator = item_generator(self.augment.seed if self.augment else 0, self.epoch,
+                                       index)
+        if self._stats:
+            encoded = {"weights": torch.from_numpy(self._stats[key][slot])}
+        else:
+            encoded = self._encoders[key].encode(self._flat(key, slot, generator))
+        if self.window is not None:
+            encoded = window(encoded, self.window, generator)
+        model_id, cell_id, epoch = self._ids[index]
+        item = ZooItem(encoded, layout=key, targets=self._targets[index], model_id=model_id,
+                       cell_id=cell_id, epoch=epoch)
+        return self.transform(item) if self.transform is not None else item
+
+    def _flat(self, key: str, slot: int, generator: torch.Generator | None) -> torch.Tensor:
+        """The row's flat vector: permuted, normalised, noised as configured."""
+        flat = torch.from_numpy(self._store.arrays[key][slot])
         if self._augmenters:
-            generator = item_generator(self.augment.seed, self.epoch, index)
             flat = self._augmenters[key].permute(flat, generator)
         if self.statistics is not None:
             mean, std = self.statistics[key]
             flat = (flat - mean) / std
         if self._augmenters:
             flat = self._augmenters[key].noise(flat, generator)
-        model_id, cell_id, epoch = self._ids[index]
-        item = {**self._encoders[key].encode(flat), "layout": key,
-                "targets": self._targets[index], "model_id": model_id, "cell_id": cell_id,
-                "epoch": epoch}
-        return self.transform(item) if self.transform is not None else item
+        return flat
+
+    def _counts(self) -> str:
+        return ", ".join(f"{s} {c['rows']}" for s, c in self.summary.items())
+
+    def __repr__(self) -> str:
+        models = len(set(self.columns["model_id"]))
+        layouts = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(self._store.keys).items()))
+        return (f"ZooDataset({str(self.reader.root)!r}, split={self.split!r} by "
+                f"{self.split_by}, epochs={self.epochs!r}, representation="
+                f"{self.representation!r}): {len(self)} rows of {models} models "
+                f"(zoo: {self.total['rows']} rows, {self.total['models']} models; rows per "
+                f"split after filters: {self._counts()}); layouts {{{layouts}}}")
+
+    def splits(self) -> dict[str, dict[str, int]]:
+        """Rows, models and cells of each split after the epochs and where filters."""
+        return {name: dict(counts) for name, counts in self.summary.items()}
+
+    @property
+    def epoch(self) -> int:
+        """The augmentation epoch (shared with DataLoader workers)."""
+        return int(self._epoch[0])
+
+    @property
+    def row_layouts(self) -> list[str]:
+        """Each row's layout key, in row order (for loaders.LayoutBatchSampler)."""
+        return list(self._store.keys)
+
+    def arrays(self, layout: str | None = None, *, as_torch: bool = False
+               ) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
+        """All rows of one layout at once, for predictors: (X, y).
+
+        X is (rows, features) float32 in this dataset's representation when it is "flat" or
+        "stats" (normalised if asked; never augmented), y is (rows, len(targets)) float32,
+        rows in dataset order. `layout` may be left out when there is only one. X shares
+        memory with the dataset: copy it before changing it in place.
+        """
+        if self.representation not in ("flat", "stats"):
+            raise ValueError(f"arrays: representation {self.representation!r} has no matrix "
+                             f"form; use 'flat' or 'stats'")
+        keys = sorted(self._store.layouts)
+        if layout is None and len(keys) == 1:
+            layout = keys[0]
+        if layout not in self._store.layouts:
+            raise ValueError(f"arrays: layout {layout!r} is not in this dataset; expected one "
+                             f"of {', '.join(keys)}")
+        rows = [i for i, k in enumerate(self._store.keys) if k == layout]
+        x = self._normalised(layout)
+        if self.representation == "stats":
+            x = self._stats[layout] if self._stats else statistics(x, self._store.layouts[layout])
+        y = self._targets.numpy()[rows]
+        return (torch.from_numpy(x), torch.from_numpy(y)) if as_torch else (x, y)
 
     @property
     def layouts(self) -> dict[str, Layout]:
@@ -114,8 +214,9 @@ class ZooDataset(Dataset):
         return dict(self._store.layouts)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw fresh augmentations: an item's draws depend on (seed, epoch, index)."""
-        self.epoch = int(epoch)
+        """Draw fresh augmentations and windows: an item's draws depend on (seed, epoch,
+        index). Call it before iterating; persistent DataLoader workers see it too."""
+        self._epoch[0] = int(epoch)
 
     def decode(self, item: Item) -> dict[str, torch.Tensor]:
         """The state_dict of one (unbatched) item: the representation and normalisation undone."""
@@ -150,6 +251,15 @@ def _target_matrix(columns: Columns, names: Sequence[str]) -> np.ndarray:
         out.append(columns["phase_index" if name == "phase" else name].astype(np.float32))
     rows = len(columns["model_id"])
     return np.stack(out, axis=1) if out else np.zeros((rows, 0), np.float32)
+
+
+def _check_window(window: int | None, representation: str) -> None:
+    if window is None:
+        return
+    if representation != "tokens" or not isinstance(window, int) or isinstance(window, bool) \
+            or window < 1:
+        raise ValueError(f"window: {window!r} is not allowed for representation "
+                         f"{representation!r}; expected an integer >= 1, with 'tokens'")
 
 
 def _check(split: str, representation: str, normalize: str | None, split_by: str,

@@ -7,6 +7,10 @@
 - tokens: SANE-style: each output neuron's incoming weights, then its bias and per-channel
   norm values, as one row; rows are cut into tokens of `token_size` values, zero-padded, with a
   mask of real values and positions (token index, layer, neuron).
+- stats: Unterthiner et al.'s per-layer statistics: mean, variance and the 0/25/50/75/100 %
+  quantiles of every float entry (each layer's weight and bias, norm parameters), layout
+  order; not invertible. For one family and depth the vector has the same length at every
+  width, so rows of several widths stack.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import torch
 
 from zoo.layout import DTYPES, Entry, Layout
 
-REPRESENTATIONS = ("flat", "layers", "tokens", "state_dict")
+REPRESENTATIONS = ("flat", "layers", "tokens", "state_dict", "stats")
+STATISTICS = ("mean", "var", "q0", "q25", "q50", "q75", "q100")
+QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,42 @@ class Tokens:
         return flat
 
 
+class Stats:
+    """Per-entry statistics of the flat vector (see `statistics`)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.names = [f"{e.name}.{s}" for e in stats_entries(layout) for s in STATISTICS]
+
+    def encode(self, flat: torch.Tensor) -> dict[str, Any]:
+        return {"weights": torch.from_numpy(statistics(flat.numpy()[None], self.layout)[0])}
+
+    def decode(self, item: dict[str, Any]) -> torch.Tensor:
+        raise ValueError("representation 'stats' is not invertible; use 'flat' to decode")
+
+
+def stats_entries(layout: Layout) -> list[Entry]:
+    """The entries that `statistics` describes: every float entry, layout order."""
+    return [e for e in layout.entries if e.dtype != "int64"]
+
+
+def statistics(rows: np.ndarray, layout: Layout, chunk: int = 256) -> np.ndarray:
+    """(rows, 7 × float entries) float32: mean, var (ddof 0), quantiles 0/25/50/75/100 %
+    (linear) of each entry, vectorised over `chunk` rows at a time (bounded memory);
+    non-finite values give NaN."""
+    entries = stats_entries(layout)
+    out = np.empty((len(rows), len(STATISTICS) * len(entries)), np.float32)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        for number, entry in enumerate(entries):
+            block = part[:, entry.offset:entry.offset + entry.size].astype(np.float64)
+            quantiles = np.quantile(block, QUANTILES, axis=1)  # (5, rows)
+            columns = slice(number * len(STATISTICS), (number + 1) * len(STATISTICS))
+            out[start:start + chunk, columns] = np.stack(
+                [block.mean(axis=1), block.var(axis=1), *quantiles], axis=1)
+    return out
+
+
 def _cast(tensor: torch.Tensor, entry: Entry) -> torch.Tensor:
     """Integer buffers (num_batches_tracked) back to their stored dtype; floats untouched."""
     return tensor if entry.dtype == "float32" else tensor.to(DTYPES[entry.dtype])
@@ -154,7 +196,7 @@ def _row_index(group: Group) -> np.ndarray:
     return np.concatenate(columns, axis=1)
 
 
-Encoder = Flat | StateDict | Layers | Tokens
+Encoder = Flat | StateDict | Layers | Tokens | Stats
 
 
 def make_encoder(representation: str, layout: Layout, token_size: int = 64) -> Encoder:
@@ -167,5 +209,7 @@ def make_encoder(representation: str, layout: Layout, token_size: int = 64) -> E
         return Layers(layout)
     if representation == "tokens":
         return Tokens(layout, token_size)
+    if representation == "stats":
+        return Stats(layout)
     raise ValueError(f"representation: {representation!r} is not allowed; expected one of "
                      f"{', '.join(REPRESENTATIONS)}")

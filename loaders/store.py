@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -19,14 +18,14 @@ from zoo.layout import Layout
 from zoo.phases import PHASES
 
 META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
-SPLITS = ("train", "val", "test")
 Where = Union[Mapping[str, Any], Callable[[dict[str, Any]], bool], None]
 Columns = dict[str, np.ndarray]
 
 
 def read_metadata(reader: ZooReader) -> Columns:
     """Every model row's columns but the weights, with its shard and row numbers, the cell's
-    phase (None when unlabelled), phase_index (NaN) and generalization_gap (test − train loss)."""
+    phase (None when unlabelled; from the cells table, which `zoo relabel` may have renewed),
+    phase_index (NaN) and generalization_gap (test − train loss)."""
     schema, parts = arrow_schema("models"), []
     for number, shard in enumerate(reader.manifest.shards_of("models")):
         table = pq.read_table(reader.path(shard), columns=list(META_COLUMNS), schema=schema)
@@ -43,23 +42,6 @@ def read_metadata(reader: ZooReader) -> Columns:
                                        for p in columns["phase"]], dtype=np.float64)
     columns["generalization_gap"] = columns["test_loss"] - columns["train_loss"]
     return columns
-
-
-def split_of(identifier: str, fractions: Sequence[float]) -> str:
-    """'train', 'val' or 'test' from the first 8 bytes of sha256(identifier) as u in [0, 1)."""
-    u = int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:8], "big") / 2**64
-    return "train" if u < fractions[0] else "val" if u < fractions[0] + fractions[1] else "test"
-
-
-def assign_splits(identifiers: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
-    """The split of every row (computed once per distinct identifier)."""
-    cache: dict[str, str] = {}
-    splits = np.empty(len(identifiers), dtype=object)
-    for row, identifier in enumerate(identifiers):
-        if identifier not in cache:
-            cache[identifier] = split_of(identifier, fractions)
-        splits[row] = cache[identifier]
-    return splits
 
 
 def epoch_mask(columns: Columns, epochs: str | Sequence[int]) -> np.ndarray:

@@ -91,14 +91,16 @@ def test_rerun_on_a_finished_zoo_trains_nothing(tiny_zoo, ray_runtime):
 def test_hugging_face_load_dataset_reads_the_folder_offline(tiny_zoo, tmp_path):
     code = ("import datasets, sys; d = datasets.load_dataset(sys.argv[1], cache_dir=sys.argv[2]);"
             "c = datasets.load_dataset(sys.argv[1], 'cells', cache_dir=sys.argv[2]);"
-            "print(d['train'].num_rows, c['train'].num_rows, len(d['train'][0]['weights']))")
+            "print(sum(p.num_rows for p in d.values()), sum(p.num_rows for p in c.values()),"
+            "len(d['train'][0]['weights']))")
     out = subprocess.run([sys.executable, "-c", code, str(tiny_zoo), str(tmp_path / "cache")],
                          capture_output=True, text=True, env={"HF_DATASETS_OFFLINE": "1",
                                                                "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     rows, cells, size = out.stdout.split()
     assert (int(rows), int(cells)) == (24, 4)
-    assert int(size) == ZooReader(tiny_zoo).table("models", ["num_params"])[0][0].as_py()
+    sizes = ZooReader(tiny_zoo).table("models", ["num_params"]).column(0).to_pylist()
+    assert int(size) in sizes
 
 
 def test_cli_bad_spec_is_one_line_exit_2_and_leaves_no_folder(tmp_path, capsys):

@@ -1,9 +1,13 @@
-"""Hugging Face datasets reads the zoo folder: torch format, streaming, same weights as ours."""
+"""Hugging Face datasets reads the zoo folder: ZooDataset's splits, every format, the card."""
 
+import numpy as np
 import pytest
 import torch
 
 from loaders import ZooDataset
+from zoo.folder.reader import ZooReader
+
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
 @pytest.fixture(scope="module")
@@ -11,31 +15,56 @@ def hf_models(tiny_zoo, tmp_path_factory):
     import datasets
 
     cache = tmp_path_factory.mktemp("hf-cache")
-    return datasets.load_dataset(str(tiny_zoo), split="train", cache_dir=str(cache))
+    return datasets.load_dataset(str(tiny_zoo), cache_dir=str(cache))
 
 
 def test_torch_format_yields_weight_tensors(hf_models):
-    row = hf_models.with_format("torch")[0]
+    row = hf_models["train"].with_format("torch")[0]
     assert isinstance(row["weights"], torch.Tensor)
     assert row["weights"].dtype == torch.float32 and row["weights"].ndim == 1
     assert row["weights"].numel() == int(row["num_params"])
 
 
-def test_hf_and_zoo_dataset_give_the_same_weights_for_the_same_row(hf_models, tiny_zoo):
-    ours = ZooDataset(tiny_zoo, split="all", epochs="all")
-    index = {(ours[i]["model_id"], ours[i]["epoch"]): i for i in range(len(ours))}
-    theirs = hf_models.with_format("torch")
-    assert len(theirs) == len(ours)
-    for row in theirs:
-        item = ours[index[row["model_id"], int(row["epoch"])]]
-        assert item["layout"] == row["layout"]
-        assert torch.equal(item["weights"], row["weights"])
+def test_hf_splits_are_zoo_dataset_cell_splits_with_the_same_weights(hf_models, tiny_zoo):
+    assert sorted(hf_models) == ["test", "train", "validation"]
+    assert sum(len(part) for part in hf_models.values()) == 24
+    for ours_name, theirs_name in HF_SPLITS.items():
+        ours = ZooDataset(tiny_zoo, split=ours_name, split_by="cell", epochs="all")
+        index = {(ours[i]["model_id"], ours[i]["epoch"]): i for i in range(len(ours))}
+        theirs = hf_models[theirs_name].with_format("torch")
+        assert len(theirs) == len(ours) > 0
+        for row in theirs:
+            item = ours[index[row["model_id"], int(row["epoch"])]]
+            assert item["layout"] == row["layout"]
+            assert torch.equal(item["weights"], row["weights"])
+
+
+@pytest.mark.parametrize("form", ["numpy", "torch", "pandas", "arrow", None])
+def test_every_format_loads_the_sparse_list_column(hf_models, form):
+    rows = hf_models["train"].with_format(form)[:]
+    alphas = list(rows["heavy_tail_alphas"])
+    measured = [len(a) > 0 for a in alphas]
+    assert measured == list(hf_models["train"]["is_metric_epoch"])
+    assert any(measured) and not all(measured)
+
+
+def test_model_rows_carry_their_cells_phase_and_means(hf_models, tiny_zoo):
+    cells = {r["cell_id"]: r for r in ZooReader(tiny_zoo).table("cells").to_pylist()}
+    for row in hf_models["train"].remove_columns("weights"):
+        cell = cells[row["cell_id"]]
+        assert row["phase"] == cell["phase"]
+        for name in ("cka_mean", "mc_test_error_mean", "linear_barrier_train_loss_mean"):
+            assert row[name] == cell[name] or (np.isnan(row[name]) and np.isnan(cell[name]))
+    ds = ZooDataset(tiny_zoo, split="all", targets=["phase"])
+    assert all(ds.metadata(i)["phase"] == cells[ds.metadata(i)["cell_id"]]["phase"]
+               for i in range(len(ds)))
 
 
 def test_streaming_reads_the_shards_in_place(tiny_zoo):
     import datasets
 
-    stream = datasets.load_dataset(str(tiny_zoo), split="train", streaming=True)
+    stream = datasets.load_dataset(str(tiny_zoo), split="train+validation+test",
+                                   streaming=True)
     rows = list(stream.with_format("torch"))
     assert len(rows) == 24
     ours = ZooDataset(tiny_zoo, split="all", epochs="all", representation="state_dict")
@@ -46,8 +75,30 @@ def test_streaming_reads_the_shards_in_place(tiny_zoo):
                            row["weights"])
 
 
-def test_cells_config_loads_by_name(tiny_zoo, tmp_path):
+def test_cells_config_loads_by_name_with_the_same_splits(tiny_zoo, tmp_path):
     import datasets
 
-    cells = datasets.load_dataset(str(tiny_zoo), "cells", split="train", cache_dir=str(tmp_path))
-    assert cells.num_rows == 4 and "phase" in cells.column_names
+    cells = datasets.load_dataset(str(tiny_zoo), "cells", cache_dir=str(tmp_path))
+    assert {name: part.num_rows for name, part in cells.items()} == {
+        "train": 2, "validation": 1, "test": 1}
+    assert "phase" in cells["train"].column_names
+
+
+def test_card_metadata_is_valid_hub_card_data_with_features_of_the_schema(tiny_zoo):
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    from zoo.folder.schema import TABLES, arrow_schema
+
+    card = DatasetCard.load(tiny_zoo / "README.md")
+    data = card.data
+    assert data.size_categories == ["n<1K"] and "tabular-regression" in data.task_categories
+    assert data.license == "cc-by-4.0"
+    infos = {info["config_name"]: info for info in data.dataset_info}
+    assert set(infos) == set(TABLES)
+    for table, info in infos.items():
+        expected = datasets.Features.from_arrow_schema(arrow_schema(table))._to_yaml_list()
+        assert info["features"] == expected
+    assert {s["name"]: s["num_examples"] for s in infos["models"]["splits"]} == {
+        "train": 12, "validation": 6, "test": 6}
+    assert "@misc{phase_zoo" in card.text

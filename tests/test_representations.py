@@ -1,18 +1,22 @@
 """Representations: each round-trips to the exact stored state_dict; shapes, masks, positions."""
 
+import time
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from loaders import ZooDataset
-from loaders.representations import REPRESENTATIONS, Layers, Tokens, make_encoder
+from loaders import Augment, ZooDataset
+from loaders.representations import (REPRESENTATIONS, STATISTICS, Layers, Tokens, make_encoder,
+                                      statistics)
 from zoo import architectures
 from zoo.datasets.base import DataInfo
 from zoo.folder.reader import ZooReader
 from zoo.layout import layout_of
 
+INVERTIBLE = [r for r in REPRESENTATIONS if r != "stats"]
 DIGITS = DataInfo("classification", (1, 8, 8), 10)
 SIGNAL = DataInfo("classification", (40,), 10)
 
@@ -36,7 +40,7 @@ def assert_same_state(actual, expected):
         assert torch.equal(actual[name], expected[name]), name
 
 
-@pytest.mark.parametrize("representation", REPRESENTATIONS)
+@pytest.mark.parametrize("representation", INVERTIBLE)
 def test_every_representation_round_trips_to_the_stored_state_dict(tiny_zoo, representation):
     stored = stored_rows(tiny_zoo)
     ds = ZooDataset(tiny_zoo, split="all", epochs="all", representation=representation,
@@ -62,7 +66,7 @@ def random_layout(family, info, width, **args):
 @pytest.mark.parametrize("family,info,width,args", [
     ("cnn", SIGNAL, 3, {"batch_norm": True}), ("resnet18", DIGITS, 2, {}),
     ("resnet50", DIGITS, 2, {}), ("mlp", SIGNAL, 5, {"depth": 2})])
-@pytest.mark.parametrize("representation", REPRESENTATIONS)
+@pytest.mark.parametrize("representation", INVERTIBLE)
 def test_encoders_round_trip_batchnorm_and_residual_layouts(family, info, width, args,
                                                            representation):
     layout, flat = random_layout(family, info, width, **args)
@@ -130,3 +134,47 @@ def test_layers_batch_into_nfn_shapes(tiny_zoo):
     assert [(tuple(w.shape), tuple(b.shape)) for w, b in batch["weights"]] == [
         ((4, 1, 8, 40), (4, 1, 8)), ((4, 1, 10, 8), (4, 1, 10))]
     assert batch["extras"] == {}
+
+
+def test_stats_are_unterthiners_per_layer_statistics_of_every_row(tiny_zoo):
+    ds = ZooDataset(tiny_zoo, split="all", epochs="all", representation="stats")
+    flat = ZooDataset(tiny_zoo, split="all", epochs="all")
+    for i in range(len(ds)):
+        layout = ds.layouts[ds[i]["layout"]]
+        state = layout.unflatten(flat[i]["weights"])
+        expected = []
+        for name, value in state.items():  # one by one, the way users hand-wrote it
+            value = value.double().numpy().ravel()
+            expected += [value.mean(), value.var(), *np.percentile(value, [0, 25, 50, 75, 100])]
+        np.testing.assert_allclose(ds[i]["weights"].numpy(), np.float32(expected), rtol=1e-6)
+        assert ds[i]["weights"].shape == (len(STATISTICS) * 4,)  # 2 layers x weight, bias
+    with pytest.raises(ValueError, match="'stats' is not invertible"):
+        ds.decode(ds[0])
+
+
+def test_stats_of_a_thousand_rows_take_well_under_a_second():
+    info = SIGNAL
+    model = architectures.build("mlp", width=64, info=info, args={"depth": 2})
+    layout = layout_of(model, "mlp", 64, {"depth": 2})
+    rows = np.random.default_rng(0).standard_normal((1000, layout.size), np.float32)
+    start = time.perf_counter()
+    values = statistics(rows, layout)
+    assert time.perf_counter() - start < 1.0
+    assert values.shape == (1000, 6 * len(STATISTICS))
+    np.testing.assert_allclose(values[7, 2:7], np.quantile(rows[7, :64 * 40].astype(np.float64),
+                                                           [0, .25, .5, .75, 1]), rtol=1e-6)
+
+
+def test_stats_rows_of_several_widths_stack_in_the_default_collate(tiny_zoo):
+    ds = ZooDataset(tiny_zoo, split="all", epochs="all", representation="stats")
+    batch = next(iter(DataLoader(ds, batch_size=len(ds))))
+    assert batch["weights"].shape == (len(ds), 28) and len(set(batch["layout"])) == 2
+
+
+def test_stats_of_permuted_items_equal_the_precomputed_stats(tiny_zoo):
+    plain = ZooDataset(tiny_zoo, representation="stats", normalize="layer")
+    permuted = ZooDataset(tiny_zoo, representation="stats", normalize="layer",
+                          augment=Augment(permute=True, seed=1))
+    for i in range(len(plain)):  # a permutation keeps every entry's values, so its statistics
+        torch.testing.assert_close(permuted[i]["weights"], plain[i]["weights"],
+                                   rtol=1e-5, atol=1e-6)

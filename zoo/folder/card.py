@@ -5,22 +5,93 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from zoo.folder.names import README, TABLE_FOLDERS, write_atomically
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from zoo.folder.names import README, write_atomically
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
+from zoo.folder.splits import FRACTIONS, SPLITS, owners
 
-def front_matter(name: str, tables: list[str]) -> str:
-    """YAML front matter: one `configs:` entry per table that has shards (models is default)."""
-    lines = ["---", "license: cc-by-4.0", f'pretty_name: "Phase Zoo: {name}"',
-             "tags: [model-zoo, weight-space-learning, loss-landscape, phase-transitions]",
-             "configs:"]
-    for table in tables:
-        lines.append(f"- config_name: {table}")
-        if table == "models":
-            lines.append("  default: true")
-        lines.append(f'  data_files: "{TABLE_FOLDERS[table]}/*.parquet"')
-    return "\n".join([*lines, "---", ""])
+if TYPE_CHECKING:
+    from huggingface_hub import DatasetCardData
+
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # ZooDataset -> Hub names
+TASK_CATEGORIES = ("tabular-regression", "tabular-classification")  # accuracy, phase
+SIZE_CATEGORIES = ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"),
+                   (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B"),
+                   (1e10, "1B<n<10B"), (1e11, "10B<n<100B"), (1e12, "100B<n<1T"))
+TAGS = ("model-zoo", "weight-space-learning", "loss-landscape", "phase-transitions")
+CITATION = """@misc{phase_zoo,
+  title = {Phase Zoo: model zoos over the phases of neural network training},
+  note = {cite the zoo by its spec hash, with Yang et al. 2021 and Schurholt et al. 2025},
+  year = {2026}
+}"""
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size category of a table of `rows` rows."""
+    for bound, name in SIZE_CATEGORIES:
+        if rows < bound:
+            return name
+    return "n>1T"
+
+
+def features(schema: pa.Schema) -> list[dict[str, str]]:
+    """`dataset_info` features in datasets' YAML form, from a shard's Arrow schema (a zoo
+    written before a column was added keeps a card that matches its files)."""
+    out = []
+    for field in schema:
+        if pa.types.is_list(field.type):
+            out.append({"name": field.name, "list": _dtype(field.type.value_type)})
+        else:
+            out.append({"name": field.name, "dtype": _dtype(field.type)})
+    return out
+
+
+def _dtype(type_: pa.DataType) -> str:
+    return {"string": "string", "double": "float64", "int64": "int64", "bool": "bool",
+            "float": "float32"}[str(type_)]
+
+
+def card_data(reader: ZooReader) -> "DatasetCardData":
+    """The card's metadata, built and checked by huggingface_hub's DatasetCardData.
+
+    Each table with shards is a config (models the default) with train / validation / test
+    splits: whole cells by the hash rule of zoo.folder.splits, so the splits are those of
+    ZooDataset(split_by="cell") ("val" is the Hub's "validation").
+    """
+    from huggingface_hub import DatasetCardData
+
+    cells = sorted({s.cell_id for s in reader.manifest.shards})
+    owner = owners(cells, FRACTIONS)
+    configs, infos = [], []
+    for table in (t for t in TABLES if reader.manifest.shards_of(t)):
+        files: dict[str, list[str]] = {s: [] for s in SPLITS}
+        rows = dict.fromkeys(SPLITS, 0)
+        for shard in reader.manifest.shards_of(table):
+            files[owner[shard.cell_id]].append(shard.path)
+            rows[owner[shard.cell_id]] += shard.rows
+        present = [s for s in SPLITS if files[s]]
+        configs.append({"config_name": table, **({"default": True} if table == "models" else {}),
+                        "data_files": [{"split": HF_SPLITS[s], "path": sorted(files[s])}
+                                       for s in present]})
+        schema = pq.read_schema(reader.path(reader.manifest.shards_of(table)[0]))
+        infos.append({"config_name": table, "features": features(schema),
+                      "splits": [{"name": HF_SPLITS[s], "num_examples": rows[s]}
+                                 for s in present]})
+    models = sum(s.rows for s in reader.manifest.shards_of("models"))
+    return DatasetCardData(
+        license="cc-by-4.0", pretty_name=f"Phase Zoo: {reader.record.spec['name']}",
+        task_categories=list(TASK_CATEGORIES), size_categories=[size_category(models)],
+        tags=list(TAGS), configs=configs, dataset_info=infos)
+
+
+def front_matter(reader: ZooReader) -> str:
+    """YAML front matter between '---' lines, from `card_data`."""
+    return f"---\n{card_data(reader).to_yaml()}\n---\n"
 
 
 def schema_table(table: str) -> str:
@@ -71,7 +142,7 @@ def card_text(root: Path) -> str:
     grid = (f"{spec['load_axis']['name']} {spec['load_axis']['values']} × "
             f"{spec['temperature_axis']['name']} {spec['temperature_axis']['values']}")
     return "\n".join([
-        front_matter(spec["name"], [t for t in TABLES if reader.manifest.shards_of(t)]),
+        front_matter(reader),
         f"# Phase Zoo: {spec['name']}",
         "", spec.get("description", "").strip(), "",
         f"A population of `{spec['architecture']['family']}` models trained on "
@@ -89,9 +160,17 @@ def card_text(root: Path) -> str:
         "models = datasets.load_dataset('PATH')            # one row per model and kept epoch",
         "cells = datasets.load_dataset('PATH', 'cells')    # one row per grid cell, with phase",
         "pairs = datasets.load_dataset('PATH', 'pairs')    # one row per seed pair of a cell",
+        "everything = datasets.load_dataset('PATH', split='train+validation+test')",
         "", "from loaders import ZooDataset, load_model",
-        "ds = ZooDataset('PATH', representation='flat', targets=['test_accuracy'])",
+        "# the same train split, by cell; split='all', epochs='all' for every row",
+        "ds = ZooDataset('PATH', split_by='cell', representation='flat',",
+        "                targets=['test_accuracy'])",
+        "print(ds)          # rows, models, layouts, split; ds.splits() counts every split",
         "```", "",
+        f"Splits: whole cells go to train, validation or test by a hash of the cell id "
+        f"(fractions {FRACTIONS}; every split holds at least one cell when there are three), "
+        "the same rows as `ZooDataset(split_by='cell')` ('val' is 'validation' here). Model "
+        "rows carry their cell's `phase` and landscape means.", "",
         "Weights are flat float32 vectors in state_dict order (BatchNorm buffers included); "
         "`layouts/<layout>.json` gives names, shapes and offsets. No pickles anywhere.", "",
         "## Resolved spec", "", "```json", json.dumps(spec, indent=1, sort_keys=True), "```", "",
@@ -102,7 +181,7 @@ def card_text(root: Path) -> str:
         "licences. Cite the zoo by its spec hash and these papers:", "",
         "Yang et al., Taxonomizing local versus global structure in neural network loss "
         "landscapes, NeurIPS 2021. Schürholt et al., A Model Zoo on Phase Transitions in "
-        "Neural Networks, 2025.", "",
+        "Neural Networks, 2025.", "", "```bibtex", CITATION, "```", "",
     ])
 
 

@@ -67,6 +67,11 @@ HESSIAN = tuple(
     _c("hessian_tol", F64, "relative tolerance of eigenvalue and trace estimators"),
 )
 
+CELL_JOINED = ("phase", "cka_mean", "cka_mixup_mean", "mc_train_error_mean",
+               "mc_test_error_mean", "mc_train_loss_mean", "mc_test_loss_mean",
+               "linear_barrier_train_loss_mean", "linear_barrier_test_error_mean")
+# cells columns repeated in every model row of the cell, so one table answers most questions
+
 MODEL_COLUMNS: tuple[Column, ...] = (
     _c("model_id", STR, "hash of everything that defines the model (cell identity + seed)"),
     *IDENTITY,
@@ -77,7 +82,8 @@ MODEL_COLUMNS: tuple[Column, ...] = (
     _c("finite", BOOL, "weights and losses are finite (false: training diverged)"),
     *HESSIAN,
     _c("heavy_tail_alpha", F64, "mean WeightWatcher power-law exponent over weight matrices"),
-    _c("heavy_tail_alphas", F64_LIST, "per weight matrix exponent, layout order (NaN: skipped)"),
+    _c("heavy_tail_alphas", F64_LIST, "per weight matrix exponent, layout order (NaN: skipped; "
+       "empty: not measured at this epoch)"),
     _c("trained_by", STR, "'single' (one model) or 'stacked' (a vmapped population)"),
     _c("num_params", I64, "number of stored values (parameters and buffers)"),
     _c("layout", STR, "key of layouts/<layout>.json: names, shapes, offsets of `weights`"),
@@ -86,6 +92,9 @@ MODEL_COLUMNS: tuple[Column, ...] = (
     _c("code_version", STR, "phase-zoo version"),
     _c("torch_version", STR, "torch version that trained the model"),
     _c("train_seconds", F64, "wall-clock seconds of training (same for all epochs of a model)"),
+    _c("phase", STR, "the cell's phase label (cells table), copied when the cell is committed"),
+    *(_c(name, F64, f"the cell's {name} (cells table), copied when the cell is committed")
+      for name in CELL_JOINED[1:]),
 )
 
 CELL_MEANS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "train_error",
@@ -156,7 +165,11 @@ def arrow_schema(table: str) -> pa.Schema:
 
 
 def to_arrow(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Build an Arrow table from row dicts; absent keys are null, unknown keys are an error."""
+    """Build an Arrow table from row dicts; absent keys are null, unknown keys are an error.
+
+    A missing list value is stored as an empty list, not null: datasets' numpy and torch
+    formats fail on a list column whose first row is null.
+    """
     columns = TABLES[table]
     names = {c.name for c in columns}
     for row in rows:
@@ -168,6 +181,8 @@ def to_arrow(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
         values = [row.get(column.name) for row in rows]
         if column.name == "weights":
             arrays.append(_float32_lists(values))
+        elif pa.types.is_list(column.type):
+            arrays.append(pa.array([[] if v is None else v for v in values], type=column.type))
         else:
             arrays.append(pa.array(values, type=column.type))
     return pa.Table.from_arrays(arrays, schema=arrow_schema(table))

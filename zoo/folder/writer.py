@@ -17,7 +17,7 @@ from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
 from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of,
                               write_atomically)
 from zoo.folder.record import ZooRecord, write_record
-from zoo.folder.schema import to_arrow
+from zoo.folder.schema import CELL_JOINED, to_arrow
 from zoo.layout import Layout
 from zoo.rows import CellResult
 
@@ -104,8 +104,11 @@ class ZooWriter:
                 layouts[key] = write_layout(self.root, layout)
         shards = [s for s in self.manifest.shards if s.cell_id != result.cell_id]
         stem = f"cell-{result.cell_id}"
+        joined = {n: result.cells[0].get(n) for n in CELL_JOINED} if result.cells else {}
         for table in ("models", "pairs", "cells"):
             rows = getattr(result, table)
+            if table == "models":
+                rows = [{**row, **joined} for row in rows]
             if not rows:  # an empty Parquet file breaks datasets.load_dataset
                 continue
             relative = f"{TABLE_FOLDERS[table]}/{stem}.parquet"

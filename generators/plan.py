@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from generators.executor import Task
+from generators.shrink import Shrink, find_shrink, refuse_shrink
 from zoo.datasets.base import DataBundle
 from zoo.errors import SpecError, ZooFolderError
 from zoo.folder import ZOO_JSON, Manifest, read_manifest
@@ -22,6 +24,7 @@ class Plan:
     done: frozenset[str]
     grows: bool = False
     stacked: dict[str, bool] = field(default_factory=dict)  # how held cells were trained
+    shrink: Shrink | None = None  # what --prune removes before training
 
     @property
     def missing(self) -> dict[str, tuple[ModelJob, ...]]:
@@ -42,6 +45,8 @@ class Plan:
         bytes_ = sum(params_by_width[jobs[0].cell.width] * len(jobs) for jobs in
                      self.cells.values()) * self.kept_epochs * 4 * formats
         grows = " (growing an existing zoo: new seeds or grid values)" if self.grows else ""
+        if self.shrink is not None:
+            grows = f" (pruning {self.shrink.what()}: {self.shrink.counts()} go)"
         return (f"zoo {spec.name}: {len(self.cells)} cells "
                 f"({len(spec.load.values)} {spec.load.name} × "
                 f"{len(spec.temperature.values)} {spec.temperature.name}) × "
@@ -60,6 +65,25 @@ def _without_growth(spec: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _previous(path: Path) -> dict[str, Any]:
+    """The zoo.json of an existing zoo, with the keys a plan reads checked."""
+    try:
+        body = json.loads(path.read_bytes())
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise ValueError("expected a mapping with a spec")
+        for key in ("spec_hash", "data_fingerprint"):
+            if not isinstance(body.get(key), str):
+                raise ValueError(f"{key} is missing or not a string")
+        spec = body["spec"]
+        if not isinstance(spec.get("seeds"), list) or not all(
+                isinstance(spec.get(axis), dict) and isinstance(spec[axis].get("values"), list)
+                for axis in ("load", "temperature")):
+            raise ValueError("spec.seeds or a grid axis' values are missing")
+    except (OSError, ValueError, RecursionError) as error:
+        raise ZooFolderError(f"{path}: not a zoo.json this version can read ({error})") from None
+    return body
+
+
 def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -> frozenset:
     """Cells whose cells row is committed with a models shard holding every seed's rows."""
     rows = {s.cell_id: s.rows for s in manifest.shards_of("models")}
@@ -67,12 +91,17 @@ def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -
                      if rows.get(cid) == len(cells[cid]) * kept)
 
 
-def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
+def make_plan(spec: ZooSpec, fingerprint: str, out: Path, *, prune: bool = False) -> Plan:
     """Group the spec's jobs by cell and find what `out` already holds.
 
     A folder holding a zoo of another spec is refused; one whose spec differs only in seeds or
-    grid values grows (cells that gain seeds are trained again, to the same weights).
+    grid values grows (cells that gain seeds are trained again, to the same weights). A spec
+    that leaves out seeds or grid values the zoo holds is refused unless `prune`; the plan
+    then carries the `Shrink` that `generators.shrink.prune` applies.
     """
+    if out.exists() and not out.is_dir():
+        raise ZooFolderError(f"{out}: is a file, not a folder; --out must name a zoo folder "
+                             f"(new, or one to complete)")
     cells: dict[str, list[ModelJob]] = {}
     for job in spec.jobs(fingerprint):
         cells.setdefault(job.cell_id, []).append(job)
@@ -81,7 +110,7 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
         return plan
     if not (out / ZOO_JSON).exists():
         raise ZooFolderError(f"{out}: exists, is not empty and is not a zoo folder")
-    previous = json.loads((out / ZOO_JSON).read_text())
+    previous = _previous(out / ZOO_JSON)
     if previous["spec_hash"] != spec.spec_hash():
         if _without_growth(previous["spec"]) != _without_growth(spec.to_dict()) or \
                 previous["data_fingerprint"] != fingerprint:
@@ -92,9 +121,17 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
     manifest = read_manifest(out)
     if manifest is None:
         return plan
-    done = _finished(manifest, cells, plan.kept_epochs)
-    return Plan(plan.spec, plan.cells, done, grows=previous["spec_hash"] != spec.spec_hash(),
-                stacked=_trained_by(out, manifest, set(cells) - done))
+    changed = previous["spec_hash"] != spec.spec_hash()
+    shrink = find_shrink(out, previous["spec"], spec, manifest, cells) if changed else None
+    if shrink is not None and not prune:
+        raise refuse_shrink(out, shrink)
+    held = manifest
+    if shrink is not None:
+        held = dataclasses.replace(manifest, shards=tuple(
+            s for s in manifest.shards if s.cell_id not in shrink.cell_ids))
+    done = _finished(held, cells, plan.kept_epochs)
+    return Plan(plan.spec, plan.cells, done, grows=changed,
+                stacked=_trained_by(out, manifest, set(cells) - done), shrink=shrink)
 
 
 def _trained_by(out: Path, manifest: Manifest, cell_ids: set[str]) -> dict[str, bool]:

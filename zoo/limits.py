@@ -39,7 +39,10 @@ DATA_ARG_LIMITS = {"collocation": 10_000_000, "initial": 10_000_000, "boundary":
 
 def short_repr(value: Any, length: int = 60) -> str:
     """repr(value), cut to `length` characters so that one error stays one short line."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python prints
+        text = f"<an integer of {value.bit_length()} bits>"
     return text if len(text) <= length else f"{text[:length - 3]}..."
 
 

@@ -39,7 +39,7 @@ def _number(value: Any, path: str, *, low: float, high: float | None = None,
     ok = is_int if integer else (is_int or isinstance(value, float))
     if not ok:
         raise _fail(path, value, kind)
-    if not math.isfinite(value):
+    if not is_int and not math.isfinite(value):
         raise _fail(path, value, "a finite number")
     if high is None:
         high = limits.MAX_INTEGER if integer else float("inf")
@@ -278,8 +278,9 @@ class _SpecLoader(yaml.SafeLoader):
 
 def read_yaml(text: str, where: str) -> Any:
     """Parse one YAML document with `_SpecLoader`; any failure is a SpecError naming `where`."""
-    loader = _SpecLoader(text, where)
+    loader = None
     try:
+        loader = _SpecLoader(text, where)
         return loader.get_single_data()
     except yaml.YAMLError as error:
         raise SpecError(f"{where}: not valid YAML ({limits.short_repr(str(error), 300)})") \
@@ -288,7 +289,8 @@ def read_yaml(text: str, where: str) -> Any:
         raise SpecError(f"{where}: a value cannot be read ({limits.short_repr(str(error), 200)})"
                         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_spec_file(path: Path) -> str:

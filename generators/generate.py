@@ -14,7 +14,7 @@ import torch
 import zoo
 from generators.card import write_card
 from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
-from generators.plan import Plan, make_plan, plan_tasks
+from generators.plan import Plan, check_out, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
 from generators.writer import FORMATS, ZooWriter
 from zoo import architectures, datasets, limits
@@ -82,6 +82,7 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
     stream = stream or sys.stderr
     formats = tuple(formats)
     counts = count_parameters(spec, datasets.describe(spec.data.name, spec.data.args))
+    check_out(out)
     if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
         plan = make_plan(spec, "(data not loaded)", Path("/nonexistent"))
         print(plan.describe(counts, len(formats)), file=stream)

@@ -65,6 +65,16 @@ def _without_growth(spec: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def check_out(out: Path) -> None:
+    """Refuse an output that is not a folder, or a zoo whose zoo.json cannot be read (cheap:
+    generation calls it before it makes any data)."""
+    if out.exists() and not out.is_dir():
+        raise ZooFolderError(f"{out}: is a file, not a folder; --out must name a zoo folder "
+                             f"(new, or one to complete)")
+    if (out / ZOO_JSON).exists():
+        _previous(out / ZOO_JSON)
+
+
 def _previous(path: Path) -> dict[str, Any]:
     """The zoo.json of an existing zoo, with the keys a plan reads checked."""
     try:
@@ -99,9 +109,7 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path, *, prune: bool = False
     that leaves out seeds or grid values the zoo holds is refused unless `prune`; the plan
     then carries the `Shrink` that `generators.shrink.prune` applies.
     """
-    if out.exists() and not out.is_dir():
-        raise ZooFolderError(f"{out}: is a file, not a folder; --out must name a zoo folder "
-                             f"(new, or one to complete)")
+    check_out(out)
     cells: dict[str, list[ModelJob]] = {}
     for job in spec.jobs(fingerprint):
         cells.setdefault(job.cell_id, []).append(job)

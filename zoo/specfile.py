@@ -77,7 +77,11 @@ def _axis(raw: Any, path: str, allowed: tuple[str, ...]) -> Axis:
     return Axis(name, checked)
 
 
-SECTION_LIMITS = {"training.epochs": limits.MAX_EPOCHS}  # integer fields below MAX_INTEGER
+SECTION_LIMITS = {  # integer fields held below MAX_INTEGER
+    "training.epochs": limits.MAX_EPOCHS,
+    "metrics.curve.points": limits.MAX_CURVE_POINTS,
+    "metrics.hessian.max_iter": limits.MAX_ITERATIONS,
+}
 
 
 def _section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:

@@ -20,7 +20,7 @@ from generators.cli import main
 from generators.plan import make_plan
 from generators.verify import verify
 from loaders.reader import ZooReader
-from tests.conftest import TINY_SPEC, write_spec
+from tests.conftest import write_spec
 from zoo.specfile import load_spec
 
 

@@ -181,8 +181,8 @@ def parse_spec(raw: Any) -> ZooSpec:
         if required not in raw:
             raise SpecError(f"{required}: missing; a zoo spec needs {required}")
     name = raw["name"]
-    plain = isinstance(name, str) and name.replace("-", "").replace("_", "").isascii() and \
-        name.replace("-", "").replace("_", "").isalnum() and len(name) <= limits.MAX_NAME
+    plain = isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum() and \
+        len(name) <= limits.MAX_NAME
     if not plain:
         raise _fail("name", name, f"a non-empty name of at most {limits.MAX_NAME} letters, "
                                   "digits, '-' and '_'")
@@ -280,18 +280,23 @@ class _SpecLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+def _one_line(error: Exception, length: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= length else f"{text[:length - 3]}..."
+
+
 def read_yaml(text: str, where: str) -> Any:
     """Parse one YAML document with `_SpecLoader`; any failure is a SpecError naming `where`."""
     loader = None
     try:
         loader = _SpecLoader(text, where)
         return loader.get_single_data()
+    except SpecError:
+        raise
     except yaml.YAMLError as error:
-        raise SpecError(f"{where}: not valid YAML ({limits.short_repr(str(error), 300)})") \
-            from None
+        raise SpecError(f"{where}: not valid YAML ({_one_line(error)})") from None
     except ValueError as error:  # e.g. an integer of more digits than Python converts
-        raise SpecError(f"{where}: a value cannot be read ({limits.short_repr(str(error), 200)})"
-                        ) from None
+        raise SpecError(f"{where}: a value cannot be read ({_one_line(error)})") from None
     finally:
         if loader is not None:
             loader.dispose()

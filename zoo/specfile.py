@@ -27,7 +27,7 @@ def _check_keys(section: Mapping[str, Any], path: str, allowed: tuple[str, ...])
         raise _fail(path, section, "a mapping")
     for key in section:
         if key not in allowed:
-            where = f"{path}.{key}" if path else limits.short_repr(key, 40).strip("'")
+            where = f"{path}.{key}" if path else limits.short_repr(key, 40).strip("'") or "''"
             raise SpecError(f"{where}: unknown field; allowed fields: {', '.join(allowed)}")
 
 
@@ -336,6 +336,7 @@ def load_spec(name_or_path: str | Path, *, data_root: str | None = None) -> ZooS
                             f"spec; built-in specs: {known}")
         text = entry.read_text()
     raw = read_yaml(text, str(name_or_path))
+    limits.check_document(raw, str(name_or_path))  # an alias bomb is refused naming the file
     if data_root is not None and isinstance(raw, dict) and isinstance(raw.get("data"), dict):
         raw["data"]["root"] = data_root
     spec = parse_spec(raw)

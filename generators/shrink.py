@@ -47,9 +47,15 @@ class Shrink:
         return " and ".join(parts) or "nothing"
 
     def counts(self) -> str:
-        return (f"{len(self.cell_ids)} cells, {self.models} models, {self.rows} model rows"
-                + (f" ({len(self.kept_cells)} cells train again with the seeds they keep)"
-                   if self.kept_cells else ""))
+        """How much goes: cells, models, model rows, and the cells that train again."""
+        again = len(self.kept_cells)
+        return (f"{_count(len(self.cell_ids), 'cell')}, {_count(self.models, 'model')}, "
+                f"{_count(self.rows, 'model row')}"
+                + (f" (the seeds they keep train again in {again} of them)" if again else ""))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _axis_values(resolved: dict[str, Any], spec: ZooSpec) -> dict[str, tuple[Any, ...]]:

@@ -59,7 +59,7 @@ def zoo_copy(tiny_zoo, tmp_path) -> Path:
 
 SHRINKS = [  # (spec changes, the line): every one would delete committed models
     ({"seeds": [0]}, r"drops seeds 1 from the zoo there, which would delete 4 cells, 4 models, "
-                     r"12 model rows \(4 cells train again with the seeds they keep\); rerun "
+                     r"12 model rows \(the seeds they keep train again in 4 of them\); rerun "
                      r"with --prune"),
     ({"seeds": 1}, r"drops seeds 1 from the zoo there, which would delete 4 cells, 4 models"),
     ({"seeds": [1, 2]}, r"drops seeds 0 from .*4 cells, 4 models, 12 model rows"),

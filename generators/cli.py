@@ -54,9 +54,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from generators.generate import generate
     from zoo.specfile import load_spec
 
-    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ZooError(f"--out: {args.out} is a file, not a folder; expected a zoo folder "
-                       f"(new, or one to complete)")
+    if args.out is not None:
+        _folder_option(args.out, "a zoo folder (new, or one to complete)")
     spec = load_spec(args.spec, data_root=args.data_root)
     out = Path(args.out or f"zoo-{spec.name}")
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -144,7 +143,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_import_ray_tune(args: argparse.Namespace) -> int:
     from generators.interop import import_ray_tune
 
-    out = Path(args.out)
+    out = _folder_option(args.out, "a new zoo folder")
     created, was_empty = _new_folders(out), out.is_dir() and not any(out.iterdir())
     try:
         report = import_ray_tune(Path(args.src), out, family=args.family, data=args.data,
@@ -159,6 +158,14 @@ def cmd_import_ray_tune(args: argparse.Namespace) -> int:
         print(f"zoo: {len(report.missing)} checkpoints of epochs the spec keeps are missing; "
               f"`zoo verify` will report the row count", file=sys.stderr)
     return 0
+
+
+def _folder_option(value: str, expected: str) -> Path:
+    """An --out folder; one that names an existing file is refused before any work."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ZooError(f"--out: {value} is a file, not a folder; expected {expected}")
+    return path
 
 
 def _new_folders(out: Path) -> list[Path]:
@@ -195,7 +202,7 @@ def _remove_created(out: Path, created: list[Path], was_empty: bool) -> None:
 def cmd_export_ray_tune(args: argparse.Namespace) -> int:
     from generators.interop import export_ray_tune
 
-    folders = export_ray_tune(Path(args.dir), Path(args.out))
+    folders = export_ray_tune(Path(args.dir), _folder_option(args.out, "a new folder for trials"))
     print(f"wrote {len(folders)} trial folders to {Path(args.out).resolve()}")
     return 0
 

@@ -68,10 +68,16 @@ def _axis_values(resolved: dict[str, Any], spec: ZooSpec) -> dict[str, tuple[Any
 
 
 def _seeds_of(out: Path, path: str) -> list[int]:
+    """The seed of every row of a committed models shard."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(confined(out, path), columns=["seed"])
-    return table.column("seed").to_pylist()
+    file = confined(out, path)
+    try:
+        return pq.read_table(file, columns=["seed"]).column("seed").to_pylist()
+    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
+        raise ZooFolderError(f"{file}: cannot read its seed column ({error}); run "
+                             f"`zoo verify` on the folder") from None
 
 
 def find_shrink(out: Path, previous: dict[str, Any], spec: ZooSpec, manifest: Manifest,

@@ -137,11 +137,24 @@ def test_growth_is_still_growth_and_not_a_shrink(tiny_zoo, tmp_path):
         assert len(plan.done) == (0 if "seeds" in changes else 4)
 
 
-@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
-def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys, dry_run):
+def test_a_truncated_shard_met_while_counting_a_shrink_is_named(zoo_copy, tmp_path, capsys):
+    shard = sorted((zoo_copy / "data" / "models").glob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    before = _files(zoo_copy)
+    argv = ["generate", str(write_spec(tmp_path, seeds=[0])), "--out", str(zoo_copy)]
+    _one_line_error(capsys, argv, rf"^zoo: error: {shard}: cannot read its seed column")
+    assert _files(zoo_copy) == before
+
+
+@pytest.mark.parametrize("command", ["generate", "generate-dry-run", "import-ray-tune",
+                                     "export-ray-tune"])
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys, command):
     out = tmp_path / "zoo.txt"
     out.write_text("not a folder")
-    argv = ["generate", str(write_spec(tmp_path)), "--out", str(out)] + ["--dry-run"] * dry_run
+    source = {"generate": str(write_spec(tmp_path)), "import-ray-tune": str(tmp_path),
+              "export-ray-tune": str(tmp_path)}
+    argv = [command.replace("-dry-run", ""), source[command.replace("-dry-run", "")],
+            "--out", str(out)] + ["--dry-run"] * command.endswith("dry-run")
     _one_line_error(capsys, argv, rf"^zoo: error: --out: {out} is a file, not a folder")
     assert out.read_text() == "not a folder"
 

@@ -54,6 +54,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from generators.generate import generate
     from zoo.specfile import load_spec
 
+    if args.out is not None:
+        _folder_option(args.out, "a zoo folder (new, or one to complete)")
     spec = load_spec(args.spec, data_root=args.data_root)
     out = Path(args.out or f"zoo-{spec.name}")
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
@@ -61,7 +63,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ZooError(f"--formats: {args.formats!r} must include parquet (the tables)")
     result = generate(spec, out, address=args.address, workers=args.workers, formats=formats,
                       gpus_per_task=args.gpus_per_task, dry_run=args.dry_run,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, prune=args.prune)
     if args.dry_run:
         return 0
     if result.committed or result.plan.done:
@@ -141,8 +143,14 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_import_ray_tune(args: argparse.Namespace) -> int:
     from analysis.interop import import_ray_tune
 
-    report = import_ray_tune(Path(args.src), Path(args.out), family=args.family, data=args.data,
-                             data_root=args.data_root, name=args.name)
+    out = _folder_option(args.out, "a new zoo folder")
+    created, was_empty = _new_folders(out), out.is_dir() and not any(out.iterdir())
+    try:
+        report = import_ray_tune(Path(args.src), out, family=args.family, data=args.data,
+                                 data_root=args.data_root, name=args.name)
+    except BaseException:
+        _remove_created(out, created, was_empty)
+        raise
     print(f"imported {report.trials} trials into {report.cells} cells of {report.root.resolve()}")
     for path in report.missing[:10]:
         print(f"missing checkpoint: {path}", file=sys.stderr)
@@ -152,10 +160,49 @@ def cmd_import_ray_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder_option(value: str, expected: str) -> Path:
+    """An --out folder; one that names an existing file is refused before any work."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ZooError(f"--out: {value} is a file, not a folder; expected {expected}")
+    return path
+
+
+def _new_folders(out: Path) -> list[Path]:
+    """`out` and those of its parents that do not exist yet (a refused import removes them)."""
+    missing = []
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_created(out: Path, created: list[Path], was_empty: bool) -> None:
+    """Remove what a failed command wrote: `out` if it was new (then its new parents), or
+    everything in it if it was an empty folder before."""
+    import shutil
+
+    if was_empty:
+        for child in list(out.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)  # cleanup must not hide the error
+            else:
+                child.unlink(missing_ok=True)
+    if not created:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    for folder in created[1:]:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def cmd_export_ray_tune(args: argparse.Namespace) -> int:
     from analysis.interop import export_ray_tune
 
-    folders = export_ray_tune(Path(args.dir), Path(args.out))
+    folders = export_ray_tune(Path(args.dir), _folder_option(args.out, "a new folder for trials"))
     print(f"wrote {len(folders)} trial folders to {Path(args.out).resolve()}")
     return 0
 
@@ -251,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated shard formats: parquet (always) and hdf5")
     gen.add_argument("--dry-run", action="store_true",
                      help="print the plan (cells, models, rows, bytes) and stop")
+    gen.add_argument("--prune", action="store_true",
+                     help="let a spec with fewer seeds or grid values than the zoo in --out "
+                          "delete the models it leaves out (refused without this flag)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(run=cmd_generate)
 

@@ -46,7 +46,11 @@ class TaskOutcome:
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start a local Ray runtime (or join `address`) unless this process already has one."""
+    """Start a local Ray runtime (or join `address`) unless this process already has one.
+
+    A local runtime's GCS and raylet die with a killed driver; Ray's dashboard and runtime-env
+    agents exit on their own ~60 s later (a timeout hard-coded in Ray; no option shortens it).
+    """
     import ray
 
     if ray.is_initialized():

@@ -11,10 +11,12 @@ from typing import Iterable, TextIO
 import torch
 
 from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
-from generators.plan import Plan, make_plan, plan_tasks
-from zoo import architectures, datasets
+from generators.plan import Plan, check_out, make_plan, plan_tasks
+from generators.shrink import prune as prune_cells
+from zoo import architectures, datasets, limits
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.folder.card import write_card
+from zoo.folder.manifest import read_manifest
 from zoo.folder.names import write_atomically
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
@@ -36,13 +38,21 @@ class Generation:
 
 
 def count_parameters(spec: ZooSpec, info: DataInfo) -> dict[int, int]:
-    """Stored values per checkpoint for each width, built on the meta device (no memory)."""
+    """Stored values per checkpoint for each width, built on the meta device (no memory).
+
+    Raises:
+        SpecError: a width whose checkpoint exceeds `limits.MAX_PARAMETERS` values.
+    """
     counts = {}
     for width in sorted({cell.width for cell in spec.cells()}):
         with torch.device("meta"):
             model = architectures.build(spec.architecture.family, width=width,
                                         info=info, args=spec.architecture.args)
         counts[width] = sum(t.numel() for t in model.state_dict().values())
+    fields = {spec.architecture.width: "architecture.width"}
+    if spec.load_axis.name in ("width", "model_dim"):
+        fields = {int(v): f"grid.load.values[{i}]" for i, v in enumerate(spec.load_axis.values)}
+    limits.check_parameters(counts, fields)
     return counts
 
 
@@ -54,26 +64,31 @@ def load_data(spec: ZooSpec) -> DataBundle:
 def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
              workers: int | None = None, formats: Iterable[str] = FORMATS,
              gpus_per_task: float = 0.0, dry_run: bool = False, progress: bool = True,
-             stream: TextIO | None = None) -> Generation:
+             stream: TextIO | None = None, prune: bool = False) -> Generation:
     """Generate (or complete, or grow) the zoo of `spec` in `out`; only missing cells train.
 
     A cell whose training raises is recorded in failures/<cell_id>.json and the run goes on;
-    the caller decides the exit code from `Generation.failures`.
+    the caller decides the exit code from `Generation.failures`. A spec with fewer seeds or
+    grid values than the zoo in `out` is refused unless `prune`, which removes what it drops.
     """
     stream = stream or sys.stderr
     formats = tuple(formats)
+    counts = count_parameters(spec, datasets.describe(spec.data.name, spec.data.args))
+    check_out(out)
     if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
         plan = make_plan(spec, "(data not loaded)", Path("/nonexistent"))
-        info = datasets.describe(spec.data.name, spec.data.args)
-        print(plan.describe(count_parameters(spec, info), len(formats)), file=stream)
+        print(plan.describe(counts, len(formats)), file=stream)
         return Generation(plan)
     bundle = load_data(spec)
     fingerprint = bundle.fingerprint()
-    plan = make_plan(spec, fingerprint, out)
-    print(plan.describe(count_parameters(spec, bundle.info), len(formats)), file=stream)
+    plan = make_plan(spec, fingerprint, out, prune=prune)
+    print(plan.describe(counts, len(formats)), file=stream)
     generation = Generation(plan)
     if dry_run:
         return generation
+    if plan.shrink is not None:
+        prune_cells(out, read_manifest(out), plan.shrink, spec.spec_hash())
+        print(f"pruned {plan.shrink.what()} from {out}: {plan.shrink.counts()}", file=stream)
     writer = ZooWriter(out, spec.spec_hash(), formats)
     writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
                            bundle.info))
@@ -106,6 +121,6 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
 
             run_tasks(spec, tasks, bundle, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=out.resolve() / STATE)
-    if generation.committed or not (out / "README.md").exists():
+    if generation.committed or plan.shrink is not None or not (out / "README.md").exists():
         write_card(out)
     return generation

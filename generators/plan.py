@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from generators.executor import Task
+from generators.shrink import Shrink, find_shrink, refuse_shrink
 from zoo.datasets.base import DataBundle
 from zoo.errors import SpecError, ZooFolderError
 from zoo.folder.manifest import Manifest, read_manifest
@@ -23,6 +25,7 @@ class Plan:
     done: frozenset[str]
     grows: bool = False
     stacked: dict[str, bool] = field(default_factory=dict)  # how held cells were trained
+    shrink: Shrink | None = None  # what --prune removes before training
 
     @property
     def missing(self) -> dict[str, tuple[ModelJob, ...]]:
@@ -44,6 +47,8 @@ class Plan:
         bytes_ = sum(params_by_width[jobs[0].cell.width] * len(jobs) for jobs in
                      self.cells.values()) * self.kept_epochs * 4 * formats
         grows = " (growing an existing zoo: new seeds or grid values)" if self.grows else ""
+        if self.shrink is not None:
+            grows = f" (pruning {self.shrink.what()}: {self.shrink.counts()} go)"
         return (f"zoo {spec.name}: {len(self.cells)} cells "
                 f"({len(spec.load_axis.values)} {spec.load_axis.name} × "
                 f"{len(spec.temperature_axis.values)} {spec.temperature_axis.name}) × "
@@ -62,6 +67,15 @@ def _without_growth(spec: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def check_out(out: Path) -> None:
+    """Refuse an output that is not a folder, or a zoo whose zoo.json cannot be read (cheap:
+    generation calls it before it makes any data)."""
+    if out.exists() and not out.is_dir():
+        raise ZooFolderError(f"{out}: is a file, not a folder; --out must name a zoo folder "
+                             f"(new, or one to complete)")
+    read_record(out)
+
+
 def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -> frozenset:
     """Cells whose cells row is committed with a models shard holding every seed's rows."""
     rows = {s.cell_id: s.rows for s in manifest.shards_of("models")}
@@ -69,12 +83,15 @@ def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -
                      if rows.get(cid) == len(cells[cid]) * kept)
 
 
-def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
+def make_plan(spec: ZooSpec, fingerprint: str, out: Path, *, prune: bool = False) -> Plan:
     """Group the spec's jobs by cell and find what `out` already holds.
 
     A folder holding a zoo of another spec is refused; one whose spec differs only in seeds or
-    grid values grows (cells that gain seeds are trained again, to the same weights).
+    grid values grows (cells that gain seeds are trained again, to the same weights). A spec
+    that leaves out seeds or grid values the zoo holds is refused unless `prune`; the plan
+    then carries the `Shrink` that `generators.shrink.prune` applies.
     """
+    check_out(out)
     cells: dict[str, list[ModelJob]] = {}
     for job in spec.jobs(fingerprint):
         cells.setdefault(job.cell_id, []).append(job)
@@ -94,10 +111,17 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path) -> Plan:
     manifest = read_manifest(out)
     if manifest is None:
         return plan
-    done = _finished(manifest, cells, plan.kept_epochs)
-    held = {cid: way for cid, way in manifest.stacked.items() if cid in cells and cid not in done}
-    return Plan(plan.spec, plan.cells, done, grows=previous.spec_hash != spec.spec_hash(),
-                stacked=held)
+    changed = previous.spec_hash != spec.spec_hash()
+    shrink = find_shrink(out, previous.spec, spec, manifest, cells) if changed else None
+    if shrink is not None and not prune:
+        raise refuse_shrink(out, shrink)
+    held = manifest
+    if shrink is not None:
+        held = dataclasses.replace(manifest, shards=tuple(
+            s for s in manifest.shards if s.cell_id not in shrink.cell_ids))
+    done = _finished(held, cells, plan.kept_epochs)
+    stacked = {cid: way for cid, way in held.stacked.items() if cid in cells and cid not in done}
+    return Plan(plan.spec, plan.cells, done, grows=changed, stacked=stacked, shrink=shrink)
 
 
 def _size(count: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields
 from importlib import resources
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from zoo import limits
 from zoo.errors import SpecError
 from zoo.spec import (AUGMENTATIONS, LOAD_AXES, OPTIMIZERS, SCHEDULES, STACKING,
                       TEMPERATURE_AXES, ArchitectureSpec, Axis, CurveSpec, DataSpec, HessianSpec,
@@ -17,7 +19,7 @@ from zoo.spec import (AUGMENTATIONS, LOAD_AXES, OPTIMIZERS, SCHEDULES, STACKING,
 
 
 def _fail(path: str, value: Any, allowed: str) -> SpecError:
-    return SpecError(f"{path}: {value!r} is not allowed; expected {allowed}")
+    return limits.refuse(path, value, allowed)
 
 
 def _check_keys(section: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
@@ -25,17 +27,22 @@ def _check_keys(section: Mapping[str, Any], path: str, allowed: tuple[str, ...])
         raise _fail(path, section, "a mapping")
     for key in section:
         if key not in allowed:
-            where = f"{path}.{key}" if path else key
+            where = f"{path}.{key}" if path else limits.short_repr(key, 40).strip("'") or "''"
             raise SpecError(f"{where}: unknown field; allowed fields: {', '.join(allowed)}")
 
 
-def _number(value: Any, path: str, *, low: float, high: float = float("inf"),
+def _number(value: Any, path: str, *, low: float, high: float | None = None,
             integer: bool = False, low_open: bool = False) -> Any:
+    """A finite number (an integer when `integer`, then at most MAX_INTEGER unless `high`)."""
     kind = "an integer" if integer else "a number"
     is_int = isinstance(value, int) and not isinstance(value, bool)
     ok = is_int if integer else (is_int or isinstance(value, float))
-    if not ok or value != value:
+    if not ok:
         raise _fail(path, value, kind)
+    if not is_int and not math.isfinite(value):
+        raise _fail(path, value, "a finite number")
+    if high is None:
+        high = limits.MAX_INTEGER if integer else float("inf")
     below = value <= low if low_open else value < low
     if below or value > high:
         bound = f"> {low}" if low_open else f">= {low}"
@@ -56,8 +63,11 @@ def _axis(raw: Any, path: str, allowed: tuple[str, ...]) -> Axis:
     values = raw.get("values")
     if not isinstance(values, list) or not values:
         raise _fail(f"{path}.values", values, "a non-empty list")
+    if len(values) > limits.MAX_AXIS_VALUES:
+        raise _fail(f"{path}.values", values, f"at most {limits.MAX_AXIS_VALUES} values")
     integer = name in ("width", "model_dim", "batch_size")
-    high = 1.0 if name == "data_fraction" else float("inf")
+    high = {"data_fraction": 1.0, "width": limits.MAX_WIDTH,
+            "model_dim": limits.MAX_WIDTH}.get(name)
     low_open = name in ("data_fraction", "learning_rate")
     low = 1 if integer else 0.0
     checked = tuple(_number(v, f"{path}.values[{i}]", low=low, high=high, integer=integer,
@@ -65,6 +75,13 @@ def _axis(raw: Any, path: str, allowed: tuple[str, ...]) -> Axis:
     if len(set(checked)) != len(checked):
         raise _fail(f"{path}.values", values, "distinct values")
     return Axis(name, checked)
+
+
+SECTION_LIMITS = {  # integer fields held below MAX_INTEGER
+    "training.epochs": limits.MAX_EPOCHS,
+    "metrics.curve.points": limits.MAX_CURVE_POINTS,
+    "metrics.hessian.max_iter": limits.MAX_ITERATIONS,
+}
 
 
 def _section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:
@@ -82,7 +99,7 @@ def _section(raw: Mapping[str, Any], key: str, cls: type, path: str) -> Any:
             if not isinstance(value, bool):
                 raise _fail(where, value, "true or false")
         elif isinstance(default, int):
-            value = _number(value, where, low=1, integer=True)
+            value = _number(value, where, low=1, integer=True, high=SECTION_LIMITS.get(where))
         elif isinstance(default, float):
             value = _number(value, where, low=0.0)
         values[f.name] = value
@@ -105,7 +122,8 @@ def _checkpoints(raw: Any, epochs: int) -> tuple[int, ...]:
     _check_keys(raw, "checkpoints", ("every", "epochs"))
     kept = {0, epochs}
     if "every" in raw:
-        every = _number(raw["every"], "checkpoints.every", low=1, integer=True)
+        every = _number(raw["every"], "checkpoints.every", low=1, integer=True,
+                        high=limits.MAX_EPOCHS)
         kept.update(range(0, epochs + 1, every))
     if "epochs" in raw:
         kept.update(_epoch_list(raw["epochs"], "checkpoints.epochs", epochs))
@@ -114,11 +132,14 @@ def _checkpoints(raw: Any, epochs: int) -> tuple[int, ...]:
 
 def _seeds(raw: Any) -> tuple[int, ...]:
     if isinstance(raw, int) and not isinstance(raw, bool):
-        count = _number(raw, "seeds", low=1, integer=True)
+        count = _number(raw, "seeds", low=1, integer=True, high=limits.MAX_SEEDS)
         return tuple(range(count))
     if not isinstance(raw, list) or not raw:
         raise _fail("seeds", raw, "a count >= 1 or a non-empty list of integers")
-    seeds = tuple(_number(s, f"seeds[{i}]", low=0, integer=True) for i, s in enumerate(raw))
+    if len(raw) > limits.MAX_SEEDS:
+        raise _fail("seeds", raw, f"at most {limits.MAX_SEEDS} seeds")
+    seeds = tuple(_number(s, f"seeds[{i}]", low=0, integer=True, high=limits.MAX_SEED_VALUE)
+                  for i, s in enumerate(raw))
     if len(set(seeds)) != len(seeds):
         raise _fail("seeds", raw, "distinct seeds")
     return seeds
@@ -147,34 +168,48 @@ TOP_LEVEL = ("name", "description", "architecture", "data", "training", "grid", 
 
 
 def parse_spec(raw: Any) -> ZooSpec:
-    """Validate a raw mapping (parsed YAML) into a ZooSpec; SpecError names the bad field."""
+    """Validate a raw mapping (parsed YAML) into a ZooSpec; SpecError names the bad field.
+
+    Sizes are held to the limits in `zoo.limits` before anything is expanded or allocated.
+    """
+    if raw is None:
+        raise SpecError("spec: the document is empty; expected a mapping of fields "
+                        f"({', '.join(TOP_LEVEL)})")
+    limits.check_document(raw)
     _check_keys(raw, "", TOP_LEVEL)
     for required in ("name", "architecture", "data", "grid"):
         if required not in raw:
             raise SpecError(f"{required}: missing; a zoo spec needs {required}")
     name = raw["name"]
-    plain = isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum()
+    plain = isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum() and \
+        len(name) <= limits.MAX_NAME
     if not plain:
-        raise _fail("name", name, "a non-empty name of letters, digits, '-' and '_'")
+        raise _fail("name", name, f"a non-empty name of at most {limits.MAX_NAME} letters, "
+                                  "digits, '-' and '_'")
 
     arch_raw = raw["architecture"]
     _check_keys(arch_raw, "architecture", ("family", "width", "args"))
+    arch_args = arch_raw.get("args") or {}
+    limits.check_arguments(arch_args, "architecture.args", limits.ARCHITECTURE_ARG_LIMITS)
     architecture = ArchitectureSpec(
         family=str(arch_raw.get("family")),
-        width=_number(arch_raw.get("width", 32), "architecture.width", low=1, integer=True),
-        args=dict(arch_raw.get("args") or {}),
+        width=_number(arch_raw.get("width", 32), "architecture.width", low=1, integer=True,
+                      high=limits.MAX_WIDTH),
+        args=dict(arch_args),
     )
     data_raw = raw["data"]
     _check_keys(data_raw, "data", ("name", "root", "fraction", "beta", "args"))
     root = data_raw.get("root")
-    if root is not None and not isinstance(root, str):
+    if root is not None and (not isinstance(root, str) or len(root) > limits.MAX_TEXT):
         raise _fail("data.root", root, "a folder path")
+    data_args = data_raw.get("args") or {}
+    limits.check_arguments(data_args, "data.args", limits.DATA_ARG_LIMITS)
     data = DataSpec(
         name=str(data_raw.get("name")), root=root,
         fraction=_number(data_raw.get("fraction", 1.0), "data.fraction", low=0.0, high=1.0,
                          low_open=True),
         beta=_number(data_raw.get("beta", 1.0), "data.beta", low=0.0),
-        args=dict(data_raw.get("args") or {}),
+        args=dict(data_args),
     )
     training = _section(raw, "training", TrainingSpec, "training")
     _choice(training.optimizer, "training.optimizer", OPTIMIZERS)
@@ -197,13 +232,18 @@ def parse_spec(raw: Any) -> ZooSpec:
     phases = {k: _number(v, f"phases.{k}", low=0.0) for k, v in phases.items()}
 
     description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise _fail("description", description, "a string")
+    if not isinstance(description, str) or len(description) > limits.MAX_TEXT:
+        raise _fail("description", description, f"a string of at most {limits.MAX_TEXT} "
+                                                "characters")
+    seeds = _seeds(raw.get("seeds", [0, 1]))
+    checkpoint_epochs = _checkpoints(raw.get("checkpoints"), training.epochs)
+    metrics = _metrics(raw.get("metrics"), training.epochs)
+    limits.check_totals(len(load.values) * len(temperature.values), len(seeds),
+                        len(set(checkpoint_epochs) | set(metrics.epochs)))
     return ZooSpec(
         name=name, architecture=architecture, data=data, training=training,
-        load_axis=load, temperature_axis=temperature, seeds=_seeds(raw.get("seeds", [0, 1])),
-        checkpoint_epochs=_checkpoints(raw.get("checkpoints"), training.epochs),
-        metrics=_metrics(raw.get("metrics"), training.epochs), phases=phases,
+        load_axis=load, temperature_axis=temperature, seeds=seeds,
+        checkpoint_epochs=checkpoint_epochs, metrics=metrics, phases=phases,
         description=description,
     )
 
@@ -218,6 +258,67 @@ def builtin_specs() -> dict[str, str]:
     return out
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses documents nested deeper than MAX_NESTING while composing
+    (before Python's recursion limit is reached); alias expansion is bounded later, in
+    `limits.check_document`, since an alias only shares a node that is already built."""
+
+    def __init__(self, stream: str, where: str) -> None:
+        super().__init__(stream)
+        self.where, self.depth = where, 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > limits.MAX_NESTING:
+                line = self.peek_event().start_mark.line + 1
+                raise SpecError(f"{self.where}: line {line}: nested more than "
+                                f"{limits.MAX_NESTING} levels deep; expected at most "
+                                f"{limits.MAX_NESTING}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _one_line(error: Exception, length: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= length else f"{text[:length - 3]}..."
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """Parse one YAML document with `_SpecLoader`; any failure is a SpecError naming `where`."""
+    loader = None
+    try:
+        loader = _SpecLoader(text, where)
+        return loader.get_single_data()
+    except SpecError:
+        raise
+    except yaml.YAMLError as error:
+        raise SpecError(f"{where}: not valid YAML ({_one_line(error)})") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise SpecError(f"{where}: a value cannot be read ({_one_line(error)})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def read_spec_file(path: Path) -> str:
+    """A spec file's text: at most MAX_SPEC_BYTES of UTF-8, checked before it is parsed."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limits.MAX_SPEC_BYTES + 1)
+    except OSError as error:
+        raise SpecError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if len(data) > limits.MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: larger than {limits.MAX_SPEC_BYTES} bytes; expected a "
+                        f"spec file of at most {limits.MAX_SPEC_BYTES} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: byte {error.start} ({data[error.start]:#04x}) is not UTF-8; "
+                        f"expected a UTF-8 YAML text file") from None
+
+
 def load_spec(name_or_path: str | Path, *, data_root: str | None = None) -> ZooSpec:
     """Read a spec from a YAML file path, or a built-in spec by name (`zoo specs` lists them).
 
@@ -225,18 +326,17 @@ def load_spec(name_or_path: str | Path, *, data_root: str | None = None) -> ZooS
     """
     path = Path(name_or_path)
     if path.is_file():
-        text = path.read_text()
+        text = read_spec_file(path)
     else:
         entry = resources.files("zoo.specs") / f"{name_or_path}.yaml"
-        if not entry.is_file():
+        plain = str(name_or_path).replace("-", "").replace("_", "").isalnum()
+        if not plain or not entry.is_file():
             known = ", ".join(builtin_specs())
             raise SpecError(f"spec: {str(name_or_path)!r} is neither a file nor a built-in "
                             f"spec; built-in specs: {known}")
         text = entry.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SpecError(f"spec: {name_or_path}: not valid YAML ({error})") from None
+    raw = read_yaml(text, str(name_or_path))
+    limits.check_document(raw, str(name_or_path))  # an alias bomb is refused naming the file
     if data_root is not None and isinstance(raw, dict) and isinstance(raw.get("data"), dict):
         raw["data"]["root"] = data_root
     spec = parse_spec(raw)

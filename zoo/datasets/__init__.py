@@ -111,13 +111,18 @@ FOLDER_INFO = {
 }
 
 
+BUILTIN_INFO = {"mnist1d": builtin.MNIST1D_INFO, "digits": builtin.DIGITS_INFO,
+                "convection": convection.INFO}
+
+
 def describe(name: str, args: Mapping[str, Any] | None = None) -> DataInfo:
-    """The DataInfo of a data set without reading a folder (for plans and dry runs)."""
+    """The DataInfo of a data set without reading a folder or making data (plans, dry runs)."""
     if name in FOLDER_INFO:
         return FOLDER_INFO[name]
-    if name == "text-folder":
-        resolved = resolve(name, args, _REGISTRY[name].params)
-        return DataInfo("language_model", (int(resolved["context"]),), 256)
+    if name in BUILTIN_INFO:
+        return BUILTIN_INFO[name]
+    if name in ("text-folder", "stdlib-text"):
+        return text.info(resolve(name, args, _REGISTRY[name].params))
     return load(name, args=args).info
 
 

@@ -53,6 +53,9 @@ class ZooRecord:
         """Parse zoo.json; `source` names the file in errors."""
         try:
             body = json.loads(text)
+            if not isinstance(body, dict):
+                raise ValueError("expected a mapping with a spec")
+            _check_spec(body)
             if body.get("format_version") != FORMAT_VERSION:
                 raise ZooFolderError(f"{source}: format version {body.get('format_version')!r}"
                                      f" is not supported (expected {FORMAT_VERSION})")
@@ -61,8 +64,20 @@ class ZooRecord:
                             int(raw["num_outputs"]))
             return cls(body["spec"], body["spec_hash"], body["data_fingerprint"],
                        body["versions"], info, body.get("imported_from"))
-        except (ValueError, KeyError, TypeError) as error:
-            raise ZooFolderError(f"{source}: malformed zoo.json ({error!r})") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") from None
+
+
+def _check_spec(body: dict[str, Any]) -> None:
+    """The keys a plan and a reader rely on, with their types (raises ValueError)."""
+    for key in ("spec_hash", "data_fingerprint"):
+        if not isinstance(body.get(key), str):
+            raise ValueError(f"{key} is missing or not a string")
+    spec = body.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("seeds"), list) or not all(
+            isinstance(spec.get(axis), dict) and isinstance(spec[axis].get("values"), list)
+            for axis in ("load_axis", "temperature_axis")):
+        raise ValueError("spec, its seeds or a grid axis' values are missing")
 
 
 def versions() -> dict[str, str]:
@@ -87,4 +102,8 @@ def read_record(root: Path) -> ZooRecord | None:
     path = Path(root) / ZOO_JSON
     if not path.exists():
         return None
-    return ZooRecord.from_json(path.read_text(), str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ZooFolderError(f"{path}: cannot be read ({error})") from None
+    return ZooRecord.from_json(text, str(path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import Any, Sequence
@@ -14,7 +13,7 @@ import zoo
 from zoo.datasets.base import DataBundle
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
-from zoo.phases import default_thresholds, label
+from zoo.phases import phase_columns
 from zoo.schema import CELL_MEANS
 from zoo.spec import Cell, ModelJob, ZooSpec
 from zoo.tasks import Objective
@@ -79,7 +78,8 @@ def summarise(values: Sequence[float | None]) -> tuple[float | None, float | Non
 
 
 def cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any]],
-             pairs: list[dict[str, Any]], epoch: int, task: str) -> dict[str, Any]:
+             pairs: list[dict[str, Any]], epoch: int, task: str,
+             num_classes: int | None = None) -> dict[str, Any]:
     """Aggregate a cell's models and pairs at `epoch` into its cells-table row, with its phase."""
     at_epoch = [r for r in models if r["epoch"] == epoch]
     row = {**identity_columns(spec, jobs[0].cell, jobs[0].cell_id), "metric_epoch": epoch,
@@ -89,15 +89,8 @@ def cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any
         source = pairs if any(name in p for p in pairs) else at_epoch
         mean, std = summarise([r.get(name) for r in source])
         row[f"{name}_mean"], row[f"{name}_std"] = mean, std
-    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
-    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
-    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
-    if pairs and loss is not None:
-        mc, cka = row["mc_train_error_mean"], row["cka_mean"]
-        row["phase"] = label(loss, np.nan if mc is None else mc, np.nan if cka is None else cka,
-                             thresholds)
-    elif row["finite_fraction"] == 0.0:
-        row["phase"] = "I"  # every seed diverged: the hottest corner of the grid
+    row["num_pairs_converged"] = sum(p.get("mc_converged") is True for p in pairs)
+    row.update(phase_columns(row, task, num_classes, spec.phases))
     return row
 
 
@@ -156,7 +149,8 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
             result.pairs.append(_pair_row(spec, a, b, epoch, models, data))
     epoch = max(spec.metrics.epochs)  # the cell's phase is taken at the last metric epoch
     at_epoch = [p for p in result.pairs if p["epoch"] == epoch]
-    result.cells.append(cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task))
+    result.cells.append(cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task,
+                                 bundle.info.num_outputs))
     return result
 
 

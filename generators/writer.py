@@ -130,3 +130,38 @@ class ZooWriter:
         shards.sort(key=lambda s: (s.table, s.format, s.path))
         self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts)
         write_manifest(self.root, self.manifest)
+
+    def replace_rows(self, table: str, rows: Iterable[dict[str, Any]], tag: str) -> list[Path]:
+        """Replace committed cells' Parquet shards of `table` by new ones, never in place.
+
+        Rows are grouped by cell_id; each group goes to a new shard whose name ends in `tag`
+        (an existing file of that name is an error). The manifest then lists the new shards
+        instead of those cells' old ones, whose files are deleted last (a glob such as the
+        card's `data_files` must not see both). Returns the new shard paths.
+        """
+        by_cell: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_cell.setdefault(row["cell_id"], []).append(row)
+        unknown = sorted(set(by_cell) - self.manifest.cell_ids())
+        if unknown:
+            raise ZooFolderError(f"{self.root}: cells {unknown[:3]} are not committed; "
+                                 f"only committed cells can be replaced")
+        with self._disk_errors(f"replacing {table} shards"):
+            new = []
+            for cell_id, group in sorted(by_cell.items()):
+                relative = f"{TABLE_FOLDERS[table]}/cell-{cell_id}-{tag}.parquet"
+                if (self.root / relative).exists():
+                    raise ZooFolderError(f"{self.root / relative}: exists; shards are never "
+                                         f"replaced in place")
+                self._write(relative, lambda p, r=group: write_parquet(to_arrow(table, r), p))
+                new.append(self._shard(table, "parquet", relative, len(group), cell_id))
+            replaced = [s for s in self.manifest.shards if s.table == table
+                        and s.format == "parquet" and s.cell_id in by_cell]
+            shards = [s for s in self.manifest.shards if s not in replaced] + new
+            shards.sort(key=lambda s: (s.table, s.format, s.path))
+            self.manifest = Manifest(self.manifest.spec_hash, tuple(shards),
+                                     dict(self.manifest.layouts))
+            write_manifest(self.root, self.manifest)
+            for shard in replaced:
+                (self.root / shard.path).unlink(missing_ok=True)
+        return [self.root / s.path for s in new]

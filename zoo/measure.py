@@ -75,7 +75,8 @@ def model_metrics(model: nn.Module, objective: Objective, spec: MetricsSpec,
                                              tol=settings.tol, generator=generator)
             row[f"hessian_trace_{split}"], row[f"hessian_trace_stderr_{split}"] = estimate, stderr
     if spec.spectra:
-        alphas = spectra.layer_alphas(model)
+        alphas = spectra.layer_alphas(model, min_eigenvalues=spec.spectra_min_eigenvalues)
+        row["heavy_tail_min_eigenvalues"] = spec.spectra_min_eigenvalues
         names = [n for n, p in model.named_parameters() if p.dim() >= 2]
         row["heavy_tail_alphas"] = [alphas.get(n, math.nan) for n in names]
         row["heavy_tail_alpha"] = float(np.mean(list(alphas.values()))) if alphas else None

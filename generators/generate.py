@@ -85,7 +85,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         return generation
     writer = ZooWriter(out, spec.spec_hash(), formats)
     writer.start({"spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
-                  "data_fingerprint": fingerprint, "versions": versions()})
+                  "data_fingerprint": fingerprint, "versions": versions(),
+                  "data_normalization": bundle.normalization and bundle.normalization.to_dict()})
     if plan.missing:
         from tqdm import tqdm
 

@@ -98,6 +98,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     schedule = make_schedule(recipe, optimizer, cell, steps_per_epoch * recipe.epochs)
     generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
     kept = set(spec.checkpoint_epochs) | set(spec.metrics.epochs)
+    fill = data.normalization.raw_zero() if data.normalization else None  # pad like raw 0
     checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
     diverged = False
     for epoch in range(1, recipe.epochs + 1):
@@ -108,7 +109,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                 break
             batch = tuple(t[index] for t in data.train)
             if recipe.augmentation != "none":
-                batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
+                batch = (augment(batch[0], recipe.augmentation, generator, fill), *batch[1:])
             loss = objective.loss(model, batch)
             if not torch.isfinite(loss):
                 diverged = True

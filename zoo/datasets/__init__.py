@@ -17,6 +17,7 @@ from zoo.datasets import builtin, convection, folders, text, tinyimagenet
 from zoo.datasets.arguments import Param, resolve
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.datasets.convection import exact_solution
+from zoo.datasets.normalize import is_image, normalize_images
 from zoo.errors import SpecError
 
 __all__ = ["DataBundle", "DataInfo", "exact_solution", "load", "names", "validate"]
@@ -143,6 +144,9 @@ def load(
 
     Returns:
         a DataBundle: float32 inputs, int64 labels or tokens (see each module for shapes).
+        Image inputs (C, H, W) come normalised per channel with their train set's mean and
+        standard deviation (`bundle.normalization`), as the published recipe does.
     """
     entry, path, resolved = _check(name, root, args)
-    return entry.build(path, resolved)
+    bundle = entry.build(path, resolved)
+    return normalize_images(bundle) if is_image(bundle.info) else bundle

@@ -9,7 +9,6 @@ table, and its cells' CKA and mc are means of the per-model values in result.jso
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from zoo.cell import CellResult, identity_columns, summarise
 from zoo.datasets.base import DataInfo
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
-from zoo.phases import default_thresholds, label
+from zoo.phases import phase_columns
 from zoo.schema import CELL_MEANS
 from zoo.spec import Cell, ModelJob, ZooSpec
 from zoo.specfile import parse_spec
@@ -276,7 +275,8 @@ def _model_rows(spec: ZooSpec, job: ModelJob, trial: Trial, layout: Layout, fing
     return rows
 
 
-def _cell_row(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], task: str) -> dict:
+def _cell_row(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], task: str,
+              num_classes: int | None = None) -> dict:
     """The cells-table row from the members' result lines at the last metric epoch.""", summarise
 
     epoch = max(spec.metrics.epochs)
@@ -289,15 +289,7 @@ def _cell_row(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], task: st
     for name in CELL_MEANS:
         key = f"pair:{name}" if name in PAIR_MEANS else name
         row[f"{name}_mean"], row[f"{name}_std"] = summarise([r.get(key) for r in records])
-    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
-    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
-    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
-    if loss is not None and row["mc_train_error_mean"] is not None:
-        cka = row["cka_mean"]
-        row["phase"] = label(loss, row["mc_train_error_mean"],
-                             math.nan if cka is None else cka, thresholds)
-    elif row["finite_fraction"] == 0.0:
-        row["phase"] = "I"  # every seed diverged, as zoo.cell labels it
+    row.update(phase_columns(row, task, num_classes, spec.phases))  # curves unknown: not confident
     return row
 
 
@@ -311,8 +303,8 @@ def _cell_result(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], info:
     layout = layout_of(model, spec.architecture.family, job.cell.width, spec.architecture.args)
     rows = [row for job, trial in members
             for row in _model_rows(spec, job, trial, layout, fingerprint, missing)]
-    return CellResult(job.cell_id, models=rows, cells=[_cell_row(spec, members, info.task)],
-                      layouts={layout.key: layout})
+    cells = [_cell_row(spec, members, info.task, info.num_outputs)]
+    return CellResult(job.cell_id, models=rows, cells=cells, layouts={layout.key: layout})
 
 
 def import_ray_tune(source: str | Path, out: str | Path, *, family: str | None = None,

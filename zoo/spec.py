@@ -100,7 +100,8 @@ class CurveSpec:
     zoo's own train set, as PTMZ fits its curves) with the curve schedule restarted; after
     each round mc on train error is measured at `points` points. The fit stops when two
     rounds' mc differ by less than `tolerance` (error points; None: half the task's default
-    phase mc threshold: 1 point, 0.01 relative L2 error for PINNs), or after `max_rounds` rounds without converging (recorded per pair).
+    phase mc threshold: 1 point, 0.01 relative L2 error for PINNs), or after `max_rounds`
+    rounds without converging (recorded per pair).
     BatchNorm is re-estimated on `bn_samples` train samples (None: the full train set).
     """
 

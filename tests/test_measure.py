@@ -214,3 +214,26 @@ def test_mixup_draws_one_lambda_per_batch_from_beta_16_16():
     torch.testing.assert_close(mixed[1], expected, rtol=0, atol=0)
     draws = np.random.default_rng(2).beta(16, 16, 10_000)
     assert draws.mean() == pytest.approx(0.5, abs=0.01) and draws.std() < 0.1
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    ({"curve": {"enabled": False}}, (None, None)),  # mc not measured: no label, not a barrier
+    ({"similarity": {"enabled": False}, "curve": {"steps": 5, "max_rounds": 2}}, "high"),
+])
+def test_a_cell_whose_needed_metric_is_off_gets_no_label(metrics, expected):
+    from zoo.cell import run_cell
+
+    body = {**TINY_SPEC, "grid": {"load": {"axis": "width", "values": [4]},
+                                  "temperature": {"axis": "batch_size", "values": [512]}},
+            "training": {"epochs": 1, "learning_rate": 0.05},
+            "metrics": {"epochs": ["last"], "hessian": {"enabled": False}, **metrics}}
+    spec = parse_spec(body)
+    bundle = datasets.load("mnist1d")
+    row = run_cell(spec, spec.jobs(bundle.fingerprint()), bundle).cells[0]
+    assert row["train_loss_mean"] > row["phase_high_loss"]  # one epoch at batch 512: high loss
+    if expected == "high":  # CKA is off, but a high-loss cell does not need it
+        assert row["cka_mean"] is None and row["phase"] in ("I", "II")
+        assert row["num_pairs_converged"] in (0, 1)
+    else:
+        assert row["mc_train_error_mean"] is None
+        assert (row["phase"], row["phase_confident"]) == expected

@@ -21,7 +21,9 @@ def _fmt(value: object) -> str:
 
 
 def summary_table(root: Path) -> str:
-    """One line per cell: axes, models, mean test accuracy and train loss, phase."""
+    """One line per cell: axes, models, mean test accuracy and train loss, phase ('?': not
+    confident, '-': no label)."""
+    from generators.relabel import phase_text
     from loaders.reader import ZooReader
 
     reader = ZooReader(root)
@@ -37,7 +39,7 @@ def summary_table(root: Path) -> str:
                       _fmt(row["num_models"]), _fmt(row["test_accuracy_mean"]),
                       _fmt(row["test_error_mean"]), _fmt(row["train_loss_mean"]),
                       _fmt(row["mc_train_error_mean"]), _fmt(row["cka_mean"]),
-                      _fmt(row["phase"])))
+                      phase_text(row)))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
 

@@ -71,12 +71,12 @@ def relabel_table(result: Relabelling) -> str:
     for b, a in zip(result.before, result.after):
         lines.append((_fmt(b["load_value"]), _fmt(b["temperature_value"]),
                       _fmt(b.get("train_loss_mean")), _fmt(b.get("mc_train_error_mean")),
-                      _fmt(b.get("cka_mean")), _phase(b), _phase(a)))
+                      _fmt(b.get("cka_mean")), phase_text(b), phase_text(a)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in lines)
 
 
-def _phase(row: Mapping[str, Any]) -> str:
+def phase_text(row: Mapping[str, Any]) -> str:
     """'IV-B', 'IV-B?' (not confident) or '-' (no label)."""
     if row.get("phase") is None:
         return "-"

@@ -165,17 +165,15 @@ def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: Metric
     generator = torch.Generator().manual_seed(seed)
     ts = [float(t) for t in np.linspace(0, 1, settings.points)]
     evaluate, train_error = _evaluator(objective), _evaluator(objective, ("train",))
-    history: list[float] = []
-    control = None
-    while len(history) < settings.max_rounds:
+
+    def fit_round(control: dict[str, torch.Tensor] | None) -> tuple[Any, float]:
         curve = connectivity.fit_bezier(module_a, module_b, loss_fn, epoch, steps=rounds,
                                         lr=settings.learning_rate, generator=generator,
                                         control=control)
-        control = curve.control
         along = connectivity.evaluate_curve(curve, ts, train_error, bn_batches)["train_error"]
-        history.append(connectivity.mode_connectivity(along, ts)[0])
-        if _converged(history, tolerance):
-            break
+        return curve, connectivity.mode_connectivity(along, ts)[0]
+
+    curve, history = _fit_until_converged(fit_round, settings.max_rounds, tolerance)
     values = connectivity.evaluate_curve(curve, ts, evaluate, bn_batches)
     line = connectivity.BezierCurve(curve.architecture, curve.start,
                                     {n: (curve.start[n] + curve.end[n]) / 2 for n in curve.start},
@@ -202,6 +200,21 @@ def round_steps(settings: CurveSpec, num_train: int) -> int:
     if settings.steps is not None:
         return settings.steps
     return settings.epochs * math.ceil(num_train / settings.batch_size)
+
+
+def _fit_until_converged(fit_round: Callable[[Any], tuple[Any, float]], max_rounds: int,
+                         tolerance: float) -> tuple[Any, list[float]]:
+    """Fit rounds, each continuing the last one's control point, until mc converges.
+
+    Returns:
+        (the last round's curve, mc on train error after each round).
+    """
+    curve, mc = fit_round(None)
+    history = [mc]
+    while len(history) < max_rounds and not _converged(history, tolerance):
+        curve, mc = fit_round(curve.control)
+        history.append(mc)
+    return curve, history
 
 
 def _converged(history: Sequence[float], tolerance: float) -> bool:

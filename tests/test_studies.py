@@ -126,6 +126,9 @@ def test_finetune_study_is_deterministic_and_changes_the_model(tiny_zoo, tmp_pat
 def test_transposed_digits_swap_rows_and_columns():
     target = transfer_data("digits", "classification")
     assert target.name == "digits-transposed" and target.train[0].shape == (1347, 1, 8, 8)
+    from zoo import datasets
+
+    assert target.normalization == datasets.load("digits").normalization  # the zoo's inputs
 
 
 @pytest.mark.parametrize("source,task", [("convection", "pinn"), ("cifar10", "classification")])

@@ -30,6 +30,16 @@ def schema_table(table: str) -> str:
     return "\n".join(lines)
 
 
+def _round_length(curve: dict) -> str:
+    return f"{curve['steps']} steps" if curve.get("steps") else f"{curve.get('epochs', 10)} epochs"
+
+
+def _tolerance(curve: dict) -> str:
+    if curve.get("tolerance") is None:
+        return "half the default phase mc threshold"
+    return f"{curve['tolerance']} points"
+
+
 def metrics_section(spec: dict) -> list[str]:
     """Definitions of the landscape metrics with the parameters this zoo used."""
     m = spec["metrics"]
@@ -50,11 +60,10 @@ def metrics_section(spec: dict) -> list[str]:
         f"mixed with a permutation of itself, one λ ~ Beta({c.get('mixup_alpha', 16.0)}, "
         f"{c.get('mixup_alpha', 16.0)}) per batch.",
         f"- **Mode connectivity**: a quadratic Bezier curve between the two seeds, ends fixed, "
-        f"control point trained in rounds of "
-        f"{k['steps'] if k.get('steps') else str(k.get('epochs', 10)) + ' epochs of'} SGD "
-        f"steps (batch {k['batch_size']}, lr {k['learning_rate']}, schedule restarted each "
-        f"round) until mc on train error changes by less than the tolerance between two "
-        f"rounds, at most {k.get('max_rounds', 1)} rounds (`mc_converged`, "
+        f"control point trained by SGD in rounds of {_round_length(k)} (batch "
+        f"{k['batch_size']}, lr {k['learning_rate']}, schedule restarted each round) until mc "
+        f"on train error changes by less than {_tolerance(k)} between two rounds, at most "
+        f"{k.get('max_rounds', 1)} rounds (`mc_converged`, "
         f"`curve_mc_history`); evaluated at {k['points']} points with BatchNorm statistics "
         "re-estimated on the train set (`curve_bn_samples`); `mc = (L(w1)+L(w2))/2 - "
         "L(phi(t*))` at `t* = argmax |L(phi(t)) - (L(w1)+L(w2))/2|`, on train and test error "

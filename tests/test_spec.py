@@ -148,3 +148,23 @@ def test_resolved_spec_round_trips_through_its_dict():
     edited["checkpoint_epochs"] = [1, 7]
     with pytest.raises(SpecError, match="does not round-trip"):
         spec_from_dict(edited)
+
+
+def test_precision_is_part_of_the_id_only_when_not_default_and_graphs_never():
+    base = parse_spec(_spec()).jobs("fp")
+    fp32 = parse_spec(_spec(training={**TINY_SPEC["training"], "precision": "fp32"})).jobs("fp")
+    bf16 = parse_spec(_spec(training={**TINY_SPEC["training"], "precision": "bf16"})).jobs("fp")
+    never = parse_spec(_spec(training={**TINY_SPEC["training"], "graphs": "never"})).jobs("fp")
+    assert [j.model_id for j in fp32] == [j.model_id for j in base]
+    assert [j.model_id for j in never] == [j.model_id for j in base]
+    assert not {j.model_id for j in bf16} & {j.model_id for j in base}
+    identity = parse_spec(_spec()).cell_identity(base[0].cell, "fp")
+    assert "precision" not in identity["recipe"] and "graphs" not in identity["recipe"]
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("precision", "fp16", "fp32, bf16"), ("graphs", "always", "auto, never")])
+def test_precision_and_graphs_are_checked(field, value, allowed):
+    with pytest.raises(SpecError, match=rf"training.{field}: '{value}' is not allowed; "
+                                        rf"expected one of {allowed}"):
+        parse_spec(_spec(training={**TINY_SPEC["training"], field: value}))

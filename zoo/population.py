@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
+from zoo.precision import autocast
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 from zoo.tasks import Objective, is_finite
 from zoo.training import (Checkpoint, TrainedModel, build_model, derive_seed, make_optimizer,
@@ -261,8 +262,9 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
         _keep(population, members, objective, 0, active, checkpoints)
     step = 0
     for epoch in range(1, recipe.epochs + 1):
-        active, step = _epoch(population, optimizer, data, recipe.augmentation, cell.batch_size,
-                              generators, active, step)
+        with autocast(recipe.precision, device):
+            active, step = _epoch(population, optimizer, data, recipe.augmentation,
+                                  cell.batch_size, generators, active, step)
         if epoch in kept:
             _keep(population, members, objective, epoch, active, checkpoints)
     seconds = (time.perf_counter() - start) / len(jobs)

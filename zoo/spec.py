@@ -13,6 +13,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-rotate", "crop-flip-rotate")
 STACKING = ("auto", "always", "never")
+GRAPHS = ("auto", "never")
+PRECISIONS = ("fp32", "bf16")
 
 
 def canonical_json(value: Any) -> str:
@@ -58,6 +60,8 @@ class TrainingSpec:
     batch_size: int = 64
     augmentation: str = "none"
     stacking: str = "auto"  # train a cell's seeds as one vmapped population: auto, always, never
+    graphs: str = "auto"  # auto: one model's step replayed as a CUDA graph on CUDA; never
+    precision: str = "fp32"  # bf16: autocast of forward and backward (opt-in, part of the id)
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,10 @@ class ZooSpec:
     def cell_identity(self, cell: Cell, data_fingerprint: str) -> dict[str, Any]:
         """Everything that defines a cell's models except the seed (hashed into `cell_id`)."""
         recipe = asdict(self.training)
-        for name in ("batch_size", "learning_rate", "weight_decay", "stacking"):
+        for name in ("batch_size", "learning_rate", "weight_decay", "stacking", "graphs"):
             recipe.pop(name)
+        if recipe["precision"] == "fp32":  # the default leaves the ids of existing zoos alone
+            recipe.pop("precision")
         return {
             "architecture": {"family": self.architecture.family,
                              "args": dict(self.architecture.args)},

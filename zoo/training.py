@@ -12,6 +12,7 @@ import torch
 from zoo import architectures
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
+from zoo.precision import autocast
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 from zoo.tasks import Objective, is_finite
 
@@ -88,6 +89,10 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     thread count: init, data order and augmentation each come from a seed derived from job.seed.
     Checkpoints are kept on the CPU whatever `device` trains.
     """
+    from zoo.graphed import train_graphed, use_graphs  # imports this module: import here
+
+    if use_graphs(spec.training, bundle.info.task, device):  # CUDA only; the CPU trains below
+        return train_graphed(spec, job, bundle, device)
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
     data = bundle.subsample(cell.data_fraction).to(device)
@@ -109,7 +114,8 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
             batch = tuple(t[index] for t in data.train)
             if recipe.augmentation != "none":
                 batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
-            loss = objective.loss(model, batch)
+            with autocast(recipe.precision, device):
+                loss = objective.loss(model, batch)
             if not torch.isfinite(loss):
                 diverged = True
                 break

@@ -79,6 +79,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_price(args: argparse.Namespace) -> int:
+    import json
+
+    from generators.price import price, report
+    from zoo.specfile import load_spec
+
+    spec = load_spec(args.spec)
+    result = price(spec, args.device, args.steps, args.workers,
+                   None if args.no_progress else sys.stderr)
+    print(report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from loaders.reader import ZooReader
 
@@ -253,6 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the plan (cells, models, rows, bytes) and stop")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(run=cmd_generate)
+
+    price = sub.add_parser("price", help="predict a zoo's device-hours from timed steps",
+                           description="Time real training steps, an evaluation and a checkpoint "
+                                       "write for every (width, batch size) of a spec on "
+                                       "synthetic data of its shape, and print the whole zoo's "
+                                       "predicted hours ours beside one eager model per task.")
+    price.add_argument("spec", help="built-in spec name (see `zoo specs`) or a YAML file")
+    price.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="where to time (default cpu, one torch thread as a Ray worker)")
+    price.add_argument("--steps", type=int, default=None, metavar="N",
+                       help="timed steps per shape (default 20 on cpu, 300 on cuda)")
+    price.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="workers the planner splits stacked groups for (default 1)")
+    price.add_argument("--json", default=None, metavar="FILE",
+                       help="also write the numbers to this JSON file")
+    price.add_argument("--no-progress", action="store_true", help="hide the per-shape lines")
+    price.set_defaults(run=cmd_price)
 
     info = sub.add_parser("info", help="counts per cell, sizes and phases of a zoo folder")
     info.add_argument("dir", help="zoo folder")

@@ -184,6 +184,19 @@ def _densities(text: str) -> list[float]:
                                          f"in (0, 1], e.g. 1,0.5,0.2,0.1") from None
 
 
+def _gpus(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a fraction >= 0 (e.g. 0.25) "
+                                         f"nor auto")
+    return value
+
+
 def _add_study_commands(sub: argparse._SubParsersAction) -> None:
     """The `plot` and `study` commands."""
     plot = sub.add_parser("plot", help="write PNG phase diagrams of a zoo folder",
@@ -261,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Ray cluster address to join (e.g. 'auto'); default: a local runtime")
     gen.add_argument("--workers", type=int, default=None,
                      help="at most this many cells train at once (default: all CPUs)")
-    gen.add_argument("--gpus-per-task", type=float, default=0.0,
-                     help="GPU fraction each task asks Ray for (e.g. 0.25)")
+    gen.add_argument("--gpus-per-task", type=_gpus, default=0.0, metavar="FRACTION|auto",
+                     help="GPU fraction each task asks Ray for (e.g. 0.25), or auto: sized "
+                          "from a memory estimate of the largest task")
     gen.add_argument("--formats", default="parquet,hdf5",
                      help="comma-separated shard formats: parquet (always) and hdf5")
     gen.add_argument("--dry-run", action="store_true",

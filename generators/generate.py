@@ -14,11 +14,13 @@ import torch
 import zoo
 from generators.card import write_card
 from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
+from generators.packing import auto_gpus_per_task, device_memory
 from generators.plan import Plan, make_plan, plan_tasks
 from generators.writer import FORMATS, ZooWriter
 from zoo import architectures, datasets
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.folder import write_atomically
+from zoo.precision import precision_record
 from zoo.spec import ZooSpec
 
 
@@ -60,14 +62,27 @@ def load_data(spec: ZooSpec) -> DataBundle:
     return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
 
 
+def _load_while_ray_starts(spec: ZooSpec, address: str | None,
+                           workers: int | None) -> DataBundle:
+    """The data, loaded on a thread while Ray starts on this one (Ray's processes die with the
+    thread that started them, so Ray keeps the main thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(load_data, spec)
+        ensure_ray(address, workers)
+        return loading.result()
+
+
 def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
              workers: int | None = None, formats: Iterable[str] = FORMATS,
-             gpus_per_task: float = 0.0, dry_run: bool = False, progress: bool = True,
+             gpus_per_task: float | str = 0.0, dry_run: bool = False, progress: bool = True,
              stream: TextIO | None = None) -> Generation:
     """Generate (or complete, or grow) the zoo of `spec` in `out`; only missing cells train.
 
     A cell whose training raises is recorded in failures/<cell_id>.json and the run goes on;
-    the caller decides the exit code from `Generation.failures`.
+    the caller decides the exit code from `Generation.failures`. `gpus_per_task` "auto" sizes
+    the fraction from a memory estimate of the largest task (generators.packing).
     """
     stream = stream or sys.stderr
     formats = tuple(formats)
@@ -76,7 +91,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         info = datasets.describe(spec.data.name, spec.data.args)
         print(plan.describe(count_parameters(spec, info), len(formats)), file=stream)
         return Generation(plan)
-    bundle = load_data(spec)
+    device_bytes = device_memory() if gpus_per_task == "auto" and not dry_run else 0
+    bundle = load_data(spec) if dry_run else _load_while_ray_starts(spec, address, workers)
     fingerprint = bundle.fingerprint()
     plan = make_plan(spec, fingerprint, out)
     print(plan.describe(count_parameters(spec, bundle.info), len(formats)), file=stream)
@@ -85,14 +101,18 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         return generation
     writer = ZooWriter(out, spec.spec_hash(), formats)
     writer.start({"spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
-                  "data_fingerprint": fingerprint, "versions": versions()})
+                  "data_fingerprint": fingerprint, "versions": versions(),
+                  "precision": precision_record(spec.training.precision)})
     if plan.missing:
         from tqdm import tqdm
 
-        ensure_ray(address, workers)
         import ray
 
         tasks = plan_tasks(plan, bundle, workers or int(ray.available_resources().get("CPU", 1)))
+        if gpus_per_task == "auto":
+            gpus_per_task = auto_gpus_per_task(spec, tasks, bundle, device_bytes)
+            print(f"each task asks for {gpus_per_task:g} of a GPU (--gpus-per-task auto)",
+                  file=stream)
         done_models = plan.num_models - sum(len(j) for j in plan.missing.values())
         with tqdm(total=plan.num_models, initial=done_models, unit="model", file=stream,
                   desc=f"zoo {spec.name}", disable=not progress) as bar:

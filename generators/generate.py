@@ -12,7 +12,6 @@ from typing import Iterable, TextIO
 import torch
 
 import zoo
-from generators.card import write_card
 from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
 from generators.packing import auto_gpus_per_task, device_memory
 from generators.plan import Plan, make_plan, plan_tasks
@@ -135,5 +134,7 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
             run_tasks(spec, tasks, bundle, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record)
     if generation.committed or not (out / "README.md").exists():
+        from generators.card import write_card  # imports the readers: only at the end
+
         write_card(out)
     return generation

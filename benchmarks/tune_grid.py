@@ -18,10 +18,12 @@ def main() -> None:
     options = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from benchmarks.bench_generation import run_tune
+    from generators.executor import ensure_ray
     from zoo import datasets
     from zoo.specfile import load_spec
 
     spec = load_spec(options.spec)
+    ensure_ray(num_cpus=2)  # a runtime of its own, as `zoo generate` starts
     trials = run_tune(spec, datasets.load(spec.data.name, args=spec.data.args), options.out)
     print(f"{trials} trials")
 

@@ -46,15 +46,18 @@ class TaskOutcome:
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start a local Ray runtime (or join `address`) unless this process already has one."""
+    """Start a local Ray runtime (or join `address`, else RAY_ADDRESS) unless this process
+    already has one."""
     import ray
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    else:  # "local": a new runtime even where `ray start` left one running on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False)
 
 
 def _inject_fault(fault: str | None, cell_id: str) -> None:

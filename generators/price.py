@@ -12,7 +12,6 @@ same per-sample units (Hessian estimates at their iteration cap: an upper bound)
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from itertools import combinations
@@ -90,7 +89,8 @@ def plan_priced_tasks(spec: ZooSpec, bundle: DataBundle, device: str,
     from generators.plan import make_plan, plan_tasks
     from zoo.population import choose_stacking
 
-    plan = make_plan(spec, "pricing", Path(tempfile.gettempdir()) / "zoo-price-no-such-folder")
+    with tempfile.TemporaryDirectory() as empty:  # a plan with nothing done yet
+        plan = make_plan(spec, "pricing", Path(empty))
     out = []
     for task in plan_tasks(plan, bundle, workers):
         jobs = tuple(job for cell in task.cells for job in cell)
@@ -114,6 +114,7 @@ def _train_rows(job: ModelJob, num_train: int) -> int:
 
 
 def kept_epochs(spec: ZooSpec) -> int:
+    """Checkpoints each model stores (kept and metric epochs)."""
     return len(set(spec.checkpoint_epochs) | set(spec.metrics.epochs))
 
 

@@ -5,8 +5,9 @@ data set's shape (no data files needed): training steps one model at a time, eag
 published zoos were trained; the same steps our way (a CUDA graph where train_model uses one);
 each stacked population the planner makes; an evaluation; a checkpoint write both ways. The
 whole zoo is then priced by arithmetic: step time x steps, evaluation time per sample x
-samples x kept epochs, checkpoint time x checkpoints, and landscape metrics counted in the
-same per-sample units (Hessian estimates at their iteration cap: an upper bound).
+samples x kept epochs, checkpoint time x checkpoints, and landscape metrics timed once per width
+(one model's and one seed pair's, at initialisation; the curve extrapolated from two short runs)
+x models and pairs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Sequence, TextIO
 
 import torch
 
-from generators.steptimes import ShapeTiming, time_population, time_shape
+from generators.steptimes import ShapeTiming, time_metrics, time_population, time_shape
 from zoo import datasets
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
@@ -118,26 +119,10 @@ def kept_epochs(spec: ZooSpec) -> int:
     return len(set(spec.checkpoint_epochs) | set(spec.metrics.epochs))
 
 
-def metric_samples(spec: ZooSpec, num_train: int, num_test: int) -> dict[str, float]:
-    """Per-sample work of the landscape metrics, per model ('train' sample-steps, 'eval'
-    sample-forwards) and per seed pair, at one metric epoch. A Hessian-vector product is
-    counted as two training passes; every estimate runs to its iteration cap."""
-    metrics = spec.metrics
-    model_train = 0.0
-    if metrics.hessian.enabled:
-        samples = metrics.hessian.batches * metrics.hessian.batch_size
-        model_train = 2 * 2 * metrics.hessian.max_iter * samples * 2  # splits, estimates, HVP
-    pair_train, pair_eval = 0.0, 0.0
-    if metrics.similarity.enabled:
-        pair_eval += 2 * metrics.similarity.batches * metrics.similarity.batch_size
-    if metrics.curve.enabled:
-        pair_train += metrics.curve.steps * metrics.curve.batch_size
-        pair_eval += 2 * metrics.curve.points * (num_train + num_test)  # curve and line
-    return {"model_train": model_train, "pair_train": pair_train, "pair_eval": pair_eval}
-
-
-def predict(spec: ZooSpec, tasks: Sequence[PricedTask], timings: dict[tuple[int, int], ShapeTiming],
-            populations: dict[tuple[int, int, int], float], num_train: int,
+def predict(spec: ZooSpec, tasks: Sequence[PricedTask],
+            timings: dict[tuple[int, int], ShapeTiming],
+            populations: dict[tuple[int, int, int], float],
+            metrics: dict[int, tuple[float, float]], num_train: int,
             num_test: int) -> dict[str, dict[str, float]]:
     """Hours of each part, ours and one eager model per task (the published way)."""
     ours = dict.fromkeys(PARTS, 0.0)
@@ -158,38 +143,34 @@ def predict(spec: ZooSpec, tasks: Sequence[PricedTask], timings: dict[tuple[int,
             published["evaluation"] += evaluation
         ours["checkpoints"] += timing.checkpoint * kept * len(task.jobs)
         published["checkpoints"] += timing.checkpoint_published * kept * len(task.jobs)
-    metrics = metrics_seconds(spec, timings, num_train, num_test)
-    ours["metrics"] = published["metrics"] = metrics
+    ours["metrics"] = published["metrics"] = metrics_seconds(spec, metrics)
     return {"ours": _hours(ours), "published": _hours(published)}
 
 
-def metrics_seconds(spec: ZooSpec, timings: dict[tuple[int, int], ShapeTiming],
-                    num_train: int, num_test: int) -> float:
-    """Seconds of landscape metrics for the whole zoo, from per-sample training and
-    evaluation times at the batch size nearest each metric's own."""
-    work = metric_samples(spec, num_train, num_test)
+def metrics_seconds(spec: ZooSpec, metrics: dict[int, tuple[float, float]]) -> float:
+    """Seconds of landscape metrics for the whole zoo from each width's measured seconds of
+    one model's and one seed pair's metrics at a metric epoch."""
     epochs, pairs = len(spec.metrics.epochs), len(list(combinations(spec.seeds, 2)))
-    total = 0.0
-    for cell in spec.cells():
-        hessian = _per_sample(timings, cell.width, spec.metrics.hessian.batch_size)
-        curve = _per_sample(timings, cell.width, spec.metrics.curve.batch_size)
-        evaluation = timings[cell.width, cell.batch_size].evaluation_per_sample
-        per_model = work["model_train"] * hessian
-        per_pair = work["pair_train"] * curve + work["pair_eval"] * evaluation
-        total += epochs * (len(spec.seeds) * per_model + pairs * per_pair)
-    return total
-
-
-def _per_sample(timings: dict[tuple[int, int], ShapeTiming], width: int, batch: int) -> float:
-    sizes = [b for (w, b) in timings if w == width]
-    nearest = min(sizes, key=lambda b: (abs(math.log(b / batch)), b))
-    return timings[width, nearest].eager_step / nearest
+    return sum(epochs * (len(spec.seeds) * metrics[cell.width][0]
+                         + pairs * metrics[cell.width][1]) for cell in spec.cells())
 
 
 def _hours(seconds: dict[str, float]) -> dict[str, float]:
     hours = {f"{part}_hours": seconds[part] / HOUR for part in PARTS}
     hours["total_hours"] = sum(seconds.values()) / HOUR
     return hours
+
+
+def timing_rows(spec: ZooSpec) -> int:
+    """Rows a folder set's synthetic sample needs: the largest batch, probe set or BatchNorm
+    re-estimation set of the spec."""
+    from zoo.measure import BN_SAMPLES
+
+    metrics = spec.metrics
+    return max(max(cell.batch_size for cell in spec.cells()), BN_SAMPLES,
+               metrics.hessian.batches * metrics.hessian.batch_size,
+               metrics.similarity.batches * metrics.similarity.batch_size,
+               metrics.curve.batch_size)
 
 
 def timing_data(shape: DataShape, device: torch.device) -> DataBundle:
@@ -212,7 +193,7 @@ def price(spec: ZooSpec, device: str = "cpu", steps: int | None = None, workers:
     if steps is not None and steps < 1:
         raise ZooError(f"--steps: {steps} is not allowed; expected an integer >= 1")
     steps = steps or DEFAULT_STEPS[target.type]
-    shape = data_shape(spec, max(cell.batch_size for cell in spec.cells()))
+    shape = data_shape(spec, timing_rows(spec))
     tasks = plan_priced_tasks(spec, planner_bundle(shape), target.type, workers)
     data = timing_data(shape, target)
     previous = torch.get_num_threads()
@@ -220,9 +201,13 @@ def price(spec: ZooSpec, device: str = "cpu", steps: int | None = None, workers:
         torch.set_num_threads(1)
     try:
         timings, populations = _time_all(spec, tasks, data, steps, target, stream)
+        scale = (shape.num_train + shape.num_test) / (data.num_train + len(data.test[0]))
+        metrics = {width: time_metrics(spec, next(t.jobs[0] for t in tasks if t.width == width),
+                                       data, target, scale)
+                   for width in sorted({t.width for t in tasks})}
     finally:
         torch.set_num_threads(previous)
-    hours = predict(spec, tasks, timings, populations, shape.num_train, shape.num_test)
+    hours = predict(spec, tasks, timings, populations, metrics, shape.num_train, shape.num_test)
     return {"spec": spec.name, "spec_hash": spec.spec_hash(), "device": target.type,
             "device_name": _device_name(target), "steps_timed": steps, "workers": workers,
             "models": sum(len(t.jobs) for t in tasks), "num_train": shape.num_train,
@@ -230,6 +215,8 @@ def price(spec: ZooSpec, device: str = "cpu", steps: int | None = None, workers:
             "shapes": [asdict(t) for t in timings.values()],
             "populations": [{"width": w, "batch_size": b, "members": m, "step": seconds}
                             for (w, b, m), seconds in populations.items()],
+            "metrics": [{"width": w, "model": one, "pair": pair}
+                        for w, (one, pair) in metrics.items()],
             "tasks": [{"width": t.width, "batch_size": t.batch_size, "stacked": t.stacked,
                        "models": len(t.jobs),
                        "steps_per_model": steps_per_model(spec, t.jobs[0], shape.num_train)}
@@ -283,6 +270,9 @@ def report(result: dict[str, Any]) -> str:
     for p in result["populations"]:
         lines.append(f"stacked: width {p['width']} batch {p['batch_size']} x {p['members']} "
                      f"models: {1e3 * p['step']:.3f} ms a step")
+    for m in result["metrics"]:
+        lines.append(f"metrics at a metric epoch, width {m['width']}: {m['model']:.3g} s a "
+                     f"model, {m['pair']:.3g} s a seed pair")
     unit = "core-hours" if result["device"] == "cpu" else "device-hours"
     lines.append(f"{unit:<26}" + "".join(f"{part:>12}" for part in (*PARTS, "total")))
     for name, label in (("ours", "ours"), ("published", "one eager model per task")):

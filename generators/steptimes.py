@@ -190,3 +190,36 @@ def time_shape(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
     parameters = sum(p.numel() for p in model.parameters())
     return ShapeTiming(job.cell.width, job.cell.batch_size, parameters, eager, step,
                        evaluation / len(data.test[0]), checkpoint, published)
+
+
+CURVE_STEPS_TIMED = (10, 40)  # a curve's cost is linear in its steps: two lengths give the line
+
+
+def time_metrics(spec: ZooSpec, job: ModelJob, data: DataBundle, device: torch.device,
+                 scale: float) -> tuple[float, float]:
+    """Seconds of the landscape metrics at one metric epoch: of one model (Hessian, spectra)
+    and of one seed pair (CKA, the curve extrapolated to its spec's steps, its evaluations
+    scaled by `scale`, the full data's rows over the timing rows). Models are at their init."""
+    from dataclasses import replace
+
+    from zoo.measure import model_metrics, pair_metrics
+    from zoo.tasks import Objective
+    from zoo.training import build_model
+
+    beta = job.cell.beta
+    a, b = (build_model(spec, job.cell, data, seed).to(device).eval() for seed in (0, 1))
+    one = time_calls(lambda i: model_metrics(a, Objective(data, beta=beta), spec.metrics, 0),
+                     1, device, warmup=0)
+    if len(spec.seeds) < 2:
+        return one, 0.0
+
+    def pair(steps: int) -> float:
+        metrics = replace(spec.metrics, curve=replace(spec.metrics.curve, steps=steps))
+        return time_calls(lambda i: pair_metrics(a, b, data, beta, metrics, 0), 1, device,
+                          warmup=0)
+
+    short, long = (pair(steps) for steps in CURVE_STEPS_TIMED)
+    per_step = max(long - short, 0.0) / (CURVE_STEPS_TIMED[1] - CURVE_STEPS_TIMED[0])
+    fixed = max(short - per_step * CURVE_STEPS_TIMED[0], 0.0)
+    steps = spec.metrics.curve.steps if spec.metrics.curve.enabled else 0
+    return one, fixed * scale + per_step * steps

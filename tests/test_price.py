@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from generators.cli import main
-from generators.price import (PricedTask, data_shape, kept_epochs, metric_samples,
-                              planner_bundle, predict, price, steps_per_model)
+from generators.price import (PricedTask, data_shape, kept_epochs, planner_bundle, predict,
+                              price, steps_per_model, timing_rows)
 from generators.steptimes import ShapeTiming
 from tests.conftest import write_spec
 from zoo.errors import ZooError
@@ -44,22 +44,17 @@ def test_predict_is_step_time_times_steps_and_so_on() -> None:
              for i, c in enumerate(cells)]  # the first cell stacked, the others one by one
     timings = {(w, b): _timing(w, b) for w in (4, 8) for b in (64, 500)}
     populations = {(4, 64, 3): 0.002}
+    measured = {4: (0.5, 2.0), 8: (1.5, 4.0)}  # seconds of a model's and a pair's metrics
     train, test = 4000, 1000
-    hours = predict(spec, tasks, timings, populations, train, test)
+    hours = predict(spec, tasks, timings, populations, measured, train, test)
     steps = {64: math.ceil(4000 / 64) * 3, 500: 8 * 3}
     assert steps_per_model(spec, jobs[0], train) == steps[64] and kept_epochs(spec) == 4
     ours = 0.002 * steps[64] + 3 * (5e-4 * 4 * steps[500] + 5e-4 * 8 * (steps[64] + steps[500]))
     published = 3 * sum(timings[w, b].eager_step * steps[b] for w, b in timings)
     evaluation = 3 * 4 * (4000 + 1000) * sum(1e-6 * w for w, _ in timings)
     checkpoints = 3 * 4 * sum(0.01 * w for w, _ in timings)
-    work = metric_samples(spec, train, test)
-    assert work == {"model_train": 2 * 2 * 5 * 64 * 2, "pair_train": 10 * 64,
-                    "pair_eval": 2 * 2 * 64 + 2 * 3 * 5000}
-    per_sample = {w: timings[w, 64].eager_step / 64 for w in (4, 8)}  # 64: nearest to 32, 64
-    metrics = sum(3 * work["model_train"] * per_sample[w] + 3 * (
-        work["pair_train"] * per_sample[w] + work["pair_eval"] * 1e-6 * w)
-        for w in (4, 4, 8, 8))
     assert len(list(combinations(spec.seeds, 2))) == 3
+    metrics = 2 * (3 * 0.5 + 3 * 2.0) + 2 * (3 * 1.5 + 3 * 4.0)  # two cells of each width
     expected = {"ours": (ours, evaluation, checkpoints, metrics),
                 "published": (published, evaluation, 2 * checkpoints, metrics)}
     for way, parts in expected.items():
@@ -78,6 +73,7 @@ def test_folder_data_set_is_priced_without_its_files() -> None:
     assert int(shape.sample.train[1].max()) < 10
     stretched = planner_bundle(shape)
     assert stretched.num_train == 50_000 and stretched.train[0].stride(0) == 0  # no memory
+    assert timing_rows(spec) == 1280  # BatchNorm re-estimation rows beat batch 1024, 640 probes
 
 
 def test_cli_prices_a_tiny_zoo_and_the_json_adds_up(tmp_path, capsys) -> None:
@@ -107,6 +103,12 @@ def test_cli_prices_a_tiny_zoo_and_the_json_adds_up(tmp_path, capsys) -> None:
     assert result["published"]["training_hours"] == pytest.approx(published / 3600, rel=1e-9)
     checkpoints = sum(2 * 2 * s["checkpoint_published"] for s in shapes.values())
     assert result["published"]["checkpoints_hours"] == pytest.approx(checkpoints / 3600)
+    metrics = {m["width"]: m for m in result["metrics"]}
+    assert set(metrics) == {4, 8} and all(m["model"] > 0 and m["pair"] > 0
+                                          for m in metrics.values())
+    expected = sum(2 * metrics[w]["model"] + metrics[w]["pair"] for w in (4, 4, 8, 8))
+    assert result["ours"]["metrics_hours"] == pytest.approx(expected / 3600)
+    assert result["published"]["metrics_hours"] == result["ours"]["metrics_hours"]
     for way in ("ours", "published"):
         parts = [result[way][f"{p}_hours"] for p in ("training", "evaluation", "checkpoints",
                                                        "metrics")]

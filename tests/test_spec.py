@@ -168,3 +168,15 @@ def test_precision_and_graphs_are_checked(field, value, allowed):
     with pytest.raises(SpecError, match=rf"training.{field}: '{value}' is not allowed; "
                                         rf"expected one of {allowed}"):
         parse_spec(_spec(training={**TINY_SPEC["training"], field: value}))
+
+
+def test_specs_from_before_graphs_and_precision_keep_their_hash_and_round_trip():
+    from zoo.specfile import spec_from_dict
+
+    spec = parse_spec(_spec())
+    body = spec.to_dict()
+    assert "graphs" not in body["training"] and "precision" not in body["training"]
+    assert spec_from_dict(body) == spec  # a zoo.json written before the fields existed
+    bf16 = parse_spec(_spec(training={**TINY_SPEC["training"], "precision": "bf16"}))
+    assert bf16.to_dict()["training"]["precision"] == "bf16"
+    assert spec_from_dict(bf16.to_dict()) == bf16 and bf16.spec_hash() != spec.spec_hash()

@@ -15,6 +15,7 @@ AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-rotate", "crop-flip-
 STACKING = ("auto", "always", "never")
 GRAPHS = ("auto", "never")
 PRECISIONS = ("fp32", "bf16")
+LATER_DEFAULTS = {"graphs": "auto", "precision": "fp32"}  # training fields newer than some zoos
 
 
 def canonical_json(value: Any) -> str:
@@ -153,8 +154,14 @@ class ZooSpec:
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (the resolved spec that `zoo.json` records)."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain JSON-able dict (the resolved spec that `zoo.json` records). Training fields
+        added after zoos were written are left out at their defaults, so those zoos keep
+        their spec hash, resume, grow and round-trip."""
+        body = json.loads(json.dumps(asdict(self)))
+        for name, default in LATER_DEFAULTS.items():
+            if body["training"][name] == default:
+                body["training"].pop(name)
+        return body
 
     def spec_hash(self) -> str:
         """Hash of everything in the spec (name and description included)."""

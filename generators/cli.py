@@ -83,6 +83,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_price(args: argparse.Namespace) -> int:
+    import json
+
+    from generators.price import price, report
+    from zoo.specfile import load_spec
+
+    spec = load_spec(args.spec)
+    result = price(spec, args.device, args.steps, args.workers,
+                   None if args.no_progress else sys.stderr)
+    print(report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from zoo.folder.reader import ZooReader
 
@@ -231,6 +247,19 @@ def _densities(text: str) -> list[float]:
                                          f"in (0, 1], e.g. 1,0.5,0.2,0.1") from None
 
 
+def _gpus(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a fraction >= 0 (e.g. 0.25) "
+                                         f"nor auto")
+    return value
+
+
 def _add_study_commands(sub: argparse._SubParsersAction) -> None:
     """The `plot` and `study` commands."""
     plot = sub.add_parser("plot", help="write PNG phase diagrams of a zoo folder",
@@ -308,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Ray cluster address to join (e.g. 'auto'); default: a local runtime")
     gen.add_argument("--workers", type=int, default=None,
                      help="at most this many cells train at once (default: all CPUs)")
-    gen.add_argument("--gpus-per-task", type=float, default=0.0,
-                     help="GPU fraction each task asks Ray for (e.g. 0.25)")
+    gen.add_argument("--gpus-per-task", type=_gpus, default=0.0, metavar="FRACTION|auto",
+                     help="GPU fraction each task asks Ray for (e.g. 0.25), or auto: sized "
+                          "from a memory estimate of the largest task")
     gen.add_argument("--formats", default="parquet,hdf5",
                      help="comma-separated shard formats: parquet (always) and hdf5")
     gen.add_argument("--dry-run", action="store_true",
@@ -319,6 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
                           "delete the models it leaves out (refused without this flag)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(run=cmd_generate)
+
+    price = sub.add_parser("price", help="predict a zoo's device-hours from timed steps",
+                           description="Time real training steps, an evaluation and a checkpoint "
+                                       "write for every (width, batch size) of a spec on "
+                                       "synthetic data of its shape, and print the whole zoo's "
+                                       "predicted hours ours beside one eager model per task.")
+    price.add_argument("spec", help="built-in spec name (see `zoo specs`) or a YAML file")
+    price.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="where to time (default cpu, one torch thread as a Ray worker)")
+    price.add_argument("--steps", type=int, default=None, metavar="N",
+                       help="timed steps per shape (default 20 on cpu, 300 on cuda)")
+    price.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="workers the planner splits stacked groups for (default 1)")
+    price.add_argument("--json", default=None, metavar="FILE",
+                       help="also write the numbers to this JSON file")
+    price.add_argument("--no-progress", action="store_true", help="hide the per-shape lines")
+    price.set_defaults(run=cmd_price)
 
     info = sub.add_parser("info", help="counts per cell, sizes and phases of a zoo folder")
     info.add_argument("dir", help="zoo folder")

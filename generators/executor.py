@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass
 from itertools import islice
@@ -46,7 +47,8 @@ class TaskOutcome:
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start a local Ray runtime (or join `address`) unless this process already has one.
+    """Start a local Ray runtime (or join `address`, else RAY_ADDRESS) unless this process
+    already has one.
 
     A local runtime's GCS and raylet die with a killed driver; Ray's dashboard and runtime-env
     agents exit on their own ~60 s later (a timeout hard-coded in Ray; no option shortens it).
@@ -55,10 +57,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    else:  # "local": a new runtime even where `ray start` left one running on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False)
 
 
 def _task(spec: ZooSpec, task: Task, bundle: DataBundle,

@@ -11,15 +11,16 @@ from typing import Iterable, TextIO
 import torch
 
 from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
+from generators.packing import auto_gpus_per_task, device_memory
 from generators.plan import Plan, check_out, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
 from zoo import architectures, datasets, limits
 from zoo.datasets.base import DataBundle, DataInfo
-from zoo.folder.card import write_card
 from zoo.folder.manifest import read_manifest
 from zoo.folder.names import write_atomically
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
+from zoo.precision import precision_record
 from zoo.spec import ZooSpec
 
 
@@ -61,15 +62,29 @@ def load_data(spec: ZooSpec) -> DataBundle:
     return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
 
 
+def _load_while_ray_starts(spec: ZooSpec, address: str | None,
+                           workers: int | None) -> DataBundle:
+    """The data, loaded on a thread while Ray starts on this one (Ray's processes die with the
+    thread that started them, so Ray keeps the main thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(load_data, spec)
+        ensure_ray(address, workers)
+        return loading.result()
+
+
 def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
              workers: int | None = None, formats: Iterable[str] = FORMATS,
-             gpus_per_task: float = 0.0, dry_run: bool = False, progress: bool = True,
+             gpus_per_task: float | str = 0.0, dry_run: bool = False, progress: bool = True,
              stream: TextIO | None = None, prune: bool = False) -> Generation:
     """Generate (or complete, or grow) the zoo of `spec` in `out`; only missing cells train.
 
     A cell whose training raises is recorded in failures/<cell_id>.json and the run goes on;
     the caller decides the exit code from `Generation.failures`. A spec with fewer seeds or
     grid values than the zoo in `out` is refused unless `prune`, which removes what it drops.
+    `gpus_per_task` "auto" sizes the fraction from a memory estimate of the largest task
+    (generators.packing).
     """
     stream = stream or sys.stderr
     formats = tuple(formats)
@@ -79,7 +94,8 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         plan = make_plan(spec, "(data not loaded)", Path("/nonexistent"))
         print(plan.describe(counts, len(formats)), file=stream)
         return Generation(plan)
-    bundle = load_data(spec)
+    device_bytes = device_memory() if gpus_per_task == "auto" and not dry_run else 0
+    bundle = load_data(spec) if dry_run else _load_while_ray_starts(spec, address, workers)
     fingerprint = bundle.fingerprint()
     plan = make_plan(spec, fingerprint, out, prune=prune)
     print(plan.describe(counts, len(formats)), file=stream)
@@ -91,15 +107,20 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         print(f"pruned {plan.shrink.what()} from {out}: {plan.shrink.counts()}", file=stream)
     writer = ZooWriter(out, spec.spec_hash(), formats)
     writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
-                           bundle.info, normalization=bundle.normalization))
+                           bundle.info, normalization=bundle.normalization,
+                           precision=precision_record(spec.training.precision)))
     if plan.missing:
         from tqdm import tqdm
 
-        ensure_ray(address, workers)
         import ray
 
+        device = "cpu" if gpus_per_task == 0 else "cuda"
         tasks = plan_tasks(plan, bundle, workers or int(ray.available_resources().get("CPU", 1)),
-                           "cuda" if gpus_per_task > 0 else "cpu")
+                           device)
+        if gpus_per_task == "auto":
+            gpus_per_task = auto_gpus_per_task(spec, tasks, bundle, device_bytes)
+            print(f"each task asks for {gpus_per_task:g} of a GPU (--gpus-per-task auto)",
+                  file=stream)
         done_models = plan.num_models - sum(len(j) for j in plan.missing.values())
         with tqdm(total=plan.num_models, initial=done_models, unit="model", file=stream,
                   desc=f"zoo {spec.name}", disable=not progress) as bar:
@@ -122,5 +143,7 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
             run_tasks(spec, tasks, bundle, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=out.resolve() / STATE)
     if generation.committed or plan.shrink is not None or not (out / "README.md").exists():
+        from zoo.folder.card import write_card  # imports the readers: only at the end
+
         write_card(out)
     return generation

@@ -199,3 +199,20 @@ def test_stacking_is_decided_at_plan_time_and_the_manifest_records_it(tiny_zoo, 
     tasks = plan_tasks(make_plan(more, bundle.fingerprint(), grown), bundle, workers=2)
     held = [t for t in tasks if t.cells[0][0].cell_id == victim]
     assert len(held) == 1 and held[0].stacked is manifest["stacked"][victim]
+
+
+def test_zoo_json_records_the_precision(tiny_zoo):
+    from zoo.precision import precision_record
+
+    body = json.loads((tiny_zoo / "zoo.json").read_text())
+    assert body["precision"] == precision_record("fp32")
+    assert body["precision"]["cudnn_allow_tf32"] is torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="sizes tasks when a GPU is present")
+def test_gpus_per_task_auto_without_a_gpu_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "zoo"
+    code = main(["generate", str(write_spec(tmp_path)), "--out", str(out),
+                 "--gpus-per-task", "auto"])
+    assert code == 2 and not out.exists()
+    assert "--gpus-per-task auto: torch sees no CUDA device" in capsys.readouterr().err

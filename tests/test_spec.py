@@ -176,3 +176,35 @@ def test_curve_defaults_follow_the_published_recipe():
     set_ = parse_spec(_spec(metrics={"curve": {"steps": 9, "tolerance": 2, "bn_samples": 64}}))
     assert (set_.metrics.curve.steps, set_.metrics.curve.tolerance) == (9, 2.0)
     assert set_.metrics.curve.bn_samples == 64
+
+
+def test_precision_is_part_of_the_id_only_when_not_default_and_graphs_never():
+    base = parse_spec(_spec()).jobs("fp")
+    fp32 = parse_spec(_spec(training={**TINY_SPEC["training"], "precision": "fp32"})).jobs("fp")
+    bf16 = parse_spec(_spec(training={**TINY_SPEC["training"], "precision": "bf16"})).jobs("fp")
+    never = parse_spec(_spec(training={**TINY_SPEC["training"], "graphs": "never"})).jobs("fp")
+    assert [j.model_id for j in fp32] == [j.model_id for j in base]
+    assert [j.model_id for j in never] == [j.model_id for j in base]
+    assert not {j.model_id for j in bf16} & {j.model_id for j in base}
+    identity = parse_spec(_spec()).cell_identity(base[0].cell, "fp")
+    assert "precision" not in identity["recipe"] and "graphs" not in identity["recipe"]
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("precision", "fp16", "fp32, bf16"), ("graphs", "always", "auto, never")])
+def test_precision_and_graphs_are_checked(field, value, allowed):
+    with pytest.raises(SpecError, match=rf"training.{field}: '{value}' is not allowed; "
+                                        rf"expected one of {allowed}"):
+        parse_spec(_spec(training={**TINY_SPEC["training"], field: value}))
+
+
+def test_specs_from_before_graphs_and_precision_keep_their_hash_and_round_trip():
+    from zoo.specfile import spec_from_dict
+
+    spec = parse_spec(_spec())
+    body = spec.to_dict()
+    assert "graphs" not in body["training"] and "precision" not in body["training"]
+    assert spec_from_dict(body) == spec  # a zoo.json written before the fields existed
+    bf16 = parse_spec(_spec(training={**TINY_SPEC["training"], "precision": "bf16"}))
+    assert bf16.to_dict()["training"]["precision"] == "bf16"
+    assert spec_from_dict(bf16.to_dict()) == bf16 and bf16.spec_hash() != spec.spec_hash()

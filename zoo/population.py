@@ -24,6 +24,7 @@ from zoo import trainstate
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
+from zoo.precision import autocast
 from zoo.rows import is_finite_checkpoint
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 from zoo.training import (Checkpoint, TrainedModel, build_model, derive_seed, make_optimizer,
@@ -275,8 +276,9 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
         checkpoints = [[Checkpoint(*c) for c in member] for member in resumed.checkpoints]
     autosave = trainstate.Autosave(store)
     for epoch in range(first, recipe.epochs + 1):
-        active, step = _epoch(population, optimizer, data, recipe.augmentation, cell.batch_size,
-                              generators, active, step)
+        with autocast(recipe.precision, device):
+            active, step = _epoch(population, optimizer, data, recipe.augmentation,
+                                  cell.batch_size, generators, active, step)
         if epoch in kept:
             _keep(population, members, objective, epoch, active, checkpoints)
         autosave(epoch, epoch in kept, lambda: trainstate.pack_population(

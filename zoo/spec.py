@@ -13,6 +13,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-rotate", "crop-flip-rotate")
 STACKING = ("auto", "always", "never")
+GRAPHS = ("auto", "never")
+PRECISIONS = ("fp32", "bf16")
+LATER_DEFAULTS = {"graphs": "auto", "precision": "fp32"}  # training fields newer than some zoos
 
 
 def canonical_json(value: Any) -> str:
@@ -58,6 +61,8 @@ class TrainingSpec:
     batch_size: int = 64
     augmentation: str = "none"
     stacking: str = "auto"  # train a cell's seeds as one vmapped population: auto, always, never
+    graphs: str = "auto"  # auto: one model's step replayed as a CUDA graph on CUDA; never
+    precision: str = "fp32"  # bf16: autocast of forward and backward (opt-in, part of the id)
 
 
 @dataclass(frozen=True)
@@ -168,8 +173,14 @@ class ZooSpec:
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (the resolved spec that `zoo.json` records)."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain JSON-able dict (the resolved spec that `zoo.json` records). Training fields
+        added after zoos were written are left out at their defaults, so those zoos keep
+        their spec hash, resume, grow and round-trip."""
+        body = json.loads(json.dumps(asdict(self)))
+        for name, default in LATER_DEFAULTS.items():
+            if body["training"][name] == default:
+                body["training"].pop(name)
+        return body
 
     @property
     def kept_epochs(self) -> tuple[int, ...]:
@@ -200,8 +211,10 @@ class ZooSpec:
     def cell_identity(self, cell: Cell, data_fingerprint: str) -> dict[str, Any]:
         """Everything that defines a cell's models except the seed (hashed into `cell_id`)."""
         recipe = asdict(self.training)
-        for name in ("batch_size", "learning_rate", "weight_decay", "stacking"):
+        for name in ("batch_size", "learning_rate", "weight_decay", "stacking", "graphs"):
             recipe.pop(name)
+        if recipe["precision"] == "fp32":  # the default leaves the ids of existing zoos alone
+            recipe.pop("precision")
         return {
             "architecture": {"family": self.architecture.family,
                              "args": dict(self.architecture.args)},

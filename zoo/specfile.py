@@ -13,9 +13,9 @@ import yaml
 
 from zoo import limits
 from zoo.errors import SpecError
-from zoo.spec import (AUGMENTATIONS, LOAD_AXES, OPTIMIZERS, SCHEDULES, STACKING,
-                      TEMPERATURE_AXES, ArchitectureSpec, Axis, CurveSpec, DataSpec, HessianSpec,
-                      MetricsSpec, SimilaritySpec, TrainingSpec, ZooSpec)
+from zoo.spec import (AUGMENTATIONS, GRAPHS, LOAD_AXES, OPTIMIZERS, PRECISIONS, SCHEDULES,
+                      STACKING, TEMPERATURE_AXES, ArchitectureSpec, Axis, CurveSpec, DataSpec,
+                      HessianSpec, MetricsSpec, SimilaritySpec, TrainingSpec, ZooSpec)
 
 
 def _fail(path: str, value: Any, allowed: str) -> SpecError:
@@ -228,6 +228,8 @@ def parse_spec(raw: Any) -> ZooSpec:
     _choice(training.schedule, "training.schedule", SCHEDULES)
     _choice(training.augmentation, "training.augmentation", AUGMENTATIONS)
     _choice(training.stacking, "training.stacking", STACKING)
+    _choice(training.graphs, "training.graphs", GRAPHS)
+    _choice(training.precision, "training.precision", PRECISIONS)
     if training.learning_rate <= 0:
         raise _fail("training.learning_rate", training.learning_rate, "a number > 0")
 

@@ -13,6 +13,7 @@ from zoo import architectures, trainstate
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
+from zoo.precision import autocast
 from zoo.rows import is_finite_checkpoint
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 
@@ -91,6 +92,10 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     state is saved there (see zoo.trainstate) and a saved state is resumed: the result equals
     an uninterrupted run's bit for bit.
     """
+    from zoo.graphed import train_graphed, use_graphs  # imports this module: import here
+
+    if use_graphs(spec.training, bundle.info.task, device):  # CUDA only; the CPU trains below
+        return train_graphed(spec, job, bundle, device)
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
     data = bundle.subsample(cell.data_fraction).to(device)
@@ -120,7 +125,8 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
             batch = tuple(t[index] for t in data.train)
             if recipe.augmentation != "none":
                 batch = (augment(batch[0], recipe.augmentation, generator, fill), *batch[1:])
-            loss = objective.loss(model, batch)
+            with autocast(recipe.precision, device):
+                loss = objective.loss(model, batch)
             if not torch.isfinite(loss):
                 diverged = True
                 break

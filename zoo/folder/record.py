@@ -29,6 +29,7 @@ class ZooRecord:
         imported_from: for an imported zoo, its source format, folder and trial count.
         normalization: per-channel input statistics of an image data set (None: raw inputs),
             so a reader feeds a loaded model inputs as it was trained on them.
+        precision: the training precision and torch's float32 flags (TF32) of the run.
     """
 
     spec: Mapping[str, Any]
@@ -38,6 +39,7 @@ class ZooRecord:
     data_info: DataInfo
     imported_from: Mapping[str, Any] | None = None
     normalization: Normalization | None = None
+    precision: Mapping[str, Any] | None = None
 
     def to_json(self) -> str:
         """Sorted-key JSON, with the format version."""
@@ -51,6 +53,8 @@ class ZooRecord:
             body["imported_from"] = dict(self.imported_from)
         if self.normalization is not None:
             body["data_normalization"] = self.normalization.to_dict()
+        if self.precision is not None:
+            body["precision"] = dict(self.precision)
         return json.dumps(body, indent=1, sort_keys=True)
 
     @classmethod
@@ -71,7 +75,8 @@ class ZooRecord:
             normalization = None if raw is None else Normalization(
                 tuple(float(v) for v in raw["mean"]), tuple(float(v) for v in raw["std"]))
             return cls(body["spec"], body["spec_hash"], body["data_fingerprint"],
-                       body["versions"], info, body.get("imported_from"), normalization)
+                       body["versions"], info, body.get("imported_from"), normalization,
+                       body.get("precision"))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
             raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") from None
 

@@ -1,0 +1,225 @@
+"""Timers for `zoo price`: one model's eager and graphed steps, a population's step, an
+evaluation and a checkpoint write, each the mean over calls after untimed warm-up calls."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from zoo.datasets.base import DataBundle
+from zoo.errors import ZooError
+from zoo.spec import ModelJob, ZooSpec
+
+WARMUP_STEPS = 5  # untimed steps first: allocator, cuDNN autotuning, graph capture
+CHECKPOINT_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class ShapeTiming:
+    """Seconds measured for one (width, batch size): one model's step eager (the published
+    way) and ours, evaluation per sample, one checkpoint written ours and published."""
+
+    width: int
+    batch_size: int
+    parameters: int
+    eager_step: float
+    step: float
+    evaluation_per_sample: float
+    checkpoint: float
+    checkpoint_published: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(call: Callable[[int], Any], steps: int, device: torch.device,
+               warmup: int = WARMUP_STEPS) -> float:
+    """Mean seconds of `call(i)` over `steps` calls after `warmup` untimed ones."""
+    for i in range(warmup):
+        call(i)
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        call(i)
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def _indexes(rows: int, batch: int, count: int, device: torch.device,
+             members: int = 0) -> list[torch.Tensor]:
+    """`count` random batches of row indexes on `device`, (batch,) or (members, batch)."""
+    generator = torch.Generator().manual_seed(1)
+
+    def draw() -> torch.Tensor:
+        return torch.randint(rows, (batch,), generator=generator)
+
+    out = [torch.stack([draw() for _ in range(members)]) if members else draw()
+           for _ in range(count)]
+    return [index.to(device) for index in out]
+
+
+def time_eager(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
+               device: torch.device) -> float:
+    """Seconds of one of train_model's eager steps (its loop body, sync included)."""
+    from zoo.augment import augment
+    from zoo.precision import autocast
+    from zoo.objective import Objective
+    from zoo.training import build_model, make_optimizer, make_schedule
+
+    recipe, cell = spec.training, job.cell
+    model = build_model(spec, cell, data, job.seed).to(device).train()
+    objective = Objective(data, beta=cell.beta)
+    optimizer = make_optimizer(recipe, cell, [p for p in model.parameters() if p.requires_grad])
+    schedule = make_schedule(recipe, optimizer, cell, WARMUP_STEPS + steps)
+    indexes = _indexes(data.num_train, cell.batch_size, WARMUP_STEPS + steps, device)
+    generator = torch.Generator().manual_seed(2)
+
+    def call(i: int) -> None:
+        batch = tuple(t[indexes[i]] for t in data.train)
+        if recipe.augmentation != "none":
+            batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
+        with autocast(recipe.precision, device):
+            loss = objective.loss(model, batch)
+        if not torch.isfinite(loss):
+            raise ZooError(f"price: the loss of width {cell.width}, batch {cell.batch_size} "
+                           f"is not finite on synthetic data; lower training.learning_rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+    return time_calls(call, steps, device)
+
+
+def time_graphed(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
+                 device: torch.device) -> float:
+    """Seconds of one GraphedStep replay (CUDA; captured during the untimed warm-up)."""
+    from zoo.augment import augment
+    from zoo.graphed import GraphedStep, prepare
+    from zoo.objective import Objective
+    from zoo.training import build_model
+
+    recipe, cell = spec.training, job.cell
+    model = prepare(build_model(spec, cell, data, job.seed).to(device), device).train()
+    step = GraphedStep(model, Objective(data, beta=cell.beta), recipe, cell,
+                       WARMUP_STEPS + steps)
+    indexes = _indexes(data.num_train, cell.batch_size, WARMUP_STEPS + steps, device)
+    generator = torch.Generator().manual_seed(2)
+
+    def call(i: int) -> None:
+        batch = tuple(t[indexes[i]] for t in data.train)
+        if recipe.augmentation != "none":
+            batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
+        step(batch)
+
+    return time_calls(call, steps, device)
+
+
+def time_population(spec: ZooSpec, job: ModelJob, members: int, data: DataBundle, steps: int,
+                    device: torch.device) -> float:
+    """Seconds of one population_step of `members` models of `job`'s cell."""
+    from dataclasses import replace
+
+    from zoo.population import Population, PopulationOptimizer, population_step, schedule_table
+    from zoo.precision import autocast
+    from zoo.training import build_model
+
+    jobs = [replace(job, seed=seed) for seed in range(members)]
+    models = [build_model(spec, j.cell, data, j.seed).to(device) for j in jobs]
+    population = Population(models)
+    table = schedule_table(spec.training, jobs, WARMUP_STEPS + steps,
+                           next(iter(population.params.values())))
+    optimizer = PopulationOptimizer(spec.training.optimizer, population.params, table)
+    indexes = _indexes(data.num_train, job.cell.batch_size, WARMUP_STEPS + steps, device,
+                       members)
+    active = torch.ones(members, dtype=torch.bool, device=device)
+
+    def call(i: int) -> None:
+        with autocast(spec.training.precision, device):
+            population_step(population, optimizer, [t[indexes[i]] for t in data.train],
+                            active, i)
+
+    return time_calls(call, steps, device)
+
+
+def time_checkpoints(spec: ZooSpec, model: torch.nn.Module, width: int,
+                     folder: Path) -> tuple[float, float]:
+    """Seconds to write one checkpoint: ours (a Parquet row of flat float32 weights, as the
+    writer stores it) and published (torch.save of a state_dict file)."""
+    import pyarrow as pa
+
+    from zoo.folder.writer import write_parquet
+    from zoo.layout import layout_of
+
+    layout = layout_of(model, spec.architecture.family, width, spec.architecture.args)
+
+    def ours(i: int) -> None:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        weights = pa.array([layout.flatten(state)], type=pa.list_(pa.float32()))
+        write_parquet(pa.table({"weights": weights}), folder / f"ours-{i}.parquet")
+
+    def published(i: int) -> None:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        torch.save(state, folder / f"published-{i}.pt")
+
+    cpu = torch.device("cpu")
+    return (time_calls(ours, CHECKPOINT_REPEATS, cpu, warmup=1),
+            time_calls(published, CHECKPOINT_REPEATS, cpu, warmup=1))
+
+
+def time_shape(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
+               device: torch.device, folder: Path) -> ShapeTiming:
+    """Every timing of one (width, batch size) on `data` (already on `device`)."""
+    from zoo.graphed import use_graphs
+    from zoo.objective import Objective
+    from zoo.training import build_model
+
+    eager = time_eager(spec, job, data, steps, device)
+    graphed = use_graphs(spec.training, data.info.task, device)
+    step = time_graphed(spec, job, data, steps, device) if graphed else eager
+    model = build_model(spec, job.cell, data, job.seed).to(device)
+    objective = Objective(data, beta=job.cell.beta)
+    evaluation = time_calls(lambda i: objective.evaluate(model, "test"), 2, device, warmup=1)
+    checkpoint, published = time_checkpoints(spec, model, job.cell.width, folder)
+    parameters = sum(p.numel() for p in model.parameters())
+    return ShapeTiming(job.cell.width, job.cell.batch_size, parameters, eager, step,
+                       evaluation / len(data.test[0]), checkpoint, published)
+
+
+CURVE_STEPS_TIMED = (10, 40)  # a curve's cost is linear in its steps: two lengths give the line
+
+
+def time_metrics(spec: ZooSpec, job: ModelJob, data: DataBundle, device: torch.device,
+                 scale: float) -> tuple[float, float]:
+    """Seconds of the landscape metrics at one metric epoch: of one model (Hessian, spectra)
+    and of one seed pair (CKA, the curve extrapolated to its spec's steps, its evaluations
+    scaled by `scale`, the full data's rows over the timing rows). Models are at their init."""
+    from dataclasses import replace
+
+    from zoo.measure import model_metrics, pair_metrics
+    from zoo.objective import Objective
+    from zoo.training import build_model
+
+    beta = job.cell.beta
+    a, b = (build_model(spec, job.cell, data, seed).to(device).eval() for seed in (0, 1))
+    one = time_calls(lambda i: model_metrics(a, Objective(data, beta=beta), spec.metrics, 0),
+                     1, device, warmup=0)
+    if len(spec.seeds) < 2:
+        return one, 0.0
+
+    def pair(steps: int) -> float:
+        metrics = replace(spec.metrics, curve=replace(spec.metrics.curve, steps=steps))
+        return time_calls(lambda i: pair_metrics(a, b, data, beta, metrics, 0), 1, device,
+                          warmup=0)
+
+    short, long = (pair(steps) for steps in CURVE_STEPS_TIMED)
+    per_step = max(long - short, 0.0) / (CURVE_STEPS_TIMED[1] - CURVE_STEPS_TIMED[0])
+    fixed = max(short - per_step * CURVE_STEPS_TIMED[0], 0.0)
+    steps = spec.metrics.curve.steps if spec.metrics.curve.enabled else 0
+    return one, fixed * scale + per_step * steps

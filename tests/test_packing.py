@@ -1,0 +1,101 @@
+"""`--gpus-per-task auto`: the memory estimate, the fraction it picks, and the flag."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generators.cli import build_parser
+from generators.executor import Task
+from generators.packing import (CUDA_CONTEXT, FRACTIONS, TaskShape, auto_gpus_per_task,
+                                gpu_fraction, shape_of, task_bytes)
+from zoo import datasets
+from zoo.errors import ZooError
+from zoo.specfile import load_spec, parse_spec
+from zoo.training import build_model
+
+GIB = 2**30
+
+
+def _metrics(hessian: bool = True, curve: bool = True):
+    return parse_spec({"name": "m", "architecture": {"family": "mlp"}, "data": {"name": "digits"},
+                       "grid": {"load": {"axis": "width", "values": [4]},
+                                "temperature": {"axis": "batch_size", "values": [8]}},
+                       "metrics": {"hessian": {"enabled": hessian, "batches": 10,
+                                               "batch_size": 64},
+                                   "curve": {"enabled": curve, "batch_size": 128}}}).metrics
+
+
+def test_task_bytes_is_the_largest_phase_on_top_of_what_stays() -> None:
+    shape = TaskShape(parameters=1000, activations=100, members=4, batch_size=32,
+                      optimizer_states=1, seeds=3, data_values=5000)
+    resident = CUDA_CONTEXT + 5000 * 4 + 3 * 1000 * 4
+    training = 4 * (1000 * 4 * 3 + 32 * 100 * 4 * 2.5)
+    hessian = 640 * 100 * 4 * 12.5
+    curve = 1000 * 4 * 9 + 128 * 100 * 4 * 2.5
+    assert task_bytes(shape, _metrics()) == int(resident + max(training, hessian, curve))
+    assert task_bytes(shape, _metrics(hessian=False)) == int(resident + max(training, curve))
+    evaluation = 1024 * 100 * 4 * 0.1
+    lone = TaskShape(1000, 100, 1, 1, 2, 1, 0)
+    assert task_bytes(lone, _metrics(False, True)) == int(CUDA_CONTEXT + 4000 + max(
+        1000 * 4 * 4 + 100 * 4 * 2.5, evaluation))  # one seed: no curve
+
+
+def test_fits_the_measured_resnet18_trace_peak() -> None:
+    """Width 64, 10 x 64 probes: 39.2 GB measured for the trace on an H100."""
+    spec = load_spec("resnet18-cifar10")
+    shape = TaskShape(11_173_962, 1_229_322, 1, 128, 1, 1, 0)  # counted by shape_of on CIFAR
+    hessian_phase = task_bytes(shape, spec.metrics) - CUDA_CONTEXT - 4 * 11_173_962
+    assert hessian_phase / 1e9 == pytest.approx(39.2, rel=0.02)
+
+
+@pytest.mark.parametrize("needed_gib, fraction", [(1, 1 / 16), (4.2, 1 / 8), (8, 1 / 8),
+                                                  (9, 1 / 4), (30, 1 / 2), (60, 1.0)])
+def test_gpu_fraction_is_the_smallest_that_holds_the_task(needed_gib, fraction) -> None:
+    assert gpu_fraction(int(needed_gib * GIB), 80 * GIB) == fraction
+    assert fraction in FRACTIONS
+
+
+def test_a_task_larger_than_the_gpu_is_refused() -> None:
+    with pytest.raises(ZooError, match=r"a task needs ~70.0 GiB, more than the GPU's 80.0 GiB"):
+        gpu_fraction(70 * GIB, 80 * GIB)
+
+
+def _outputs(model: torch.nn.Module) -> int:
+    """Leaf-module output values of one digits sample."""
+    total, x = 0, torch.zeros(1, 1, 8, 8)
+    for layer in model:
+        x = layer(x)
+        total += x.numel()
+    return total
+
+
+def test_auto_counts_the_population_of_each_task() -> None:
+    bundle = datasets.load("digits")
+    spec = parse_spec({"name": "p", "architecture": {"family": "mlp"}, "data": {"name": "digits"},
+                       "grid": {"load": {"axis": "width", "values": [4, 4096]},
+                                "temperature": {"axis": "batch_size", "values": [8]}},
+                       "seeds": 4})
+    jobs = spec.jobs(bundle.fingerprint())
+    small, large = tuple(jobs[:4]), tuple(jobs[4:])
+    one = shape_of(spec, small, False, bundle)
+    assert (one.members, one.seeds, one.batch_size, one.optimizer_states) == (1, 4, 8, 1)
+    model = build_model(spec, small[0].cell, bundle, 0)
+    assert one.parameters == sum(p.numel() for p in model.parameters())
+    assert one.activations == _outputs(model)
+    assert one.data_values == sum(t.numel() for t in (*bundle.train, *bundle.test))
+    assert shape_of(spec, small, True, bundle).members == 4
+    tiny = auto_gpus_per_task(spec, [Task((small,), True)], bundle, 80 * GIB)
+    assert tiny == 1 / 16
+    assert auto_gpus_per_task(spec, [Task((small,), True), Task((large,), True)], bundle,
+                              2 * GIB) == 1.0  # the largest task decides
+
+
+def test_the_flag_takes_a_fraction_or_auto(capsys) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["generate", "x", "--gpus-per-task", "auto"]).gpus_per_task == "auto"
+    assert parser.parse_args(["generate", "x", "--gpus-per-task", "0.25"]).gpus_per_task == 0.25
+    for bad in ("half", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["generate", "x", "--gpus-per-task", bad])
+        assert "is neither a fraction >= 0 (e.g. 0.25) nor auto" in capsys.readouterr().err

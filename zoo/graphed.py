@@ -20,11 +20,11 @@ from torch import nn
 
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
-from zoo.population import _adam, _sgd, hyperparameters
+from zoo.population import adam_update, sgd_update, hyperparameters
 from zoo.precision import autocast
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 from zoo.objective import Objective
-from zoo.training import TrainedModel, _snapshot, build_model, derive_seed
+from zoo.training import TrainedModel, snapshot, build_model, derive_seed
 
 GRAPH_TASKS = ("classification", "language_model")  # PINN losses differentiate their inputs
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
@@ -67,7 +67,7 @@ class GraphedStep:
             loss = self.objective.loss(self.model, batch)
         grads = torch.autograd.grad(loss, self.params)
         coefficients = self.table.index_select(0, self.counter).squeeze(0).unbind(0)
-        update = _sgd if self.recipe.optimizer == "sgd" else _adam
+        update = sgd_update if self.recipe.optimizer == "sgd" else adam_update
         with torch.no_grad():
             for param, grad, state in zip(self.params, grads, self.state):
                 update(param, grad, state, coefficients, self.recipe.optimizer == "adamw")
@@ -126,7 +126,7 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     step = GraphedStep(model, objective, recipe, cell, steps_per_epoch * recipe.epochs)
     generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
     kept = spec.kept_epochs
-    checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
+    checkpoints = [snapshot(model, objective, 0, False)] if 0 in kept else []
     diverged = False
     for epoch in range(1, recipe.epochs + 1):
         model.train()
@@ -142,5 +142,5 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                 diverged = step.diverged()
         diverged = diverged or step.diverged()
         if epoch in kept:
-            checkpoints.append(_snapshot(model, objective, epoch, diverged))
+            checkpoints.append(snapshot(model, objective, epoch, diverged))
     return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)

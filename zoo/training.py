@@ -96,7 +96,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     from zoo.graphed import train_graphed, use_graphs  # imports this module: import here
 
     if use_graphs(spec.training, bundle.info.task, device):  # CUDA only; the CPU trains below
-        return train_graphed(spec, job, bundle, device)
+        return train_graphed(spec, job, bundle, device, store)
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
     data = bundle.subsample(cell.data_fraction).to(device)

@@ -10,9 +10,11 @@ import torch
 
 from zoo import datasets
 from zoo.datasets.base import DataBundle
+from zoo.errors import TrainStateError
 from zoo.graphed import GraphedStep, has_convolutions, prepare, train_graphed, use_graphs
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
+from zoo.trainstate import STATE_JSON, StateStore, load_state
 from zoo.training import TrainedModel, train_model
 
 TOLERANCE = 1e-10
@@ -25,6 +27,25 @@ def mnist1d() -> DataBundle:
     return DataBundle(bundle.name, bundle.info, (bundle.train[0][:250].double(),
                       bundle.train[1][:250]), (bundle.test[0][:128].double(),
                                                bundle.test[1][:128]))
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataBundle:
+    """300 train (five 64-batches, the last of 44) and 100 test images, normalised per channel."""
+    bundle = datasets.load("digits")
+    return DataBundle(bundle.name, bundle.info, tuple(t[:300] for t in bundle.train),
+                      tuple(t[:100] for t in bundle.test), normalization=bundle.normalization)
+
+
+class Killed(Exception):
+    """Raised from a store's hook: the run dies as a killed worker would."""
+
+
+def kill_at(epoch: int):
+    def hook(finished: int) -> None:
+        if finished == epoch:
+            raise Killed(f"killed after epoch {epoch}")
+    return hook
 
 
 @pytest.fixture
@@ -44,6 +65,28 @@ def make_spec(family: str = "mlp", args: dict | None = None, **training: Any) ->
                  "temperature": {"axis": "learning_rate", "values": [0.05]}},
         "seeds": [3], "checkpoints": {"every": 1},
     })
+
+
+def digits_spec(family: str, args: dict, epochs: int = 5, **training: Any) -> ZooSpec:
+    """Width 4, batch 64, checkpoints at 0, 2, 4 and the last epoch."""
+    return parse_spec({
+        "name": "graphed-resume", "data": {"name": "digits"},
+        "architecture": {"family": family, "width": 4, "args": args},
+        "training": {"epochs": epochs, "batch_size": 64, **training},
+        "grid": {"load": {"axis": "width", "values": [4]},
+                 "temperature": {"axis": "batch_size", "values": [64]}},
+        "seeds": [1], "checkpoints": {"every": 2},
+    })
+
+
+def assert_identical(resumed: TrainedModel, whole: TrainedModel) -> None:
+    """Every checkpoint: epoch, key order, every tensor (torch.equal), evaluations, finiteness."""
+    assert [c.epoch for c in resumed.checkpoints] == [c.epoch for c in whole.checkpoints]
+    for ours, theirs in zip(resumed.checkpoints, whole.checkpoints):
+        assert list(ours.state_dict) == list(theirs.state_dict)
+        for key, value in ours.state_dict.items():
+            assert torch.equal(value, theirs.state_dict[key]), (ours.epoch, key)
+        assert (ours.train, ours.test, ours.finite) == (theirs.train, theirs.test, theirs.finite)
 
 
 def assert_close(ours: TrainedModel, theirs: TrainedModel, tolerance: float) -> None:
@@ -129,3 +172,82 @@ def test_channels_last_only_for_convolutions_on_cuda() -> None:
     conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
     assert has_convolutions(conv) and not has_convolutions(torch.nn.Linear(2, 2))
     assert prepare(conv, "cpu")[0].weight.is_contiguous()
+
+
+@pytest.mark.parametrize("family, args, training, moments", [
+    ("cnn", {"depth": 1, "batch_norm": True}, {"augmentation": "crop-flip"}, 1),  # SGD, OneCycle
+    ("mlp", {"depth": 1}, {"optimizer": "adamw", "schedule": "cosine", "learning_rate": 0.01},
+     2)])
+def test_a_killed_graphed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path, digits, family,
+                                                                      args, training, moments):
+    spec = digits_spec(family, args, **training)
+    job = spec.jobs(digits.fingerprint())[0]
+    whole = train_graphed(spec, job, digits, "cpu")
+    with pytest.raises(Killed):  # epoch 3 is trained, then lost: the state is epoch 2's
+        train_graphed(spec, job, digits, "cpu",
+                      StateStore(tmp_path, job.model_id, on_epoch=kill_at(3)))
+    store = StateStore(tmp_path, job.model_id)
+    saved = load_state(store)
+    assert saved.epoch == 2 and saved.scalars["diverged"] is False
+    assert saved.tensors["step/counter"].tolist() == [2 * 5]  # five steps an epoch
+    assert saved.tensors["step/finite"].item() is True
+    assert len([k for k in saved.tensors if k.startswith("optimizer/0/")]) == moments
+    assert sorted(p.name for p in store.path.iterdir()) == [
+        "checkpoint-0.safetensors", "checkpoint-2.safetensors", "state-2.safetensors",
+        STATE_JSON]
+    assert_identical(train_graphed(spec, job, digits, "cpu", store), whole)
+    assert load_state(store).epoch == 5
+    assert_identical(train_graphed(spec, job, digits, "cpu", store), whole)  # nothing left
+
+
+def test_a_diverged_graphed_run_resumes_diverged(tmp_path, digits):
+    """A run that diverged in epoch 1 takes no step after its resume (the counter stays)."""
+    poisoned = digits.train[0].clone()
+    poisoned[:] = float("nan")
+    bundle = DataBundle(digits.name, digits.info, (poisoned, digits.train[1]), digits.test,
+                        normalization=digits.normalization)
+    spec = digits_spec("mlp", {"depth": 1}, epochs=3)
+    job = spec.jobs(bundle.fingerprint())[0]
+    whole = train_graphed(spec, job, bundle, "cpu")
+    with pytest.raises(Killed):
+        train_graphed(spec, job, bundle, "cpu",
+                      StateStore(tmp_path, "m", every_seconds=0, on_epoch=kill_at(2)))
+    saved = load_state(StateStore(tmp_path, "m"))
+    assert saved.epoch == 1 and saved.scalars["diverged"] is True
+    assert saved.tensors["step/finite"].item() is False
+    resumed = train_graphed(spec, job, bundle, "cpu", StateStore(tmp_path, "m"))
+    assert [c.finite for c in resumed.checkpoints] == [c.finite for c in whole.checkpoints]
+    assert [c.epoch for c in resumed.checkpoints] == [0, 2, 3]
+    assert not any(c.finite for c in resumed.checkpoints)  # train loss is NaN from the start
+    assert load_state(StateStore(tmp_path, "m")).tensors["step/counter"].tolist() == [5]
+
+
+def test_augmentation_pads_with_the_normalised_raw_zero_as_train_model(digits, float64):
+    """Digits are normalised per channel: a crop padding 0 instead of the raw zero would move
+    the result far beyond rounding."""
+    assert digits.normalization.raw_zero().abs().min() > 0.1
+    bundle = DataBundle(digits.name, digits.info, (digits.train[0].double(), digits.train[1]),
+                        (digits.test[0].double(), digits.test[1]),
+                        normalization=digits.normalization)
+    spec = digits_spec("cnn", {"depth": 1, "batch_norm": True}, epochs=2,
+                       augmentation="crop-flip-rotate")
+    job = spec.jobs(bundle.fingerprint())[0]
+    assert_close(train_graphed(spec, job, bundle, "cpu"), train_model(spec, job, bundle),
+                 TOLERANCE)
+
+
+def test_train_model_on_the_cpu_never_takes_the_graphed_path(tmp_path, digits):
+    """The saved state tells the paths apart: torch's optimizer state, no step counter; and a
+    graphed run's state is refused by the eager path (its optimizer state differs)."""
+    spec = digits_spec("mlp", {"depth": 1}, epochs=2)
+    job = spec.jobs(digits.fingerprint())[0]
+    eager = StateStore(tmp_path, "eager")
+    train_model(spec, job, digits, device="cpu", store=eager)
+    saved = load_state(eager)
+    assert "optimizer/0/momentum_buffer" in saved.tensors and "step/counter" not in saved.tensors
+    assert "trained_by" not in saved.scalars["identity"]
+    graphed = StateStore(tmp_path, "graphed")
+    train_graphed(spec, job, digits, "cpu", graphed)
+    assert load_state(graphed).scalars["identity"]["trained_by"] == "graphed"
+    with pytest.raises(TrainStateError, match=r"graphed/state.json: saved by another run"):
+        train_model(spec, job, digits, device="cpu", store=graphed)

@@ -7,7 +7,9 @@ device by a step counter that the graph advances; divergence is a device flag re
 CHECK_EVERY steps. The result is train_model's up to rounding (the stacked population's
 arithmetic); the same spec gives the same bits on the same GPU. Batches of another shape (an
 epoch's last, smaller batch) run the very same step eagerly. On the CPU nothing is captured:
-that path exists to test the arithmetic against train_model.
+that path exists to test the arithmetic against train_model. With a store, the state (the
+step's optimizer tensors, counter and flag included) is saved and resumed through
+zoo.trainstate, restored in place so that a captured graph keeps its tensors.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import time
 import torch
 from torch import nn
 
+from zoo import trainstate
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
-from zoo.population import _adam, _sgd, hyperparameters
+from zoo.objective import Objective
+from zoo.population import adam_update, hyperparameters, sgd_update
 from zoo.precision import autocast
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.objective import Objective
-from zoo.training import TrainedModel, _snapshot, build_model, derive_seed
+from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed, snapshot
 
 GRAPH_TASKS = ("classification", "language_model")  # PINN losses differentiate their inputs
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
@@ -67,7 +70,7 @@ class GraphedStep:
             loss = self.objective.loss(self.model, batch)
         grads = torch.autograd.grad(loss, self.params)
         coefficients = self.table.index_select(0, self.counter).squeeze(0).unbind(0)
-        update = _sgd if self.recipe.optimizer == "sgd" else _adam
+        update = sgd_update if self.recipe.optimizer == "sgd" else adam_update
         with torch.no_grad():
             for param, grad, state in zip(self.params, grads, self.state):
                 update(param, grad, state, coefficients, self.recipe.optimizer == "adamw")
@@ -113,10 +116,14 @@ def prepare(model: nn.Module, device: torch.device | str) -> nn.Module:
 
 
 def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
-                  device: torch.device | str = "cuda") -> TrainedModel:
-    """train_model through GraphedStep: the same init, data order, augmentation draws and kept
-    checkpoints. A diverged run is found within CHECK_EVERY steps; checkpoints after it are
-    flagged non-finite as in train_model."""
+                  device: torch.device | str = "cuda",
+                  store: trainstate.StateStore | None = None) -> TrainedModel:
+    """train_model through GraphedStep: the same init, data order, augmentation draws (padded
+    with the normalised raw zero) and kept checkpoints. A diverged run is found within
+    CHECK_EVERY steps; checkpoints after it are flagged non-finite as in train_model. With a
+    `store`, the state is saved and resumed as train_model's: the result equals an
+    uninterrupted graphed run's bit for bit.
+    """
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
     data = bundle.subsample(cell.data_fraction).to(device)
@@ -126,21 +133,39 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     step = GraphedStep(model, objective, recipe, cell, steps_per_epoch * recipe.epochs)
     generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
     kept = spec.kept_epochs
-    checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
-    diverged = False
-    for epoch in range(1, recipe.epochs + 1):
-        model.train()
-        order = torch.randperm(data.num_train, generator=generator).to(device)
-        for count, index in enumerate(order.split(cell.batch_size), start=1):
-            if diverged:
-                break
-            batch = tuple(t[index] for t in data.train)
-            if recipe.augmentation != "none":
-                batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
-            step(batch)
-            if count % CHECK_EVERY == 0:
-                diverged = step.diverged()
-        diverged = diverged or step.diverged()
+    identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept),
+                "trained_by": "graphed"}  # its optimizer state is not train_model's
+    resumed = trainstate.resume_graphed(store, identity, model, step, generator)
+    if resumed is None:
+        checkpoints = [snapshot(model, objective, 0, False)] if 0 in kept else []
+        first, diverged = 1, False
+    else:
+        checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
+        first, diverged = resumed.epoch + 1, resumed.scalars["diverged"]
+    fill = data.normalization.raw_zero() if data.normalization else None  # pad like raw 0
+    autosave = trainstate.Autosave(store)
+    for epoch in range(first, recipe.epochs + 1):
+        diverged = _epoch(step, data, cell.batch_size, generator, fill, diverged)
         if epoch in kept:
-            checkpoints.append(_snapshot(model, objective, epoch, diverged))
+            checkpoints.append(snapshot(model, objective, epoch, diverged))
+        autosave(epoch, epoch in kept, lambda: trainstate.pack_graphed(
+            identity, model, step, generator, diverged, checkpoints))
     return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)
+
+
+def _epoch(step: GraphedStep, data: DataBundle, batch_size: int, generator: torch.Generator,
+           fill: torch.Tensor | None, diverged: bool) -> bool:
+    """One epoch of steps in train_model's order; returns whether the run has diverged."""
+    step.model.train()
+    augmentation = step.recipe.augmentation
+    order = torch.randperm(data.num_train, generator=generator).to(data.train[0].device)
+    for count, index in enumerate(order.split(batch_size), start=1):
+        if diverged:
+            break
+        batch = tuple(t[index] for t in data.train)
+        if augmentation != "none":
+            batch = (augment(batch[0], augmentation, generator, fill), *batch[1:])
+        step(batch)
+        if count % CHECK_EVERY == 0:
+            diverged = step.diverged()
+    return diverged or step.diverged()

@@ -133,7 +133,7 @@ class PopulationOptimizer:
              mask: torch.Tensor | None) -> None:
         """Apply step `index` (0-based) in place, consuming `grads`; members where `mask` is
         False keep every value."""
-        update = _sgd if self.kind == "sgd" else _adam
+        update = sgd_update if self.kind == "sgd" else adam_update
         row, shaped = self.table[index], {}
         for (name, param), grad in zip(params.items(), grads):
             if param.dim() not in shaped:  # coefficients as (members, 1, ...) to broadcast
@@ -147,16 +147,20 @@ class PopulationOptimizer:
                     tensor.copy_(torch.where(keep, tensor, old))
 
 
-def _sgd(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
-         c: tuple[torch.Tensor, ...], _: bool) -> None:
+def sgd_update(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
+               c: tuple[torch.Tensor, ...], _: bool) -> None:
+    """One SGD (momentum) step in place as torch's single-tensor SGD: `c` = (lr, momentum,
+    weight decay); `state` = [momentum buffer]; `grad` is consumed."""
     lr, momentum, decay = c
     grad.addcmul_(p, decay)
     state[0].mul_(momentum).add_(grad)  # the first step gives grad exactly, as torch's clone
     p.addcmul_(state[0], lr, value=-1)
 
 
-def _adam(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
-          c: tuple[torch.Tensor, ...], decoupled: bool) -> None:
+def adam_update(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
+                c: tuple[torch.Tensor, ...], decoupled: bool) -> None:
+    """One Adam step in place (AdamW's decoupled decay when `decoupled`) with the
+    coefficients `_coefficients` gives; `state` = [first, second moment]; `grad` is consumed."""
     step_size, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps, decay, shrink = c
     p.mul_(shrink) if decoupled else grad.addcmul_(p, decay)
     mean, square = state

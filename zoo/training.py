@@ -73,8 +73,9 @@ def make_schedule(recipe: TrainingSpec, optimizer: torch.optim.Optimizer, cell: 
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
-              diverged: bool) -> Checkpoint:
+def snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
+             diverged: bool) -> Checkpoint:
+    """`model` at `epoch`: its state_dict copied to the CPU and evaluated on the full sets."""
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     train, test = objective.evaluate(model, "train"), objective.evaluate(model, "test")
     return Checkpoint(epoch, state, train, test,
@@ -95,7 +96,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     from zoo.graphed import train_graphed, use_graphs  # imports this module: import here
 
     if use_graphs(spec.training, bundle.info.task, device):  # CUDA only; the CPU trains below
-        return train_graphed(spec, job, bundle, device)
+        return train_graphed(spec, job, bundle, device, store)
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
     data = bundle.subsample(cell.data_fraction).to(device)
@@ -109,7 +110,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept)}
     resumed = trainstate.resume_model(store, identity, model, optimizer, schedule, generator)
     if resumed is None:
-        checkpoints = [_snapshot(model, objective, 0, False)] if 0 in kept else []
+        checkpoints = [snapshot(model, objective, 0, False)] if 0 in kept else []
         first, diverged = 1, False
     else:
         checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
@@ -135,7 +136,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
             optimizer.step()
             schedule.step()
         if epoch in kept:
-            checkpoints.append(_snapshot(model, objective, epoch, diverged))
+            checkpoints.append(snapshot(model, objective, epoch, diverged))
         autosave(epoch, epoch in kept, lambda: trainstate.pack_model(
             identity, model, optimizer, schedule, generator, diverged, checkpoints))
     return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)

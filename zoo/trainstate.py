@@ -177,9 +177,7 @@ def pack_model(identity: dict[str, Any], model: torch.nn.Module,
     tensors["rng/data"] = generator.get_state()
     scalars = {"identity": identity, "param_groups": groups, "schedule": schedule.state_dict(),
                "diverged": diverged}
-    entries = [(c.epoch, c.state_dict, {"train": c.train, "test": c.test, "finite": c.finite})
-               for c in checkpoints]
-    return tensors, scalars, entries
+    return tensors, scalars, _entries(checkpoints)
 
 
 def resume_model(store: StateStore | None, identity: dict[str, Any], model: torch.nn.Module,
@@ -193,10 +191,40 @@ def resume_model(store: StateStore | None, identity: dict[str, Any], model: torc
     _restore_optimizer(optimizer, state.tensors, state.scalars["param_groups"])
     schedule.load_state_dict(state.scalars["schedule"])
     generator.set_state(state.tensors["rng/data"])
-    keys = list(model.state_dict())
-    kept = [[(e, _ordered(t, keys), f["train"], f["test"], f["finite"])
-             for e, t, f in state.checkpoints]]
-    return Resumed(state.epoch, state.scalars, tuple(kept))
+    return Resumed(state.epoch, state.scalars, (_kept(state, model),))
+
+
+def pack_graphed(identity: dict[str, Any], model: torch.nn.Module, step: Any,
+                 generator: torch.Generator, diverged: bool,
+                 checkpoints: Sequence[Any]) -> tuple[Tensors, dict, list[Entry]]:
+    """A GraphedStep run's state (train_graphed's loop variables: the step's optimizer
+    tensors, step counter and finite flag) and its `Checkpoint`s as entries."""
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"optimizer/{i}/{j}": v for i, values in enumerate(step.state)
+                    for j, v in enumerate(values)})
+    tensors.update({"step/counter": step.counter, "step/finite": step.finite,
+                    "rng/data": generator.get_state()})
+    scalars = {"identity": identity, "diverged": diverged}
+    return tensors, scalars, _entries(checkpoints)
+
+
+def resume_graphed(store: StateStore | None, identity: dict[str, Any], model: torch.nn.Module,
+                   step: Any, generator: torch.Generator) -> Resumed | None:
+    """Load a saved state into train_graphed's objects in place (a captured graph keeps
+    its tensors' addresses); None (nothing changed) if none is saved."""
+    state = _load_checked(store, identity)
+    if state is None:
+        return None
+    saved = state.tensors
+    model.load_state_dict(_under("model/", saved))
+    with torch.no_grad():
+        for i, values in enumerate(step.state):
+            for j, value in enumerate(values):
+                value.copy_(saved[f"optimizer/{i}/{j}"])
+        step.counter.copy_(saved["step/counter"])
+        step.finite.copy_(saved["step/finite"])
+    generator.set_state(saved["rng/data"])
+    return Resumed(state.epoch, state.scalars, (_kept(state, model),))
 
 
 def pack_population(identity: dict[str, Any], population: Any, optimizer: Any,
@@ -250,6 +278,19 @@ def _load_checked(store: StateStore | None, identity: dict[str, Any]) -> SavedSt
     if state is not None:
         _check_identity(state, store, identity)
     return state
+
+
+def _entries(checkpoints: Sequence[Any]) -> list[Entry]:
+    """One model's `Checkpoint`s as entries (epoch, state_dict, evaluations and finiteness)."""
+    return [(c.epoch, c.state_dict, {"train": c.train, "test": c.test, "finite": c.finite})
+            for c in checkpoints]
+
+
+def _kept(state: SavedState, model: torch.nn.Module) -> list[tuple]:
+    """One model's kept checkpoints as `Checkpoint` fields, state_dicts in `model`'s order."""
+    keys = list(model.state_dict())
+    return [(e, _ordered(t, keys), f["train"], f["test"], f["finite"])
+            for e, t, f in state.checkpoints]
 
 
 def _under(prefix: str, tensors: Tensors) -> Tensors:

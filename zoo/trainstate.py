@@ -257,8 +257,9 @@ def _under(prefix: str, tensors: Tensors) -> Tensors:
 
 
 def _ordered(tensors: Tensors, keys: Sequence[str]) -> Tensors:
-    """A state_dict in the model's key order (safetensors files sort their keys)."""
-    return {k: tensors[k] for k in keys}
+    """A state_dict in the model's key order (safetensors files sort their keys); empty for a
+    checkpoint whose weights went to a spool."""
+    return {k: tensors[k] for k in keys} if tensors else {}
 
 
 def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[Tensors, list[dict[str, Any]]]:

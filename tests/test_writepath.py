@@ -224,3 +224,36 @@ def test_a_worker_whose_data_differs_fails_with_a_clear_error(tmp_path):
     real = datasets.load("digits")
     assert WorkerData(None, real.fingerprint()).load(spec).fingerprint() == real.fingerprint()
     assert WorkerData(real, bundle_fingerprint).load(spec) is real  # shipped: used as is
+
+
+def _zoo_values(root: Path) -> dict:
+    """(model_id, epoch) -> flat weights and every metric column of a zoo."""
+    from loaders.store import read_metadata, read_weights
+
+    reader = ZooReader(root)
+    columns = read_metadata(reader)
+    store = read_weights(reader, columns, np.arange(len(columns["model_id"])))
+    skip = {"weights_file", "train_seconds", "shard", "row", "generalization_gap"}
+    values = {}
+    for i, key in enumerate(zip(columns["model_id"], columns["epoch"])):
+        row = {n: columns[n][i] for n in columns if n not in skip}
+        weights = store.arrays[store.keys[i]][store.slots[i]]
+        values[key] = (weights.tobytes(), json.dumps(row, default=str, sort_keys=True))
+    return values
+
+
+@pytest.mark.slow
+def test_a_worker_killed_inside_a_resnet_model_resumes_to_the_identical_zoo(resnet_zoo,
+                                                                             tmp_path):
+    import ray
+
+    spec, out, marker = write_spec(tmp_path, **RESNET), tmp_path / "killed", tmp_path / "once"
+    command = [sys.executable, "-m", "tests.faults", f"kill-once-saved:{marker}", "generate",
+               str(spec), "--out", str(out), "--no-progress", "--inline-bytes", "1",
+               "--address", ray.get_runtime_context().gcs_address]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr
+    assert marker.exists()  # a worker died inside a model, after a state was saved
+    assert _zoo_values(out) == _zoo_values(resnet_zoo)
+    assert verify(out) == []
+    assert not (out / "state").exists() and not list(out.rglob("*.partial"))

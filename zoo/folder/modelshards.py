@@ -22,7 +22,7 @@ from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
 from zoo.layout import Layout
 
 INLINE_BYTES = 16 << 20  # default: checkpoints up to 16 MiB stay in the Parquet row
-ROW_GROUP_BYTES = 64 << 20  # inline weights buffered before a Parquet row group is written
+ROW_GROUP_BYTES = 16 << 20  # inline weights buffered before a Parquet row group is written
 HDF5_COLUMNS = ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
                 "test_accuracy", "test_error", "finite")
 

@@ -107,7 +107,7 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
     data = bundle.subsample(jobs[0].cell.data_fraction).to(device)
     models: dict[tuple[str, int], torch.nn.Module] = {}
     spool = None if output is None else Spool(output.spool)
-    keys = list(build_model(spec, jobs[0].cell, bundle, jobs[0].seed).state_dict())
+    keys = [entry.name for entry in layout.entries]  # the state_dict's keys, in its order
     for member in trained:
         metrics = {}
         for checkpoint in member.checkpoints:
@@ -130,14 +130,20 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
     at_epoch = [p for p in result.pairs if p["epoch"] == epoch]
     result.cells.append(_cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task))
     if output is not None:
-        joined = {n: result.cells[0].get(n) for n in CELL_JOINED}
-        rows = ({**row, "weights": layout.flatten(spool.load(row["model_id"], row["epoch"],
-                                                             keys))}
-                for row in result.models)
-        result.files, result.models = write_models(
-            output.root, result.cell_id, layout, rows, len(result.models),
-            cell_hdf5=output.cell_hdf5, inline_bytes=output.inline_bytes, joined=joined)
+        _write_models(result, layout, output)
     return result
+
+
+def _write_models(result: CellResult, layout: Layout, output: CellOutput) -> None:
+    """Write the cell's models shards from the spool, one checkpoint in memory at a time; the
+    result keeps the rows without weights and lists the files."""
+    spool, keys = Spool(output.spool), [entry.name for entry in layout.entries]
+    joined = {n: result.cells[0].get(n) for n in CELL_JOINED}
+    rows = ({**row, "weights": layout.flatten(spool.load(row["model_id"], row["epoch"], keys))}
+            for row in result.models)
+    result.files, result.models = write_models(
+        output.root, result.cell_id, layout, rows, len(result.models),
+        cell_hdf5=output.cell_hdf5, inline_bytes=output.inline_bytes, joined=joined)
 
 
 def _restore(spec: ZooSpec, job: ModelJob, data: DataBundle,

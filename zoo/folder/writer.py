@@ -6,7 +6,7 @@ import dataclasses
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from zoo.errors import ZooFolderError
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
-from zoo.folder.modelshards import INLINE_BYTES, write_models
+from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
 from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of,
                               write_atomically)
 from zoo.folder.record import ZooRecord, write_record
@@ -23,15 +23,6 @@ from zoo.rows import CellResult
 
 FORMATS = ("parquet", "hdf5")
 SHARD_FOLDERS = (*TABLE_FOLDERS.values(), HDF5_FOLDER)  # every file under these is a shard
-
-
-def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """zstd; float columns byte-stream-split, no dictionary for them (smaller: FACTS)."""
-    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
-    floats += [f"{f.name}.list.element" for f in schema
-               if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)]
-    strings = [f.name for f in schema if pa.types.is_string(f.type)]
-    return {"compression": "zstd", "use_dictionary": strings, "use_byte_stream_split": floats}
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

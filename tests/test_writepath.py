@@ -257,3 +257,36 @@ def test_a_worker_killed_inside_a_resnet_model_resumes_to_the_identical_zoo(resn
     assert _zoo_values(out) == _zoo_values(resnet_zoo)
     assert verify(out) == []
     assert not (out / "state").exists() and not list(out.rglob("*.partial"))
+
+
+def _text_spec(folder: Path):
+    corpus = folder / "corpus"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"{i}.txt").write_text(f"the zoo of models number {i} " * 40)
+    return load_spec(write_spec(
+        folder, name="text", architecture={"family": "gpt", "args": {"depth": 1, "heads": 1}},
+        data={"name": "text-folder", "root": str(corpus), "args": {"context": 8}},
+        training={"epochs": 1, "learning_rate": 0.01, "optimizer": "adamw"},
+        grid={"load": {"axis": "model_dim", "values": [8]},
+              "temperature": {"axis": "batch_size", "values": [64]}},
+        metrics={"epochs": ["last"], "hessian": {"enabled": False},
+                 "similarity": {"enabled": False}, "curve": {"enabled": False}}))
+
+
+def test_workers_load_folder_data_from_its_root_and_check_the_fingerprint(tmp_path,
+                                                                         ray_runtime):
+    from generators.executor import Task, run_tasks
+
+    spec = _text_spec(tmp_path)
+    bundle = datasets.load("text-folder", root=spec.data.root, args=spec.data.args)
+    jobs = tuple(spec.jobs(bundle.fingerprint()))
+    task = Task((jobs,), stacked=False)
+    outcomes = []
+    run_tasks(spec, [task], WorkerData(None, bundle.fingerprint()), on_outcome=outcomes.append)
+    assert outcomes[0].failure is None and len(outcomes[0].result.models) == 2 * 2
+    (Path(spec.data.root) / "0.txt").write_text("changed after the driver read it " * 40)
+    outcomes = []
+    run_tasks(spec, [task], WorkerData(None, bundle.fingerprint()), on_outcome=outcomes.append)
+    assert outcomes[0].failure.error.startswith(f"DataError: {spec.data.root}: data set "
+                                                f"'text-folder' on this worker has fingerprint ")

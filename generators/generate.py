@@ -14,15 +14,15 @@ from generators.executor import CellFailure, TaskOutcome, WorkerData, ensure_ray
 from generators.plan import Plan, check_out, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
 from zoo import architectures, datasets, limits
-from zoo.datasets.base import DataBundle, DataInfo
 from zoo.cell import CellOutput
+from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
 from zoo.folder.card import write_card
 from zoo.folder.lock import FolderLock
 from zoo.folder.manifest import read_manifest
 from zoo.folder.names import write_atomically
-from zoo.folder.record import ZooRecord, versions
 from zoo.folder.modelshards import INLINE_BYTES
+from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
 from zoo.spec import ZooSpec
 
@@ -86,18 +86,20 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
                        f"integer >= 0")
     counts = count_parameters(spec, datasets.describe(spec.data.name, spec.data.args))
     check_out(out)
+    settings = dict(address=address, workers=workers, formats=formats,
+                    gpus_per_task=gpus_per_task, dry_run=dry_run, progress=progress,
+                    stream=stream, prune=prune, inline_bytes=inline_bytes)
     if dry_run:
-        return _generate(spec, out, address, workers, formats, gpus_per_task, True, progress,
-                         stream, prune, inline_bytes, counts)
+        return _generate(spec, out, counts, **settings)
     with FolderLock(out, on_stale=lambda line: print(line, file=stream)):
-        return _generate(spec, out, address, workers, formats, gpus_per_task, False, progress,
-                         stream, prune, inline_bytes, counts)
+        return _generate(spec, out, counts, **settings)
 
 
-def _generate(spec: ZooSpec, out: Path, address: str | None, workers: int | None,
-              formats: tuple[str, ...], gpus_per_task: float, dry_run: bool, progress: bool,
-              stream: TextIO, prune: bool, inline_bytes: int,
-              counts: dict[int, int]) -> Generation:
+def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], *, address: str | None,
+              workers: int | None, formats: tuple[str, ...], gpus_per_task: float,
+              dry_run: bool, progress: bool, stream: TextIO, prune: bool,
+              inline_bytes: int) -> Generation:
+    """generate() once the folder is locked (or for a dry run, which writes nothing)."""
     if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
         plan = make_plan(spec, "(data not loaded)", Path("/nonexistent"))
         print(plan.describe(counts, len(formats)), file=stream)

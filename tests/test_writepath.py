@@ -290,3 +290,28 @@ def test_workers_load_folder_data_from_its_root_and_check_the_fingerprint(tmp_pa
     run_tasks(spec, [task], WorkerData(None, bundle.fingerprint()), on_outcome=outcomes.append)
     assert outcomes[0].failure.error.startswith(f"DataError: {spec.data.root}: data set "
                                                 f"'text-folder' on this worker has fingerprint ")
+
+
+@pytest.mark.slow
+def test_a_second_concurrent_generate_is_refused_in_one_line(tmp_path, ray_runtime):
+    import time
+
+    import ray
+
+    spec, out = write_spec(tmp_path), tmp_path / "zoo"
+    command = [sys.executable, "-m", "generators.cli", "generate", str(spec), "--out", str(out),
+               "--no-progress", "--address", ray.get_runtime_context().gcs_address]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / LOCK).exists():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.02)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1
+        assert f"another `zoo generate` writes this folder (pid {first.pid} on " in second.stderr
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert not (out / LOCK).exists() and verify(out) == []

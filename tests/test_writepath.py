@@ -103,6 +103,17 @@ def test_a_resnet_zoo_with_hdf5_checkpoints_verifies(resnet_zoo):
     assert verify(resnet_zoo, recompute_count=2) == []
 
 
+def test_studies_rebuild_hdf5_checkpoints_that_reproduce_their_metrics(resnet_zoo):
+    from analysis.studies.common import StudyZoo
+
+    torch.set_num_threads(1)
+    study = StudyZoo(resnet_zoo)
+    last = [i for i, e in enumerate(study.columns["epoch"]) if e == 2]
+    for index, model in zip(last, study.models(last)):
+        assert study.objective(index).evaluate(model, "test")["loss"] == \
+            study.row(index)["test_loss"]
+
+
 def test_a_tampered_checkpoint_file_is_named(resnet_zoo, tmp_path):
     reader = ZooReader(resnet_zoo)
     row = reader.table("models").to_pylist()[0]

@@ -114,6 +114,18 @@ def test_studies_rebuild_hdf5_checkpoints_that_reproduce_their_metrics(resnet_zo
             study.row(index)["test_loss"]
 
 
+def test_hugging_face_load_dataset_gives_the_checkpoint_file_columns(resnet_zoo, tmp_path):
+    code = ("import datasets, sys; d = datasets.load_dataset(sys.argv[1], cache_dir=sys.argv[2]);"
+            "rows = [r for p in d.values() for r in p];"
+            "print(len(rows), {len(r['weights']) for r in rows}, "
+            "all(r['weights_file'].startswith('hdf5/models/') for r in rows))")
+    out = subprocess.run([sys.executable, "-c", code, str(resnet_zoo), str(tmp_path / "cache")],
+                         capture_output=True, text=True, env={"HF_DATASETS_OFFLINE": "1",
+                                                               "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "12 {0} True"
+
+
 def test_a_tampered_checkpoint_file_is_named(resnet_zoo, tmp_path):
     reader = ZooReader(resnet_zoo)
     row = reader.table("models").to_pylist()[0]

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooError
+from zoo.folder.checkpoints import read_checkpoint
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import arrow_schema
 from zoo.specfile import spec_from_dict
@@ -93,7 +94,10 @@ def recompute(reader: ZooReader, count: int, seed: int = 0) -> list[str]:
                                            "learning_rate", "weight_decay")})
         model = build_model(spec, cell, bundle, row["seed"])
         layout = reader.layout(row["layout"])
-        model.load_state_dict(layout.unflatten(np.asarray(row["weights"], np.float32)))
+        flat = (np.asarray(row["weights"], np.float32) if row.get("weights_file") is None
+                else read_checkpoint(reader.root, row["weights_file"], row["weights_index"],
+                                     row["weights_sha256"], layout))
+        model.load_state_dict(layout.unflatten(flat))
         result = Objective(bundle.subsample(cell.data_fraction), beta=cell.beta).evaluate(
             model, "test")
         for key in ("loss", "error"):

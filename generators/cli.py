@@ -65,7 +65,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ZooError(f"--formats: {args.formats!r} must include parquet (the tables)")
     result = generate(spec, out, address=args.address, workers=args.workers, formats=formats,
                       gpus_per_task=args.gpus_per_task, dry_run=args.dry_run,
-                      progress=not args.no_progress, prune=args.prune)
+                      progress=not args.no_progress, prune=args.prune,
+                      **({} if args.inline_bytes is None else
+                         {"inline_bytes": args.inline_bytes}))
     if args.dry_run:
         return 0
     if result.committed or result.plan.done:
@@ -342,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "from a memory estimate of the largest task")
     gen.add_argument("--formats", default="parquet,hdf5",
                      help="comma-separated shard formats: parquet (always) and hdf5")
+    gen.add_argument("--inline-bytes", type=int, default=None, metavar="BYTES",
+                     help="checkpoints larger than this go to per-model HDF5 files "
+                          "(hdf5/models/) instead of the Parquet weights column "
+                          "(default: 16 MiB)")
     gen.add_argument("--dry-run", action="store_true",
                      help="print the plan (cells, models, rows, bytes) and stop")
     gen.add_argument("--prune", action="store_true",

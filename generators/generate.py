@@ -10,14 +10,18 @@ from typing import Iterable, TextIO
 
 import torch
 
-from generators.executor import CellFailure, TaskOutcome, ensure_ray, run_tasks
+from generators.executor import CellFailure, TaskOutcome, WorkerData, ensure_ray, run_tasks
 from generators.packing import auto_gpus_per_task, device_memory
 from generators.plan import Plan, check_out, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
 from zoo import architectures, datasets, limits
+from zoo.cell import CellOutput
 from zoo.datasets.base import DataBundle, DataInfo
+from zoo.errors import ZooError
+from zoo.folder.lock import FolderLock
 from zoo.folder.manifest import read_manifest
 from zoo.folder.names import write_atomically
+from zoo.folder.modelshards import INLINE_BYTES
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
 from zoo.precision import precision_record
@@ -26,6 +30,7 @@ from zoo.spec import ZooSpec
 
 FAILURES = "failures"  # folder of <cell_id>.json records of cells whose training raised
 STATE = "state"  # folder of training states of models in progress (zoo.trainstate)
+SPOOL = "spool"  # under STATE: checkpoints of models in progress (zoo.spool)
 
 
 @dataclass
@@ -77,19 +82,39 @@ def _load_while_ray_starts(spec: ZooSpec, address: str | None,
 def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
              workers: int | None = None, formats: Iterable[str] = FORMATS,
              gpus_per_task: float | str = 0.0, dry_run: bool = False, progress: bool = True,
-             stream: TextIO | None = None, prune: bool = False) -> Generation:
+             stream: TextIO | None = None, prune: bool = False,
+             inline_bytes: int = INLINE_BYTES) -> Generation:
     """Generate (or complete, or grow) the zoo of `spec` in `out`; only missing cells train.
 
     A cell whose training raises is recorded in failures/<cell_id>.json and the run goes on;
     the caller decides the exit code from `Generation.failures`. A spec with fewer seeds or
     grid values than the zoo in `out` is refused unless `prune`, which removes what it drops.
     `gpus_per_task` "auto" sizes the fraction from a memory estimate of the largest task
-    (generators.packing).
+    (generators.packing). Checkpoints larger than `inline_bytes` go to per-model HDF5 files
+    instead of the row. One writer per folder: a second run on `out` raises FolderLocked
+    (zoo.folder.lock).
     """
     stream = stream or sys.stderr
     formats = tuple(formats)
+    if not (isinstance(inline_bytes, int) and inline_bytes >= 0):
+        raise ZooError(f"--inline-bytes: {inline_bytes!r} is not allowed; expected an "
+                       f"integer >= 0")
     counts = count_parameters(spec, datasets.describe(spec.data.name, spec.data.args))
     check_out(out)
+    settings = dict(address=address, workers=workers, formats=formats,
+                    gpus_per_task=gpus_per_task, dry_run=dry_run, progress=progress,
+                    stream=stream, prune=prune, inline_bytes=inline_bytes)
+    if dry_run:
+        return _generate(spec, out, counts, **settings)
+    with FolderLock(out, on_stale=lambda line: print(line, file=stream)):
+        return _generate(spec, out, counts, **settings)
+
+
+def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], *, address: str | None,
+              workers: int | None, formats: tuple[str, ...], gpus_per_task: float,
+              dry_run: bool, progress: bool, stream: TextIO, prune: bool,
+              inline_bytes: int) -> Generation:
+    """generate() once the folder is locked (or for a dry run, which writes nothing)."""
     if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
         plan = make_plan(spec, "(data not loaded)", Path("/nonexistent"))
         print(plan.describe(counts, len(formats)), file=stream)
@@ -105,10 +130,13 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
     if plan.shrink is not None:
         prune_cells(out, read_manifest(out), plan.shrink, spec.spec_hash())
         print(f"pruned {plan.shrink.what()} from {out}: {plan.shrink.counts()}", file=stream)
-    writer = ZooWriter(out, spec.spec_hash(), formats)
-    writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
-                           bundle.info, normalization=bundle.normalization,
-                           precision=precision_record(spec.training.precision)))
+    writer = ZooWriter(out, spec.spec_hash(), formats, inline_bytes)
+    removed = writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
+                                     bundle.info, normalization=bundle.normalization,
+                                     precision=precision_record(spec.training.precision)))
+    if removed:
+        print(f"removed {len(removed)} unlisted files of an interrupted run from {out}",
+              file=stream)
     if plan.missing:
         from tqdm import tqdm
 
@@ -140,8 +168,13 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
                 generation.committed += 1
                 bar.update(len({row["model_id"] for row in outcome.result.models}))
 
-            run_tasks(spec, tasks, bundle, workers=workers, gpus_per_task=gpus_per_task,
-                      on_outcome=record, state_folder=out.resolve() / STATE)
+            # folder data sets: each worker reads data.root itself (a shared filesystem)
+            data = WorkerData(None if datasets.needs_root(spec.data.name) else bundle,
+                              fingerprint)
+            state = out.resolve() / STATE
+            output = CellOutput(out.resolve(), state / SPOOL, inline_bytes, "hdf5" in formats)
+            run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
+                      on_outcome=record, state_folder=state, output=output)
     if generation.committed or plan.shrink is not None or not (out / "README.md").exists():
         from zoo.folder.card import write_card  # imports the readers: only at the end
 

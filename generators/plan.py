@@ -12,6 +12,7 @@ from generators.executor import Task
 from generators.shrink import Shrink, find_shrink, refuse_shrink
 from zoo.datasets.base import DataBundle
 from zoo.errors import SpecError, ZooFolderError
+from zoo.folder.lock import LOCK
 from zoo.folder.manifest import Manifest, read_manifest
 from zoo.folder.record import read_record
 from zoo.spec import ModelJob, ZooSpec
@@ -96,7 +97,7 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path, *, prune: bool = False
     for job in spec.jobs(fingerprint):
         cells.setdefault(job.cell_id, []).append(job)
     plan = Plan(spec, {cid: tuple(jobs) for cid, jobs in cells.items()}, frozenset())
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(p.name != LOCK for p in out.iterdir()):
         return plan
     previous = read_record(out)
     if previous is None:

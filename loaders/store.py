@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
+from zoo.folder.checkpoints import read_checkpoint
 from zoo.folder.manifest import Shard
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import MODEL_COLUMNS, arrow_schema, python_value
@@ -101,10 +102,11 @@ def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> Wei
         counts[key] += 1
     arrays = {k: np.empty((counts[k], layouts[k].size), np.float32) for k in layouts}
     shards = reader.manifest.shards_of("models")
+    external = _read_external(reader, columns, chosen, layouts, keys, slots, arrays)
     shard_numbers = columns["shard"][chosen]
-    for number in np.unique(shard_numbers):
+    for number in np.unique(shard_numbers[~external]):
         values, offsets = _flat_weights(reader, shards[number])
-        for j in np.flatnonzero(shard_numbers == number):
+        for j in np.flatnonzero((shard_numbers == number) & ~external):
             row, key = columns["row"][chosen[j]], keys[j]
             start, stop = offsets[row], offsets[row + 1]
             if stop - start != layouts[key].size:
@@ -113,6 +115,22 @@ def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> Wei
                                      f"{layouts[key].size}")
             arrays[key][slots[j]] = values[start:stop]
     return WeightStore(layouts, arrays, keys, slots)
+
+
+def _read_external(reader: ZooReader, columns: Columns, chosen: np.ndarray,
+                   layouts: dict[str, Layout], keys: list[str], slots: list[int],
+                   arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Fill the rows whose checkpoint lives in a per-model HDF5 file; returns which they are."""
+    files = columns.get("weights_file")
+    if files is None:  # a zoo written before per-model files
+        return np.zeros(len(chosen), bool)
+    external = np.array([files[i] is not None for i in chosen], bool)
+    for j in np.flatnonzero(external):
+        i = chosen[j]
+        arrays[keys[j]][slots[j]] = read_checkpoint(
+            reader.root, str(files[i]), int(columns["weights_index"][i]),
+            columns["weights_sha256"][i], layouts[keys[j]])
+    return external
 
 
 def _flat_weights(reader: ZooReader, shard: Shard) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ def faulty(fault: str) -> Callable[..., Any]:
         raise ValueError(f"fault: {fault!r} is not allowed; expected kill-once:PATH, "
                          f"kill-once-saved:PATH or raise:CELL")
 
-    def task(spec: Any, work: Any, bundle: Any, state_folder: Any) -> Any:  # on a Ray worker
+    def task(spec: Any, work: Any, bundle: Any, state_folder: Any, *rest: Any) -> Any:  # worker
         import generators.executor as executor
 
         if kind == "kill-once" and not os.path.exists(argument):
@@ -42,7 +42,7 @@ def faulty(fault: str) -> Callable[..., Any]:
 
         executor.run_cell_group = run_cell_group  # this worker process only, this task only
         try:
-            return executor._task(spec, work, bundle, state_folder)
+            return executor._task(spec, work, bundle, state_folder, *rest)
         finally:
             executor.run_cell_group = real
             if watching is not None:

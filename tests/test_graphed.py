@@ -119,6 +119,20 @@ def test_batch_norm_cnn_equals_train_model(mnist1d, float64) -> None:
     assert "2.running_mean" in ours.checkpoints[-1].state_dict
 
 
+def test_kept_checkpoints_are_handed_to_keep_one_at_a_time(mnist1d, float64) -> None:
+    spec = make_spec()
+    job = spec.jobs(mnist1d.fingerprint())[0]
+    handed: dict[int, dict] = {}
+    kept = train_graphed(spec, job, mnist1d, "cpu",
+                         keep=lambda epoch, state: handed.__setitem__(epoch, state))
+    whole = train_graphed(spec, job, mnist1d, "cpu")
+    assert sorted(handed) == [c.epoch for c in whole.checkpoints]
+    assert all(c.state_dict == {} for c in kept.checkpoints)  # held without weights
+    for checkpoint in whole.checkpoints:
+        state = handed[checkpoint.epoch]
+        assert all(torch.equal(state[k], v) for k, v in checkpoint.state_dict.items())
+
+
 def test_divergence_is_flagged(mnist1d, float64) -> None:
     poisoned = mnist1d.train[0].clone()
     poisoned[200:] = float("nan")  # a step of the first epoch meets it

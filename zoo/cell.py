@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
@@ -9,19 +10,33 @@ from typing import Any, Sequence
 import torch
 
 from zoo.datasets.base import DataBundle
-from zoo.folder.schema import CELL_MEANS
+from zoo.folder.modelshards import INLINE_BYTES, write_models
+from zoo.folder.schema import CELL_JOINED, CELL_MEANS
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
 from zoo.objective import Objective
 from zoo.population import train_cell_models
 from zoo.rows import CellResult, cell_row, model_row
 from zoo.spec import ModelJob, ZooSpec
-from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed
+from zoo.spool import Spool
+from zoo.training import TrainedModel, build_model, derive_seed
+
+
+@dataclass(frozen=True)
+class CellOutput:
+    """Where a worker writes its cells: the zoo folder (models shards and checkpoint files),
+    the spool of checkpoints in progress, the inline limit, and whether to add cell HDF5."""
+
+    root: Path
+    spool: Path
+    inline_bytes: int = INLINE_BYTES
+    cell_hdf5: bool = True
 
 
 def model_rows(spec: ZooSpec, trained: TrainedModel, layout: Layout,
                fingerprint: str, metrics: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per kept checkpoint; `metrics` maps an epoch to its landscape columns."""
+    """One row per kept checkpoint; `metrics` maps an epoch to its landscape columns. Rows of
+    spooled checkpoints (empty state_dicts) have `weights` None."""
     provenance = {"trained_by": trained.trained_by, "data_fingerprint": fingerprint,
                   "torch_version": torch.__version__, "train_seconds": trained.seconds}
     rows = []
@@ -57,36 +72,43 @@ def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
 def run_cell_group(spec: ZooSpec, cells: Sequence[Sequence[ModelJob]], bundle: DataBundle,
                    device: torch.device | str = "cpu", stacked: bool | None = None,
-                   state_folder: Path | None = None) -> list[CellResult]:
+                   state_folder: Path | None = None,
+                   output: CellOutput | None = None) -> list[CellResult]:
     """Train the seeds of several cells together (one population when stacked), then measure
     each cell. The cells must share width, batch size, data fraction and PDE coefficient.
-    `state_folder`: where training states are saved and resumed (zoo.trainstate)."""
+    `state_folder`: where training states are saved and resumed (zoo.trainstate). With
+    `output`, checkpoints are spooled as trained and each cell's models shards are written
+    into the zoo folder: results hold rows without weights and the shards in `files`."""
     for jobs in cells:
         if len({job.cell_id for job in jobs}) != 1:
             raise ValueError("run_cell_group takes a list of cells, each the jobs of one cell")
+    spool = None if output is None else Spool(output.spool)
     trained = train_cell_models(spec, [job for jobs in cells for job in jobs], bundle, device,
-                                stacked, state_folder)
+                                stacked, state_folder, spool)
     by_cell: dict[str, list[TrainedModel]] = {}
     for member in trained:
         by_cell.setdefault(member.job.cell_id, []).append(member)
     fingerprint = bundle.fingerprint()  # one sha256 over the data for the whole group
-    results = [measure_cell(spec, jobs, by_cell[jobs[0].cell_id], bundle, fingerprint, device)
-               for jobs in cells]
+    results = [measure_cell(spec, jobs, by_cell[jobs[0].cell_id], bundle, fingerprint, device,
+                            output) for jobs in cells]
     for result in results:
         result.stacked = trained[0].trained_by == "stacked"
     return results
 
 
 def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[TrainedModel],
-                 bundle: DataBundle, fingerprint: str,
-                 device: torch.device | str) -> CellResult:
-    """Landscape metrics of a trained cell's models and seed pairs, as table rows."""
+                 bundle: DataBundle, fingerprint: str, device: torch.device | str,
+                 output: CellOutput | None = None) -> CellResult:
+    """Landscape metrics of a trained cell's models and seed pairs, as table rows; with
+    `output`, spooled checkpoints are read back and the models shards written (`files`)."""
     result = CellResult(cell_id=jobs[0].cell_id)
     layout = layout_of(build_model(spec, jobs[0].cell, bundle, jobs[0].seed),
                        spec.architecture.family, jobs[0].cell.width, spec.architecture.args)
     result.layouts[layout.key] = layout
     data = bundle.subsample(jobs[0].cell.data_fraction).to(device)
     models: dict[tuple[str, int], torch.nn.Module] = {}
+    spool = None if output is None else Spool(output.spool)
+    keys = [entry.name for entry in layout.entries]  # the state_dict's keys, in its order
     for member in trained:
         metrics = {}
         for checkpoint in member.checkpoints:
@@ -94,7 +116,9 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
                 continue
             metrics[checkpoint.epoch] = {}
             if checkpoint.finite:
-                model = _restore(spec, member.job, data, checkpoint)
+                state = checkpoint.state_dict if spool is None else spool.load(
+                    member.job.model_id, checkpoint.epoch, keys)
+                model = _restore(spec, member.job, data, state)
                 models[member.job.model_id, checkpoint.epoch] = model
                 objective = Objective(data, beta=member.job.cell.beta)
                 metrics[checkpoint.epoch] = model_metrics(
@@ -107,13 +131,27 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
     at_epoch = [p for p in result.pairs if p["epoch"] == epoch]
     result.cells.append(_cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task,
                                   bundle.info.num_outputs))
+    if output is not None:
+        _write_models(result, layout, output)
     return result
 
 
+def _write_models(result: CellResult, layout: Layout, output: CellOutput) -> None:
+    """Write the cell's models shards from the spool, one checkpoint in memory at a time; the
+    result keeps the rows without weights and lists the files."""
+    spool, keys = Spool(output.spool), [entry.name for entry in layout.entries]
+    joined = {n: result.cells[0].get(n) for n in CELL_JOINED}
+    rows = ({**row, "weights": layout.flatten(spool.load(row["model_id"], row["epoch"], keys))}
+            for row in result.models)
+    result.files, result.models = write_models(
+        output.root, result.cell_id, layout, rows, len(result.models),
+        cell_hdf5=output.cell_hdf5, inline_bytes=output.inline_bytes, joined=joined)
+
+
 def _restore(spec: ZooSpec, job: ModelJob, data: DataBundle,
-             checkpoint: Checkpoint) -> torch.nn.Module:
+             state: dict[str, torch.Tensor]) -> torch.nn.Module:
     model = build_model(spec, job.cell, data, job.seed)
-    model.load_state_dict(checkpoint.state_dict)
+    model.load_state_dict(state)
     return model.to(next(iter(data.train)).device).eval()
 
 

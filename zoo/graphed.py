@@ -27,7 +27,8 @@ from zoo.objective import Objective
 from zoo.population import adam_update, hyperparameters, sgd_update
 from zoo.precision import autocast
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.training import Checkpoint, TrainedModel, build_model, derive_seed, snapshot
+from zoo.training import (Checkpoint, Keep, TrainedModel, build_model, derive_seed, handed_over,
+                          snapshot)
 
 GRAPH_TASKS = ("classification", "language_model")  # PINN losses differentiate their inputs
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
@@ -117,12 +118,14 @@ def prepare(model: nn.Module, device: torch.device | str) -> nn.Module:
 
 def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                   device: torch.device | str = "cuda",
-                  store: trainstate.StateStore | None = None) -> TrainedModel:
+                  store: trainstate.StateStore | None = None,
+                  keep: Keep | None = None) -> TrainedModel:
     """train_model through GraphedStep: the same init, data order, augmentation draws (padded
     with the normalised raw zero) and kept checkpoints. A diverged run is found within
     CHECK_EVERY steps; checkpoints after it are flagged non-finite as in train_model. With a
     `store`, the state is saved and resumed as train_model's: the result equals an
-    uninterrupted graphed run's bit for bit.
+    uninterrupted graphed run's bit for bit. With `keep`, each kept checkpoint's weights are
+    handed to it as train_model does.
     """
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
@@ -137,7 +140,8 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                 "trained_by": "graphed"}  # its optimizer state is not train_model's
     resumed = trainstate.resume_graphed(store, identity, model, step, generator)
     if resumed is None:
-        checkpoints = [snapshot(model, objective, 0, False)] if 0 in kept else []
+        checkpoints = [handed_over(snapshot(model, objective, 0, False), keep)] \
+            if 0 in kept else []
         first, diverged = 1, False
     else:
         checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
@@ -147,7 +151,7 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     for epoch in range(first, recipe.epochs + 1):
         diverged = _epoch(step, data, cell.batch_size, generator, fill, diverged)
         if epoch in kept:
-            checkpoints.append(snapshot(model, objective, epoch, diverged))
+            checkpoints.append(handed_over(snapshot(model, objective, epoch, diverged), keep))
         autosave(epoch, epoch in kept, lambda: trainstate.pack_graphed(
             identity, model, step, generator, diverged, checkpoints))
     return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)

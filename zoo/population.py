@@ -26,9 +26,10 @@ from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
 from zoo.precision import autocast
 from zoo.rows import is_finite_checkpoint
+from zoo.spool import Spool
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.training import (Checkpoint, TrainedModel, build_model, derive_seed, make_optimizer,
-                          make_schedule, train_model)
+from zoo.training import (Checkpoint, Keep, TrainedModel, build_model, derive_seed,
+                          handed_over, make_optimizer, make_schedule, train_model)
 
 STACKABLE_TASKS = ("classification", "language_model")  # PINN losses differentiate the inputs
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU)
@@ -193,18 +194,19 @@ def schedule_table(recipe: TrainingSpec, jobs: Sequence[ModelJob], total_steps: 
 
 
 def _keep(population: Population, members: Sequence[nn.Module], objective: Objective,
-          epoch: int, active: torch.Tensor, checkpoints: list[list[Checkpoint]]) -> None:
+          epoch: int, active: torch.Tensor, checkpoints: list[list[Checkpoint]],
+          keeps: Sequence[Keep | None]) -> None:
     """Append every member's checkpoint at `epoch`; inactive (diverged) members are not finite.
 
     Each member is evaluated as a single module by `Objective.evaluate`, the very code a reader
     uses, so a stored checkpoint reproduces its recorded metrics bit for bit.
     """
-    for member, (kept, module) in enumerate(zip(checkpoints, members)):
+    for member, (kept, module, keep) in enumerate(zip(checkpoints, members, keeps)):
         state = population.state_dict(member)
         module.load_state_dict(state)
         train, test = objective.evaluate(module, "train"), objective.evaluate(module, "test")
-        kept.append(Checkpoint(epoch, state, train, test,
-                               is_finite_checkpoint(state, [train, test], bool(active[member]))))
+        kept.append(handed_over(Checkpoint(epoch, state, train, test, is_finite_checkpoint(
+            state, [train, test], bool(active[member]))), keep))
 
 
 def population_step(population: Population, optimizer: PopulationOptimizer,
@@ -248,11 +250,13 @@ def _epoch(population: Population, optimizer: PopulationOptimizer, data: DataBun
 
 def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
                      device: torch.device | str = "cpu",
-                     store: trainstate.StateStore | None = None) -> list[TrainedModel]:
+                     store: trainstate.StateStore | None = None,
+                     keeps: Sequence[Keep | None] | None = None) -> list[TrainedModel]:
     """Train `jobs` (one architecture, width, batch size; any seeds, learning rates, weight
     decays) as one population on `device`; each result is train_model's up to rounding, in job
     order, trained_by "stacked", with `seconds` the population's time shared equally. With a
-    `store`, the state is saved and resumed as in train_model (bit for bit)."""
+    `store`, the state is saved and resumed as in train_model (bit for bit). `keeps`: per job,
+    where its checkpoints go (train_model's `keep`)."""
     start = time.perf_counter()
     _check_jobs(jobs, bundle.info.task)
     recipe, cell = spec.training, jobs[0].cell
@@ -270,10 +274,11 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     resumed = trainstate.resume_population(store, identity, population, optimizer, generators)
     active = torch.ones(len(jobs), dtype=torch.bool, device=device)
     checkpoints: list[list[Checkpoint]] = [[] for _ in jobs]
+    keeps = list(keeps) if keeps is not None else [None] * len(jobs)
     if resumed is None:
         first, step = 1, 0
         if 0 in kept:
-            _keep(population, members, objective, 0, active, checkpoints)
+            _keep(population, members, objective, 0, active, checkpoints, keeps)
     else:
         first, step = resumed.epoch + 1, resumed.scalars["step"]
         active = torch.tensor(resumed.scalars["active"], device=device)
@@ -284,7 +289,7 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
             active, step = _epoch(population, optimizer, data, recipe.augmentation,
                                   cell.batch_size, generators, active, step)
         if epoch in kept:
-            _keep(population, members, objective, epoch, active, checkpoints)
+            _keep(population, members, objective, epoch, active, checkpoints, keeps)
         autosave(epoch, epoch in kept, lambda: trainstate.pack_population(
             identity, population, optimizer, generators, active, step, checkpoints))
     seconds = (time.perf_counter() - start) / len(jobs)
@@ -395,17 +400,22 @@ def choose_stacking(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
 
 def train_cell_models(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
                       device: torch.device | str = "cpu", stacked: bool | None = None,
-                      state_folder: Path | None = None) -> list[TrainedModel]:
+                      state_folder: Path | None = None,
+                      spool: Spool | None = None) -> list[TrainedModel]:
     """Train `jobs` stacked where choose_stacking says so, else one by one with train_model.
 
     `stacked` overrides the choice: a zoo that grows keeps the way each cell was trained, so
     the models it already had come out bit for bit the same. With `state_folder`, training
     states are saved and resumed there (`<model_id>/`, or `population_key(jobs)/` stacked).
+    With `spool`, checkpoints go there as they are made (TrainedModel holds no weights).
     """
+    keeps = [None if spool is None else spool.keeper(job.model_id) for job in jobs]
+
     def store(key: str) -> trainstate.StateStore | None:
         return None if state_folder is None else trainstate.StateStore(state_folder, key)
 
     if stacked if stacked is not None else choose_stacking(spec, jobs, bundle, device):
         return train_population(spec, jobs, bundle, device,
-                                store(trainstate.population_key(jobs)))
-    return [train_model(spec, job, bundle, device, store(job.model_id)) for job in jobs]
+                                store(trainstate.population_key(jobs)), keeps)
+    return [train_model(spec, job, bundle, device, store(job.model_id), keep)
+            for job, keep in zip(jobs, keeps)]

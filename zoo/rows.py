@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import zoo
+from zoo.folder.manifest import Shard
 from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout
 from zoo.phases import phase_columns
@@ -30,6 +31,7 @@ class CellResult:
     cells: list[dict[str, Any]] = field(default_factory=list)
     layouts: dict[str, Layout] = field(default_factory=dict)
     stacked: bool = False  # its seeds trained as one population (a grown zoo trains it alike)
+    files: list[Shard] = field(default_factory=list)  # models shards its worker wrote
 
 
 def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
@@ -59,12 +61,14 @@ def identity_columns(spec: ZooSpec, cell: Cell, cell_id: str) -> dict[str, Any]:
 def model_row(spec: ZooSpec, job: ModelJob, layout: Layout, epoch: int, state: Mapping[str,
               torch.Tensor], finite: bool, columns: Mapping[str, Any],
               provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """One models-table row: identity, the checkpoint's flat weights, `columns` (evaluation
+    """One models-table row: identity, the checkpoint's flat weights (None for an empty
+    `state`: the weights are written later, from a spool), `columns` (evaluation
     and landscape metrics) and `provenance` (fingerprint, trained_by, versions, seconds)."""
     return {"model_id": job.model_id, **identity_columns(spec, job.cell, job.cell_id),
             "seed": job.seed, "epoch": epoch, "is_metric_epoch": epoch in spec.metrics.epochs,
             "finite": finite, "num_params": layout.size, "layout": layout.key,
-            "weights": layout.flatten(dict(state)), "code_version": zoo.__version__,
+            "weights": layout.flatten(dict(state)) if state else None,
+            "code_version": zoo.__version__,
             **provenance, **columns}
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -32,6 +33,18 @@ class Checkpoint:
     train: dict[str, float | None]
     test: dict[str, float | None]
     finite: bool
+
+
+Keep = Callable[[int, dict[str, torch.Tensor]], None]  # keep(epoch, state_dict): a spool
+
+
+def handed_over(checkpoint: Checkpoint, keep: Keep | None) -> Checkpoint:
+    """`checkpoint` as a run keeps it: whole, or (with `keep`) given to `keep` and held
+    without its state_dict, so a run holds one checkpoint's weights at a time."""
+    if keep is None:
+        return checkpoint
+    keep(checkpoint.epoch, checkpoint.state_dict)
+    return replace(checkpoint, state_dict={})
 
 
 @dataclass(frozen=True)
@@ -84,19 +97,21 @@ def snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
 
 def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                 device: torch.device | str = "cpu",
-                store: trainstate.StateStore | None = None) -> TrainedModel:
+                store: trainstate.StateStore | None = None,
+                keep: Keep | None = None) -> TrainedModel:
     """Train one model; a run that diverges stops and its later checkpoints are non-finite.
 
     The same spec, job and data give bitwise the same checkpoints on the same machine and
     thread count: init, data order and augmentation each come from a seed derived from job.seed.
     Checkpoints are kept on the CPU whatever `device` trains. With a `store`, the training
     state is saved there (see zoo.trainstate) and a saved state is resumed: the result equals
-    an uninterrupted run's bit for bit.
+    an uninterrupted run's bit for bit. With `keep`, each kept checkpoint's weights go to
+    `keep(epoch, state_dict)` and the returned checkpoints hold empty state_dicts.
     """
     from zoo.graphed import train_graphed, use_graphs  # imports this module: import here
 
     if use_graphs(spec.training, bundle.info.task, device):  # CUDA only; the CPU trains below
-        return train_graphed(spec, job, bundle, device, store)
+        return train_graphed(spec, job, bundle, device, store, keep)
     start = time.perf_counter()
     recipe, cell = spec.training, job.cell
     data = bundle.subsample(cell.data_fraction).to(device)
@@ -110,7 +125,8 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept)}
     resumed = trainstate.resume_model(store, identity, model, optimizer, schedule, generator)
     if resumed is None:
-        checkpoints = [snapshot(model, objective, 0, False)] if 0 in kept else []
+        checkpoints = [handed_over(snapshot(model, objective, 0, False), keep)] \
+            if 0 in kept else []
         first, diverged = 1, False
     else:
         checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
@@ -136,7 +152,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
             optimizer.step()
             schedule.step()
         if epoch in kept:
-            checkpoints.append(snapshot(model, objective, epoch, diverged))
+            checkpoints.append(handed_over(snapshot(model, objective, epoch, diverged), keep))
         autosave(epoch, epoch in kept, lambda: trainstate.pack_model(
             identity, model, optimizer, schedule, generator, diverged, checkpoints))
     return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)

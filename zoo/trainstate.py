@@ -2,7 +2,7 @@
 
 A store keeps one run in `<folder>/<key>/`: `state-<epoch>.safetensors` holds every tensor
 (weights, buffers, optimizer moments, RNG states), `checkpoint-<epoch>.safetensors` each kept
-checkpoint so far, and `state.json` the scalars (schedule, optimizer numbers, epoch, the
+checkpoint so far (empty when the run hands its checkpoints to a `zoo.spool.Spool`), and `state.json` the scalars (schedule, optimizer numbers, epoch, the
 evaluations of the kept checkpoints). Every file is written under a temporary name and renamed;
 `state.json` goes last, so a kill at any moment leaves the previous complete state.
 """
@@ -298,8 +298,9 @@ def _under(prefix: str, tensors: Tensors) -> Tensors:
 
 
 def _ordered(tensors: Tensors, keys: Sequence[str]) -> Tensors:
-    """A state_dict in the model's key order (safetensors files sort their keys)."""
-    return {k: tensors[k] for k in keys}
+    """A state_dict in the model's key order (safetensors files sort their keys); empty for a
+    checkpoint whose weights went to a spool."""
+    return {k: tensors[k] for k in keys} if tensors else {}
 
 
 def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[Tensors, list[dict[str, Any]]]:

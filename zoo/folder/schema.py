@@ -88,7 +88,11 @@ MODEL_COLUMNS: tuple[Column, ...] = (
     _c("trained_by", STR, "'single' (one model) or 'stacked' (a vmapped population)"),
     _c("num_params", I64, "number of stored values (parameters and buffers)"),
     _c("layout", STR, "key of layouts/<layout>.json: names, shapes, offsets of `weights`"),
-    _c("weights", pa.list_(pa.float32()), "all parameters and buffers, flat, state_dict order"),
+    _c("weights", pa.list_(pa.float32()), "all parameters and buffers, flat, state_dict order "
+       "(empty when the checkpoint is too large for a row: see weights_file)"),
+    _c("weights_file", STR, "per-model HDF5 file holding this checkpoint (null: inline weights)"),
+    _c("weights_index", I64, "index of this checkpoint in weights_file's datasets"),
+    _c("weights_sha256", STR, "sha256 of the checkpoint's flat float32 bytes in weights_file"),
     _c("data_fingerprint", STR, "sha256 of the data set tensors"),
     _c("code_version", STR, "phase-zoo version"),
     _c("torch_version", STR, "torch version that trained the model"),
@@ -213,7 +217,8 @@ def to_arrow(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
 
 def _float32_lists(values: Iterable[np.ndarray]) -> pa.Array:
     """A list<float32> array built from flat float32 vectors without per-element Python work."""
-    vectors = [np.asarray(v, dtype=np.float32).ravel() for v in values]
+    vectors = [np.zeros(0, np.float32) if v is None else np.asarray(v, dtype=np.float32).ravel()
+               for v in values]
     offsets = np.zeros(len(vectors) + 1, dtype=np.int64)
     np.cumsum([len(v) for v in vectors], out=offsets[1:])
     if offsets[-1] >= 2**31:

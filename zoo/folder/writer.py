@@ -1,65 +1,58 @@
-"""Commit finished cells into a zoo folder: Parquet and HDF5 shards, layouts, the manifest."""
+"""Commit finished cells into a zoo folder: shards (new names each time), layouts, manifest."""
 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
+from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
 from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of,
                               write_atomically)
 from zoo.folder.record import ZooRecord, write_record
 from zoo.folder.schema import CELL_JOINED, to_arrow
-from zoo.layout import Layout
 from zoo.rows import CellResult
 
 FORMATS = ("parquet", "hdf5")
+SHARD_FOLDERS = (*TABLE_FOLDERS.values(), HDF5_FOLDER)  # every file under these is a shard
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    """zstd Parquet; float columns byte-stream-split, no dictionary for them (smaller: FACTS)."""
-    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-    floats += [f"{f.name}.list.element" for f in table.schema
-               if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)]
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    pq.write_table(table, path, compression="zstd", use_dictionary=strings,
-                   use_byte_stream_split=floats)
+    """`table` as one Parquet file with parquet_options."""
+    pq.write_table(table, path, **parquet_options(table.schema))
 
 
-def write_hdf5(rows: list[dict[str, Any]], layout: Layout, path: Path) -> None:
-    """Model rows as arrays: /weights/<parameter> (rows, *shape), /columns/<name>, /model_id."""
-    import h5py
-
-    with h5py.File(path, "w") as handle:
-        handle.attrs["layout"] = layout.key
-        handle.create_dataset("model_id", data=np.array([r["model_id"] for r in rows], dtype="S"))
-        handle.create_dataset("epoch", data=np.array([r["epoch"] for r in rows], dtype=np.int64))
-        flat = np.stack([np.asarray(r["weights"], dtype=np.float32) for r in rows])
-        weights = handle.create_group("weights")
-        for entry in layout.entries:
-            values = flat[:, entry.offset:entry.offset + entry.size]
-            weights.create_dataset(entry.name, data=values.reshape(len(rows), *entry.shape))
-        columns = handle.create_group("columns")
-        for name in ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
-                     "test_accuracy", "test_error", "finite"):
-            values = [np.nan if r.get(name) is None else r[name] for r in rows]
-            columns.create_dataset(name, data=np.asarray(values))
+def unlisted_files(root: Path, manifest: Manifest | None) -> list[Path]:
+    """Files under the shard folders that the manifest does not list (a killed run's)."""
+    listed = {s.path for s in manifest.shards} if manifest else set()
+    found = []
+    for folder in SHARD_FOLDERS:
+        for path in sorted((Path(root) / folder).rglob("*")):
+            if path.is_file() and path.relative_to(root).as_posix() not in listed:
+                found.append(path)
+    return found
 
 
 class ZooWriter:
-    """Writes one zoo folder; `commit(result)` makes a finished cell durable and listed."""
+    """Writes one zoo folder; `commit(result)` makes a finished cell durable and listed.
 
-    def __init__(self, root: Path, spec_hash: str, formats: Iterable[str] = FORMATS) -> None:
+    The manifest is the only thing replaced: shards get new names at every commit, and the
+    files of a cell's previous shards are removed once the new manifest is in place.
+    """
+
+    def __init__(self, root: Path, spec_hash: str, formats: Iterable[str] = FORMATS,
+                 inline_bytes: int = INLINE_BYTES) -> None:
         self.root = Path(root)
         self.formats = tuple(formats)
+        self.inline_bytes = inline_bytes
         for name in self.formats:
             if name not in FORMATS:
                 raise ValueError(f"--formats: {name!r} is not allowed; expected {FORMATS}")
@@ -79,21 +72,23 @@ class ZooWriter:
                 f"{error.filename or self.root}: cannot write while {doing} ({reason}); "
                 f"the manifest still lists the {committed} cells committed before") from error
 
-    def start(self, record: ZooRecord) -> None:
-        """Create the folders, remove leftovers of a killed run, write zoo.json."""
+    def start(self, record: ZooRecord) -> list[Path]:
+        """Create the folders, remove leftovers of a killed run (temporary files and shards the
+        manifest does not list), write zoo.json. Returns the removed files."""
         with self._disk_errors("creating the zoo folder"):
-            for folder in (*TABLE_FOLDERS.values(), HDF5_FOLDER, LAYOUTS):
+            for folder in (*SHARD_FOLDERS, LAYOUTS):
                 (self.root / folder).mkdir(parents=True, exist_ok=True)
-            for leftover in self.root.rglob(f"*{TEMPORARY_SUFFIX}"):
+            leftovers = list(self.root.rglob(f"*{TEMPORARY_SUFFIX}"))
+            leftovers += [p for p in unlisted_files(self.root, self.manifest)
+                          if p not in leftovers]
+            for leftover in leftovers:
                 leftover.unlink()
             write_record(self.root, record)
-
-    def _shard(self, table: str, fmt: str, relative: str, rows: int, cell_id: str) -> Shard:
-        path = self.root / relative
-        return Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path), cell_id)
+            return leftovers
 
     def commit(self, result: CellResult) -> None:
-        """Write a cell's shards under temporary names, rename them, then replace the manifest."""
+        """List a cell: its worker-written shards (`result.files`), else write its models rows
+        here; write its pairs and cells shards; then replace the manifest."""
         with self._disk_errors(f"committing cell {result.cell_id}"):
             self._commit(result)
 
@@ -102,27 +97,39 @@ class ZooWriter:
         for key, layout in result.layouts.items():
             if key not in layouts:
                 layouts[key] = write_layout(self.root, layout)
+        old = [s for s in self.manifest.shards if s.cell_id == result.cell_id]
         shards = [s for s in self.manifest.shards if s.cell_id != result.cell_id]
-        stem = f"cell-{result.cell_id}"
-        joined = {n: result.cells[0].get(n) for n in CELL_JOINED} if result.cells else {}
-        for table in ("models", "pairs", "cells"):
+        shards += result.files or self._write_models(result)
+        stem = f"cell-{result.cell_id}_{secrets.token_hex(4)}"
+        for table in ("pairs", "cells"):
             rows = getattr(result, table)
-            if table == "models":
-                rows = [{**row, **joined} for row in rows]
             if not rows:  # an empty Parquet file breaks datasets.load_dataset
                 continue
             relative = f"{TABLE_FOLDERS[table]}/{stem}.parquet"
-            write_atomically(self.root / relative, lambda p, t=table, r=rows: write_parquet(to_arrow(t, r), p))
-            shards.append(self._shard(table, "parquet", relative, len(rows), result.cell_id))
-            if table == "models" and "hdf5" in self.formats:
-                layout = result.layouts[rows[0]["layout"]]
-                relative = f"{HDF5_FOLDER}/{stem}.h5"
-                write_atomically(self.root / relative, lambda p, r=rows, l=layout: write_hdf5(r, l, p))
-                shards.append(self._shard("models", "hdf5", relative, len(rows), result.cell_id))
+            write_atomically(self.root / relative,
+                             lambda p, t=table, r=rows: write_parquet(to_arrow(t, r), p))
+            path = self.root / relative
+            shards.append(Shard(table, "parquet", relative, len(rows), path.stat().st_size,
+                                sha256_of(path), result.cell_id))
         shards.sort(key=lambda s: (s.table, s.format, s.path))
         stacked = {**self.manifest.stacked, result.cell_id: result.stacked}
         self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked)
         write_manifest(self.root, self.manifest)
+        listed = {s.path for s in shards}
+        for shard in old:
+            if shard.path not in listed:
+                (self.root / shard.path).unlink(missing_ok=True)
+
+    def _write_models(self, result: CellResult) -> list[Shard]:
+        """Models rows that carry their weights (imports): written here, one at a time."""
+        if not result.models:
+            return []
+        joined = {n: result.cells[0].get(n) for n in CELL_JOINED} if result.cells else {}
+        layout = result.layouts[result.models[0]["layout"]]
+        files, _ = write_models(self.root, result.cell_id, layout, result.models,
+                                len(result.models), cell_hdf5="hdf5" in self.formats,
+                                inline_bytes=self.inline_bytes, joined=joined)
+        return files
 
     def replace_rows(self, table: str, rows: Iterable[dict[str, Any]], tag: str) -> list[Path]:
         """Replace committed cells' Parquet shards of `table` by shards of `rows` (grouped by
@@ -153,7 +160,9 @@ class ZooWriter:
                     raise ZooFolderError(f"{self.root / relative}: exists; shards are never "
                                          f"replaced in place")
                 write_atomically(self.root / relative, lambda p, c=content: write_parquet(c, p))
-                new.append(self._shard(table, "parquet", relative, content.num_rows, cell_id))
+                path = self.root / relative
+                new.append(Shard(table, "parquet", relative, content.num_rows,
+                                 path.stat().st_size, sha256_of(path), cell_id))
             replaced = [s for s in self.manifest.shards if s.table == table
                         and s.format == "parquet" and s.cell_id in tables]
             shards = [s for s in self.manifest.shards if s not in replaced] + new

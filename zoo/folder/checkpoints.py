@@ -1,0 +1,81 @@
+"""Per-model HDF5 checkpoint files: checkpoints too large for a Parquet row.
+
+`hdf5/models/<model_id>_<token>.h5` holds one chunked dataset per layout entry,
+`/weights/<name>` of shape (kept epochs, *shape) float32 with one chunk per epoch, and
+`/epoch` (kept epochs,). The models row holds the file, the index along the first axis and
+the sha256 of the checkpoint's flat float32 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import IntegrityError, ZooFolderError
+from zoo.folder.names import confined
+from zoo.layout import Layout
+
+CHECKPOINTS_FOLDER = "hdf5/models"
+CHECKPOINTS_FORMAT = "checkpoints"  # the manifest's format of a per-model file
+
+
+def flat_sha256(flat: np.ndarray) -> str:
+    """sha256 of a flat checkpoint's float32 little-endian bytes."""
+    return hashlib.sha256(np.ascontiguousarray(flat, dtype="<f4").tobytes()).hexdigest()
+
+
+class CheckpointFile:
+    """Append one model's checkpoints, epoch after epoch, to a new HDF5 file."""
+
+    def __init__(self, path: Path, layout: Layout, model_id: str) -> None:
+        import h5py
+
+        self.path, self.layout, self.count = path, layout, 0
+        self.handle = h5py.File(path, "w")
+        self.handle.attrs["layout"] = layout.key
+        self.handle.attrs["model_id"] = model_id
+        self.handle.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype=np.int64)
+        group = self.handle.create_group("weights")
+        for entry in layout.entries:
+            group.create_dataset(entry.name, shape=(0, *entry.shape),
+                                 maxshape=(None, *entry.shape), chunks=(1, *entry.shape),
+                                 dtype=np.float32)
+
+    def append(self, epoch: int, flat: np.ndarray) -> int:
+        """Store `flat` (layout.size,) as the next checkpoint; returns its index."""
+        index, self.count = self.count, self.count + 1
+        self.handle["epoch"].resize((self.count,))
+        self.handle["epoch"][index] = epoch
+        for entry in self.layout.entries:
+            dataset = self.handle["weights"][entry.name]
+            dataset.resize((self.count, *entry.shape))
+            dataset[index] = flat[entry.offset:entry.offset + entry.size].reshape(entry.shape)
+        return index
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def read_checkpoint(root: Path, relative: str, index: int, sha256: str | None,
+                    layout: Layout) -> np.ndarray:
+    """Checkpoint `index` of the per-model file `relative` as a flat float32 vector, checked
+    against the row's sha256 (IntegrityError names the file)."""
+    import h5py
+
+    path = confined(Path(root), relative)
+    if not path.exists():
+        raise IntegrityError(f"{path}: checkpoint file named by a models row is missing")
+    flat = np.empty(layout.size, np.float32)
+    try:
+        with h5py.File(path, "r") as handle:
+            for entry in layout.entries:
+                values = handle["weights"][entry.name][index]
+                flat[entry.offset:entry.offset + entry.size] = np.asarray(values).reshape(-1)
+    except (OSError, KeyError, IndexError, ValueError) as error:
+        raise ZooFolderError(f"{path}: cannot read checkpoint {index} ({error})") from None
+    if sha256 is not None and flat_sha256(flat) != sha256:
+        raise IntegrityError(f"{path}: checkpoint {index} does not match its sha256; the file "
+                             f"is corrupted or was modified")
+    return flat

@@ -1,0 +1,207 @@
+"""Write one cell's models rows as they come, holding one checkpoint at a time.
+
+Used by the worker that trains the cell (rows straight from its training spool) and by the
+driver for rows it holds (imports). Every file gets a name no other writer uses (a random
+token), is written under a temporary name and renamed when complete; the caller lists the
+returned shards in the manifest.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from zoo.folder.checkpoints import (CHECKPOINTS_FOLDER, CHECKPOINTS_FORMAT, CheckpointFile,
+                                    flat_sha256)
+from zoo.folder.manifest import Shard
+from zoo.folder.names import HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
+from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
+from zoo.layout import Layout
+
+INLINE_BYTES = 16 << 20  # default: checkpoints up to 16 MiB stay in the Parquet row
+ROW_GROUP_BYTES = 16 << 20  # inline weights buffered before a Parquet row group is written
+HDF5_COLUMNS = ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
+                "test_accuracy", "test_error", "finite")
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """zstd; float columns byte-stream-split, no dictionary for them (smaller: FACTS)."""
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    floats += [f"{f.name}.list.element" for f in schema
+               if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)]
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
+    return {"compression": "zstd", "use_dictionary": strings, "use_byte_stream_split": floats}
+
+
+def is_inline(layout: Layout, inline_bytes: int) -> bool:
+    """Whether checkpoints of `layout` stay in the Parquet `weights` column."""
+    return layout.size * 4 <= inline_bytes
+
+
+class ModelsWriter:
+    """Writes a cell's models shard (Parquet), its cell HDF5 shard (inline cells, when asked)
+    and per-model checkpoint files (large checkpoints). A context manager: on an error every
+    file it began is removed.
+
+    Args:
+        root: the zoo folder.
+        cell_id: the cell the rows belong to.
+        layout: the layout of every row.
+        rows: how many rows `add` will get (the cell HDF5 shard is allocated up front).
+        cell_hdf5: also write hdf5/cell-<id>_<token>.h5 (inline checkpoints only).
+        inline_bytes: checkpoints larger than this go to per-model HDF5 files.
+        joined: cells-table columns copied into every row (CELL_JOINED).
+    """
+
+    def __init__(self, root: Path, cell_id: str, layout: Layout, rows: int, *,
+                 cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
+                 joined: dict[str, Any] | None = None) -> None:
+        self.root, self.cell_id, self.layout, self.rows = Path(root), cell_id, layout, rows
+        self.inline = is_inline(layout, inline_bytes)
+        self.joined = {n: (joined or {}).get(n) for n in CELL_JOINED}
+        self.token = secrets.token_hex(4)
+        self.done: list[Shard] = []
+        self.begun: list[Path] = []
+        self.buffer: list[dict[str, Any]] = []
+        self.buffered = 0
+        self.written = 0
+        self.parquet = None
+        self.hdf5 = None
+        self.file: CheckpointFile | None = None
+        self.file_model: str | None = None
+        self.file_rows = 0
+        self.cell_hdf5 = cell_hdf5 and self.inline and rows > 0
+
+    def _begin(self, relative: str) -> Path:
+        path = self.root / (relative + TEMPORARY_SUFFIX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.begun.append(path)
+        return path
+
+    def _finish(self, relative: str, table: str, fmt: str, rows: int) -> None:
+        temporary = self.root / (relative + TEMPORARY_SUFFIX)
+        temporary.replace(self.root / relative)
+        self.begun.remove(temporary)
+        path = self.root / relative
+        self.done.append(Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path),
+                               self.cell_id))
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Write one row (its `weights` a flat float32 vector); returns it without weights."""
+        flat = np.asarray(row["weights"], dtype=np.float32)
+        row = {**row, **self.joined, "weights": None}
+        if self.inline:
+            self.buffer.append({**row, "weights": flat})
+            self.buffered += flat.nbytes
+            if self.cell_hdf5:
+                self._hdf5_row(row, flat)
+        else:
+            index = self._checkpoint(row["model_id"], row["epoch"], flat)
+            row.update(weights_file=self._file_name(row["model_id"]), weights_index=index,
+                       weights_sha256=flat_sha256(flat))
+            self.buffer.append(row)
+        self.written += 1
+        if self.buffered >= ROW_GROUP_BYTES:
+            self._flush()
+        return row
+
+    def _file_name(self, model_id: str) -> str:
+        return f"{CHECKPOINTS_FOLDER}/{model_id}_{self.token}.h5"
+
+    def _checkpoint(self, model_id: str, epoch: int, flat: np.ndarray) -> int:
+        if self.file_model != model_id:
+            self._close_file()
+            self.file = CheckpointFile(self._begin(self._file_name(model_id)), self.layout,
+                                       model_id)
+            self.file_model = model_id
+        return self.file.append(epoch, flat)
+
+    def _close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self._finish(self._file_name(self.file_model), "models", CHECKPOINTS_FORMAT,
+                         self.file.count)
+            self.file, self.file_model = None, None
+
+    def _flush(self) -> None:
+        import pyarrow.parquet as pq
+
+        if not self.buffer:
+            return
+        table = to_arrow("models", self.buffer)
+        if self.parquet is None:
+            path = self._begin(f"{TABLE_FOLDERS['models']}/{self._stem()}.parquet")
+            self.parquet = pq.ParquetWriter(path, arrow_schema("models"),
+                                            **parquet_options(table.schema))
+        self.parquet.write_table(table)
+        self.buffer, self.buffered = [], 0
+
+    def _stem(self) -> str:
+        return f"cell-{self.cell_id}_{self.token}"
+
+    def _hdf5_row(self, row: dict[str, Any], flat: np.ndarray) -> None:
+        import h5py
+
+        if self.hdf5 is None:
+            self.hdf5 = h5py.File(self._begin(f"{HDF5_FOLDER}/{self._stem()}.h5"), "w")
+            self.hdf5.attrs["layout"] = self.layout.key
+            self.hdf5.create_dataset("model_id", shape=(self.rows,), dtype="S64")
+            self.hdf5.create_dataset("epoch", shape=(self.rows,), dtype=np.int64)
+            for entry in self.layout.entries:
+                self.hdf5.create_dataset(f"weights/{entry.name}", dtype=np.float32,
+                                         shape=(self.rows, *entry.shape))
+            for name in HDF5_COLUMNS:
+                self.hdf5.create_dataset(f"columns/{name}", shape=(self.rows,), dtype=np.float64)
+        i = self.written
+        self.hdf5["model_id"][i] = row["model_id"].encode()
+        self.hdf5["epoch"][i] = row["epoch"]
+        for entry in self.layout.entries:
+            values = flat[entry.offset:entry.offset + entry.size].reshape(entry.shape)
+            self.hdf5[f"weights/{entry.name}"][i] = values
+        for name in HDF5_COLUMNS:
+            self.hdf5[f"columns/{name}"][i] = np.nan if row.get(name) is None else row[name]
+
+    def close(self) -> list[Shard]:
+        """Finish every file; returns their shards (models parquet, cell hdf5, checkpoints)."""
+        if self.written != self.rows:
+            raise ValueError(f"cell {self.cell_id}: {self.written} models rows written, "
+                             f"{self.rows} announced")
+        self._close_file()
+        self._flush()
+        if self.parquet is not None:
+            self.parquet.close()
+            self._finish(f"{TABLE_FOLDERS['models']}/{self._stem()}.parquet", "models",
+                         "parquet", self.written)
+        if self.hdf5 is not None:
+            self.hdf5.close()
+            self._finish(f"{HDF5_FOLDER}/{self._stem()}.h5", "models", "hdf5", self.written)
+        return self.done
+
+    def abort(self) -> None:
+        """Remove every file this writer began or finished (an error stopped the cell)."""
+        for handle in (self.parquet, self.hdf5, self.file):
+            if handle is not None:
+                handle.close()
+        for path in self.begun + [self.root / s.path for s in self.done]:
+            path.unlink(missing_ok=True)
+
+    def __enter__(self) -> ModelsWriter:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is not None:
+            self.abort()
+
+
+def write_models(root: Path, cell_id: str, layout: Layout, rows: Iterable[dict[str, Any]],
+                 count: int, *, cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
+                 joined: dict[str, Any] | None = None) -> tuple[list[Shard], list[dict]]:
+    """Write `count` models rows of one cell; returns the shards and the rows without weights."""
+    with ModelsWriter(root, cell_id, layout, count, cell_hdf5=cell_hdf5,
+                      inline_bytes=inline_bytes, joined=joined) as writer:
+        small = [writer.add(row) for row in rows]
+        return writer.close(), small

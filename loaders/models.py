@@ -12,12 +12,15 @@ from torch import nn
 from loaders.store import read_metadata, read_weights
 from zoo import architectures
 from zoo.datasets.base import DataInfo
+from zoo.folder.layouts import check_architecture
 from zoo.folder.reader import ZooReader
 from zoo.layout import Layout
 
 
 def module_from(layout: Layout, flat: np.ndarray | torch.Tensor, info: DataInfo) -> nn.Module:
-    """A fresh model of the layout's architecture holding `flat`, in eval mode."""
+    """A fresh model of the layout's architecture holding `flat`, in eval mode; the layout is
+    first checked against the architecture on the meta device (nothing allocated)."""
+    check_architecture(layout, info, f"layouts/{layout.key}.json")
     with torch.random.fork_rng(devices=[]):  # building draws an init we overwrite at once
         model = architectures.build(layout.family, width=layout.width, info=info,
                                     args=dict(layout.args))

@@ -8,7 +8,6 @@ from typing import Any, Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Shard
@@ -17,6 +16,7 @@ from zoo.folder.schema import MODEL_COLUMNS, arrow_schema, python_value
 from zoo.layout import Layout
 from zoo.phases import PHASES
 
+WEIGHTS_LEAF = "weights.list.element"  # the Parquet leaf column of the weights lists
 META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
 Where = Union[Mapping[str, Any], Callable[[dict[str, Any]], bool], None]
 Columns = dict[str, np.ndarray]
@@ -28,7 +28,7 @@ def read_metadata(reader: ZooReader) -> Columns:
     phase_index (NaN) and generalization_gap (test − train loss)."""
     schema, parts = arrow_schema("models"), []
     for number, shard in enumerate(reader.manifest.shards_of("models")):
-        table = pq.read_table(reader.path(shard), columns=list(META_COLUMNS), schema=schema)
+        table = reader.parquet(shard, list(META_COLUMNS), schema)
         table = table.append_column("shard", pa.array(np.full(table.num_rows, number)))
         parts.append(table.append_column("row", pa.array(np.arange(table.num_rows))))
     if not parts:
@@ -91,17 +91,22 @@ class WeightStore:
 
 
 def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> WeightStore:
-    """Copy the weights of rows `chosen` (indices into columns) into one array per layout."""
+    """Copy the weights of rows `chosen` (indices into columns) into one array per layout;
+    every size is checked against the shards' weight counts before anything is allocated."""
     keys = [str(k) for k in columns["layout"][chosen]]
     layouts = {k: reader.layout(k) for k in sorted(set(keys))}
+    shards = reader.manifest.shards_of("models")
+    shard_numbers = columns["shard"][chosen]
+    for number in np.unique(shard_numbers):
+        mine = columns["shard"] == number
+        expected = sum(reader.layout(str(k)).size for k in columns["layout"][mine])
+        check_weight_count(reader, shards[number], expected)
     counts = dict.fromkeys(layouts, 0)
     slots = []
     for key in keys:
         slots.append(counts[key])
         counts[key] += 1
     arrays = {k: np.empty((counts[k], layouts[k].size), np.float32) for k in layouts}
-    shards = reader.manifest.shards_of("models")
-    shard_numbers = columns["shard"][chosen]
     for number in np.unique(shard_numbers):
         values, offsets = _flat_weights(reader, shards[number])
         for j in np.flatnonzero(shard_numbers == number):
@@ -115,9 +120,22 @@ def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> Wei
     return WeightStore(layouts, arrays, keys, slots)
 
 
+def check_weight_count(reader: ZooReader, shard: Shard, expected: int) -> None:
+    """Refuse a models shard whose footer declares another number of weights than its rows'
+    layouts add up to, before its weights are decoded (a small file cannot decode to GBs)."""
+    metadata = reader.parquet_metadata(shard)
+    leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    index = leaves.index(WEIGHTS_LEAF) if WEIGHTS_LEAF in leaves else -1
+    declared = sum(metadata.row_group(g).column(index).num_values
+                   for g in range(metadata.num_row_groups)) if index >= 0 else -1
+    if declared != expected:
+        raise ZooFolderError(f"{reader.path(shard)}: declares {declared} weights; its rows' "
+                             f"layouts hold {expected}")
+
+
 def _flat_weights(reader: ZooReader, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
     """The shard's weights column as its flat float32 values (zero-copy) and row offsets."""
-    table = pq.read_table(reader.path(shard), columns=["weights"])
+    table = reader.parquet(shard, ["weights"])
     array = table.column("weights").combine_chunks()
     return array.values.to_numpy(zero_copy_only=True), array.offsets.to_numpy()
 

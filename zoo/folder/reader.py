@@ -1,8 +1,7 @@
-"""Read a zoo folder: manifest, checksummed shards, tables, layouts."""
+"""Read a zoo folder: manifest, checksummed shards, tables, layouts; nothing outside it."""
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
+from zoo.folder.documents import check_document, check_readme, check_record_hash
 from zoo.folder.layouts import read_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest
 from zoo.folder.names import ZOO_JSON, confined, sha256_of
@@ -17,11 +17,17 @@ from zoo.folder.record import ZooRecord, read_record
 from zoo.folder.schema import arrow_schema
 from zoo.layout import Layout
 
+PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError)  # a truncated or odd file
+
 
 class ZooReader:
-    """Read-only access to one zoo folder; each shard's sha256 is checked on its first read."""
+    """Read-only access to one zoo folder; each shard's sha256 is checked on its first read.
 
-    def __init__(self, root: str | Path) -> None:
+    Opening checks the manifest and, with `check_documents`, zoo.json (sha256 and spec hash)
+    and README.md (sha256, and its `configs:` name only the manifest's shards).
+    """
+
+    def __init__(self, root: str | Path, *, check_documents: bool = True) -> None:
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if manifest is None:
@@ -29,12 +35,22 @@ class ZooReader:
                                  f"(or generation has not committed anything yet)")
         self.manifest: Manifest = manifest
         self._verified: set[str] = set()
+        self._layouts: dict[str, Layout] = {}
+        if check_documents:
+            check_document(self.root, manifest, ZOO_JSON)
+        record = read_record(self.root)
+        if record is None:
+            raise ZooFolderError(f"{self.root / ZOO_JSON}: missing; not a zoo folder")
+        self.record: ZooRecord = record
+        if check_documents:
+            check_record_hash(self.root, manifest, record.spec_hash)
+            check_readme(self.root, manifest)
 
     def path(self, shard: Shard) -> Path:
         """The shard's file, verified against the manifest's sha256 the first time."""
         path = confined(self.root, shard.path)
         if shard.path not in self._verified:
-            if not path.exists():
+            if not path.exists() and not path.is_symlink():
                 raise IntegrityError(f"{path}: listed in the manifest but missing")
             if sha256_of(path) != shard.sha256:
                 raise IntegrityError(f"{path}: sha256 does not match the manifest; "
@@ -42,26 +58,36 @@ class ZooReader:
             self._verified.add(shard.path)
         return path
 
-    @cached_property
-    def record(self) -> ZooRecord:
-        """zoo.json: the resolved spec, hashes, versions and data shape facts of the zoo."""
-        record = read_record(self.root)
-        if record is None:
-            raise ZooFolderError(f"{self.root / ZOO_JSON}: missing; not a zoo folder")
-        return record
+    def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
+                schema: pa.Schema | None = None) -> pa.Table:
+        """The shard's Parquet table (checked); a decode failure names the file."""
+        path = self.path(shard)
+        try:
+            return pq.read_table(path, columns=columns, schema=schema)
+        except PARQUET_ERRORS as error:
+            raise ZooFolderError(f"{path}: cannot be read as Parquet ({error})") from None
+
+    def parquet_metadata(self, shard: Shard) -> pq.FileMetaData:
+        """The shard's Parquet footer (checked); a decode failure names the file."""
+        path = self.path(shard)
+        try:
+            return pq.read_metadata(path)
+        except PARQUET_ERRORS as error:
+            raise ZooFolderError(f"{path}: cannot be read as Parquet ({error})") from None
 
     def table(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
         """All rows of table `name` ('models', 'cells', 'pairs') from the manifest's shards."""
         schema = arrow_schema(name)
-        parts = [pq.read_table(self.path(s), columns=columns, schema=schema)
-                 for s in self.manifest.shards_of(name)]
+        parts = [self.parquet(s, columns, schema) for s in self.manifest.shards_of(name)]
         if not parts:
             fields = [schema.field(c) for c in columns] if columns else list(schema)
             return pa.schema(fields).empty_table()
         return pa.concat_tables(parts)
 
     def layout(self, key: str) -> Layout:
-        """The layout `key`, checked against the manifest's sha256."""
+        """The layout `key`, checked against the manifest's sha256 (read once)."""
         if key not in self.manifest.layouts:
             raise ZooFolderError(f"{self.root}: layout {key!r} is not in the manifest")
-        return read_layout(self.root, key, self.manifest.layouts[key])
+        if key not in self._layouts:
+            self._layouts[key] = read_layout(self.root, key, self.manifest.layouts[key])
+        return self._layouts[key]

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
+from zoo.folder.documents import record_documents
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
-from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of,
-                              write_atomically)
+from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON,
+                              sha256_of, write_atomically)
 from zoo.folder.record import ZooRecord, write_record
 from zoo.folder.schema import CELL_JOINED, to_arrow
 from zoo.layout import Layout
@@ -87,6 +88,8 @@ class ZooWriter:
             for leftover in self.root.rglob(f"*{TEMPORARY_SUFFIX}"):
                 leftover.unlink()
             write_record(self.root, record)
+            self.manifest = dataclasses.replace(self.manifest, spec_hash=record.spec_hash)
+            self.manifest = record_documents(self.root, (ZOO_JSON,), self.manifest)
 
     def _shard(self, table: str, fmt: str, relative: str, rows: int, cell_id: str) -> Shard:
         path = self.root / relative
@@ -121,5 +124,6 @@ class ZooWriter:
                 shards.append(self._shard("models", "hdf5", relative, len(rows), result.cell_id))
         shards.sort(key=lambda s: (s.table, s.format, s.path))
         stacked = {**self.manifest.stacked, result.cell_id: result.stacked}
-        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked)
+        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked,
+                                 self.manifest.documents)
         write_manifest(self.root, self.manifest)

@@ -85,8 +85,8 @@ def read_json(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as error:
-        reason = "nested too deeply" if isinstance(error, RecursionError) else error
-        raise ZooFolderError(f"{path}: not a valid {what} ({reason})") from None
+        reason = f"nested too deeply: {error}" if isinstance(error, RecursionError) else error
+        raise ZooFolderError(f"{path}: not a {what} this version can read ({reason})") from None
 
 
 def write_atomically(path: Path, data: bytes | Callable[[Path], None]) -> None:

@@ -142,7 +142,7 @@ def recompute(reader: ZooReader, count: int, seed: int = 0,
                                               "test_loss", "test_error")}
         key = store.keys[j]
         model = module_from(store.layouts[key], store.arrays[key][store.slots[j]],
-                            reader.record.data_info)
+                            reader.record.data_info, reader.root)
         result = Objective(bundle.subsample(float(row["data_fraction"])),
                            beta=float(row["beta"])).evaluate(model, "test")
         for name in ("loss", "error"):

@@ -9,7 +9,7 @@ from typing import Any
 
 from zoo.errors import IntegrityError, ZooFolderError
 from zoo.folder.manifest import Manifest, read_manifest, write_manifest
-from zoo.folder.names import README, ZOO_JSON, confined, open_regular, sha256_of
+from zoo.folder.names import README, ZOO_JSON, confined, read_bounded, sha256_of
 
 MAX_README_BYTES = 16 << 20
 
@@ -59,10 +59,7 @@ def readme_files(path: Path) -> list[tuple[str, str]]:
     """(config name, data file) for every data file named in README.md's YAML front matter."""
     import yaml
 
-    with open_regular(path) as handle:
-        data = handle.read(MAX_README_BYTES + 1)
-    if len(data) > MAX_README_BYTES:
-        raise ZooFolderError(f"{path}: more than {MAX_README_BYTES} bytes")
+    data = read_bounded(path, "dataset card", MAX_README_BYTES)
     try:
         text = data.decode("utf-8")
         if not text.startswith("---\n"):

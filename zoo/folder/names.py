@@ -34,16 +34,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def confined(root: Path, relative: str) -> Path:
-    """`root / relative` for a path named by a zoo folder: a plain relative path (no '..', no
-    absolute path) with no symbolic link on the way, so it never leaves the folder."""
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative` for a path named by a zoo folder, refused unless it is a plain
+    relative path (no '..', not absolute) and so stays inside the folder by its spelling."""
     parts = PurePosixPath(relative).parts if isinstance(relative, str) else ()
     if not parts or PurePosixPath(relative).is_absolute() or "\\" in relative or any(
             part in (".", "..") for part in parts):
         raise ZooFolderError(f"{Path(root) / MANIFEST}: shard path {relative!r} leaves the zoo "
                              f"folder (expected a plain relative path inside it)")
-    base = Path(root).resolve()
-    path = base.joinpath(*parts)
+    return Path(root).joinpath(*parts)
+
+
+def confined(root: Path, relative: str) -> Path:
+    """`inside(root, relative)`, also refused when a symbolic link lies on the way, so the
+    file it names is inside the folder; to open before reading anything."""
+    path = inside(Path(root).resolve(), relative)
     if path.resolve() != path:
         raise ZooFolderError(f"{path}: is a symbolic link or lies under one; a zoo folder's "
                              f"files must be regular files inside it")
@@ -74,14 +79,22 @@ def open_regular(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
-def read_json(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
-    """The JSON document in the regular file `path`, at most `limit` bytes; every failure is a
-    ZooFolderError naming the file (`what` says which document it should be)."""
+def read_bounded(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of the regular file `path`, refused above `limit` before any is read."""
     with open_regular(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
             raise ZooFolderError(f"{path}: {size} bytes, more than a {what} may hold ({limit})")
-        data = handle.read(limit + 1)
+        data = handle.read(size + 1)  # read(n) allocates n bytes: the file's size, not the limit
+    if len(data) > size:
+        raise ZooFolderError(f"{path}: grew while it was read")
+    return data
+
+
+def read_json(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON document in the regular file `path`, at most `limit` bytes; every failure is a
+    ZooFolderError naming the file (`what` says which document it should be)."""
+    data = read_bounded(path, what, limit)
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as error:

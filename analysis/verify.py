@@ -59,6 +59,8 @@ def _check_shards(reader: ZooReader) -> list[str]:
             problems.append(f"{path}: schema differs from the {shard.table} table's schema")
         if metadata.num_rows != shard.rows:
             problems.append(f"{path}: {metadata.num_rows} rows, the manifest says {shard.rows}")
+        else:
+            _collect(lambda: reader.check_footer(shard), problems)
     return problems
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from loaders.store import check_weight_count
 from zoo.errors import ZooError
 from zoo.folder.manifest import Shard
 from zoo.folder.reader import ZooReader
@@ -33,9 +32,8 @@ def check_rows(reader: ZooReader, deep: bool) -> list[str]:
     problems: list[str] = []
     decodable = []
     for shard in reader.manifest.shards_of("models"):
-        keys = reader.parquet(shard, ["layout"]).column("layout").to_pylist()
         try:
-            check_weight_count(reader, shard, sum(reader.layout(k).size for k in keys))
+            reader.check_weights(shard)
             decodable.append(shard)
         except ZooError as error:
             problems.append(str(error))

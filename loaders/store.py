@@ -16,7 +16,6 @@ from zoo.folder.schema import MODEL_COLUMNS, arrow_schema, python_value
 from zoo.layout import Layout
 from zoo.phases import PHASES
 
-WEIGHTS_LEAF = "weights.list.element"  # the Parquet leaf column of the weights lists
 META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
 Where = Union[Mapping[str, Any], Callable[[dict[str, Any]], bool], None]
 Columns = dict[str, np.ndarray]
@@ -98,9 +97,7 @@ def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> Wei
     shards = reader.manifest.shards_of("models")
     shard_numbers = columns["shard"][chosen]
     for number in np.unique(shard_numbers):
-        mine = columns["shard"] == number
-        expected = sum(reader.layout(str(k)).size for k in columns["layout"][mine])
-        check_weight_count(reader, shards[number], expected)
+        reader.check_weights(shards[number])
     counts = dict.fromkeys(layouts, 0)
     slots = []
     for key in keys:
@@ -118,19 +115,6 @@ def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> Wei
                                      f"{layouts[key].size}")
             arrays[key][slots[j]] = values[start:stop]
     return WeightStore(layouts, arrays, keys, slots)
-
-
-def check_weight_count(reader: ZooReader, shard: Shard, expected: int) -> None:
-    """Refuse a models shard whose footer declares another number of weights than its rows'
-    layouts add up to, before its weights are decoded (a small file cannot decode to GBs)."""
-    metadata = reader.parquet_metadata(shard)
-    leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
-    index = leaves.index(WEIGHTS_LEAF) if WEIGHTS_LEAF in leaves else -1
-    declared = sum(metadata.row_group(g).column(index).num_values
-                   for g in range(metadata.num_row_groups)) if index >= 0 else -1
-    if declared != expected:
-        raise ZooFolderError(f"{reader.path(shard)}: declares {declared} weights; its rows' "
-                             f"layouts hold {expected}")
 
 
 def _flat_weights(reader: ZooReader, shard: Shard) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,8 @@ def test_record_of_another_format_version_is_refused_naming_the_file(tmp_path):
     body = json.loads(record.to_json())
     body["format_version"] = FORMAT_VERSION - 1
     (tmp_path / ZOO_JSON).write_text(json.dumps(body))
-    with pytest.raises(ZooFolderError, match=rf"zoo\.json: format version {FORMAT_VERSION - 1} is not supported"):
+    old = FORMAT_VERSION - 1
+    with pytest.raises(ZooFolderError, match=rf"zoo\.json: format version {old} is not supported"):
         read_record(tmp_path)
     del body["data_info"]
     body["format_version"] = FORMAT_VERSION

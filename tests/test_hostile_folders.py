@@ -312,6 +312,30 @@ def hdf5_shape(root: Path, outside: Path) -> Path:
     return shard
 
 
+def string_bomb(root: Path, outside: Path) -> Path:
+    """A cells row whose phase is 8 MB of one letter: a file of kilobytes, resealed."""
+    shard = sorted((root / "data" / "cells").glob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    index = table.column_names.index("phase")
+    write_parquet(table.set_column(index, "phase", pa.array(["x" * (8 << 20)])), shard)
+    reseal(root)
+    return shard
+
+
+def deep_layout(root: Path, outside: Path) -> Path:
+    layout = layout_file(root)
+    edit_json(layout, lambda body: body["args"].__setitem__("depth", 10**9))
+    reseal(root)
+    return layout
+
+
+def rows_lie(root: Path, outside: Path) -> Path:
+    edit_json(root / "manifest.json", lambda body: [
+        shard.__setitem__("rows", shard["rows"] + 1) for shard in body["shards"]
+        if shard["table"] == "models"])
+    return models_shard(root)
+
+
 # (id, tamper, reader, expected message): the reader must refuse, naming the file
 READER_CASES = [
     ("symlinked-shard", symlink_shard, "dataset", "is a symbolic link"),
@@ -344,12 +368,17 @@ READER_CASES = [
     ("missing-layout", missing_layout, "model", "missing"),
     ("transposed-layout", transposed_layout, "model", "differs from its architecture"),
     ("truncated-shard", truncated_shard, "dataset", "cannot be read as Parquet"),
+    ("string-column-bomb", string_bomb, "cells", r"its columns declare \d+ bytes for 1 rows"),
+    ("depth-bomb-layout", deep_layout, "model",
+     r"names no buildable architecture .*depth: 1000000000 is not allowed; expected at most 256"),
+    ("manifest-lies-about-rows", rows_lie, "dataset", r"6 rows, the manifest says 7"),
 ]
 
 READERS: dict[str, Callable[[Path], object]] = {
     "reader": ZooReader,
     "dataset": lambda root: ZooDataset(root, split="all"),
     "model": lambda root: load_model(root, *first_row(root)),
+    "cells": lambda root: ZooReader(root).table("cells"),
 }
 
 
@@ -400,6 +429,8 @@ VERIFY_CASES = [
     ("hdf5-value", hdf5_value, 1, "/weights/1.bias differs from the Parquet rows"),
     ("hdf5-truncated", hdf5_truncated, 1, "cannot be read as this version's HDF5 shard"),
     ("hdf5-shape", hdf5_shape, 1, r"/weights/1.bias is \(6, 8\); expected shape \(6, 4\)"),
+    ("string-column-bomb", string_bomb, 1, r"its columns declare \d+ bytes for 1 rows"),
+    ("depth-bomb-layout", deep_layout, 1, "differ from zoo.json's architecture"),
 ]
 
 

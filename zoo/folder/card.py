@@ -78,7 +78,8 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
         configs.append({"config_name": table, **({"default": True} if table == "models" else {}),
                         "data_files": [{"split": HF_SPLITS[s], "path": sorted(files[s])}
                                        for s in present]})
-        schema = reader.parquet_metadata(reader.manifest.shards_of(table)[0]).schema.to_arrow_schema()
+        first = reader.manifest.shards_of(table)[0]
+        schema = reader.parquet_metadata(first).schema.to_arrow_schema()
         infos.append({"config_name": table, "features": features(schema),
                       "splits": [{"name": HF_SPLITS[s], "num_examples": rows[s]}
                                  for s in present]})

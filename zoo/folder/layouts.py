@@ -8,6 +8,8 @@ from zoo.errors import IntegrityError, ZooFolderError
 from zoo.folder.names import LAYOUTS, confined, read_json, sha256_of, write_atomically
 from zoo.datasets.base import DataInfo
 from zoo.layout import Layout, layout_of
+from zoo.limits import (ARCHITECTURE_ARG_LIMITS, MAX_PARAMETERS, MAX_WIDTH, check_arguments,
+                        refuse)
 
 
 def write_layout(root: Path, layout: Layout) -> str:
@@ -28,6 +30,9 @@ def read_layout(root: Path, key: str, sha256: str) -> Layout:
         raise ZooFolderError(f"{path}: not a layout this version can read ({error})") from None
     if layout.key != key:
         raise ZooFolderError(f"{path}: holds layout {layout.key!r}, not {key!r}")
+    if layout.size > MAX_PARAMETERS:
+        raise ZooFolderError(f"{path}: {layout.size} values per checkpoint; at most "
+                             f"{MAX_PARAMETERS} are read")
     return layout
 
 
@@ -41,6 +46,10 @@ def check_architecture(layout: Layout, info: DataInfo, source: Path | str) -> No
     from zoo.errors import ZooError
 
     try:
+        if not 1 <= layout.width <= MAX_WIDTH:
+            raise refuse(f"layout {layout.key}: width", layout.width, f"1 to {MAX_WIDTH}")
+        check_arguments(dict(layout.args), f"layout {layout.key}: args",
+                        ARCHITECTURE_ARG_LIMITS)
         with torch.device("meta"):
             model = architectures.build(layout.family, width=layout.width, info=info,
                                         args=dict(layout.args))

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooFolderError
-from zoo.folder.names import (FORMAT_VERSION, LAYOUTS, MANIFEST, README,
-                              TABLE_FOLDERS, ZOO_JSON, inside,
-                              read_json, write_atomically)
+from zoo.folder.names import (FORMAT_VERSION, MANIFEST, README, TABLE_FOLDERS, ZOO_JSON,
+                              inside, read_json, write_atomically)
 
 DOCUMENTS = (ZOO_JSON, README)  # the files besides shards and layouts that the manifest covers
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # layout keys and cell ids

@@ -18,6 +18,8 @@ from zoo.folder.schema import arrow_schema
 from zoo.layout import Layout
 
 PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError)  # a truncated or odd file
+MAX_ROW_BYTES = 1 << 20  # decoded bytes of one row's columns but weights (a pairs row: ~10 kB)
+WEIGHTS_LEAF = "weights.list.element"  # the Parquet leaf of the weights lists
 
 
 class ZooReader:
@@ -60,12 +62,49 @@ class ZooReader:
 
     def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
                 schema: pa.Schema | None = None) -> pa.Table:
-        """The shard's Parquet table (checked); a decode failure names the file."""
-        path = self.path(shard)
+        """The shard's Parquet table (checked); a decode failure names the file. The footer's
+        row count must be the manifest's and the columns but weights must decode to at most
+        MAX_ROW_BYTES a row, before anything is decoded (`check_footer`)."""
+        path = self.check_footer(shard, columns)
+        if shard.table == "models" and (columns is None or "weights" in columns):
+            self.check_weights(shard)
         try:
             return pq.read_table(path, columns=columns, schema=schema)
         except PARQUET_ERRORS as error:
             raise ZooFolderError(f"{path}: cannot be read as Parquet ({error})") from None
+
+    def check_footer(self, shard: Shard, columns: Sequence[str] | None = None) -> Path:
+        """The shard's path once its footer holds the manifest's row count and `columns` (all
+        but weights when None) declare at most MAX_ROW_BYTES of decoded bytes a row."""
+        path = self.path(shard)
+        metadata = self.parquet_metadata(shard)
+        if metadata.num_rows != shard.rows:
+            raise IntegrityError(f"{path}: {metadata.num_rows} rows, the manifest says "
+                                 f"{shard.rows}")
+        leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        wanted = [i for i, leaf in enumerate(leaves) if leaf != WEIGHTS_LEAF and (
+            columns is None or leaf.split(".")[0] in columns)]
+        declared = sum(metadata.row_group(g).column(i).total_uncompressed_size
+                       for g in range(metadata.num_row_groups) for i in wanted)
+        if declared > max(shard.rows, 1) * MAX_ROW_BYTES:
+            raise ZooFolderError(f"{path}: its columns declare {declared} bytes for "
+                                 f"{shard.rows} rows; at most {MAX_ROW_BYTES} a row is read")
+        return path
+
+    def check_weights(self, shard: Shard) -> None:
+        """Refuse a models shard whose footer declares another number of weights than its
+        rows' layouts add up to, before its weights are decoded (a small file cannot decode to
+        gigabytes, a tampered layout cannot make a reader allocate them)."""
+        keys = self.parquet(shard, ["layout"]).column("layout").to_pylist()
+        expected = sum(self.layout(str(key)).size for key in keys)
+        metadata = self.parquet_metadata(shard)
+        leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        index = leaves.index(WEIGHTS_LEAF) if WEIGHTS_LEAF in leaves else -1
+        declared = sum(metadata.row_group(g).column(index).num_values
+                       for g in range(metadata.num_row_groups)) if index >= 0 else -1
+        if declared != expected:
+            raise ZooFolderError(f"{self.path(shard)}: declares {declared} weights; its rows' "
+                                 f"layouts hold {expected}")
 
     def parquet_metadata(self, shard: Shard) -> pq.FileMetaData:
         """The shard's Parquet footer (checked); a decode failure names the file."""

@@ -57,7 +57,8 @@ class ZooRecord:
         try:
             body = json.loads(text)
         except (ValueError, RecursionError) as error:
-            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") from None
+            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") \
+                from None
         return cls.from_body(body, source)
 
     @classmethod

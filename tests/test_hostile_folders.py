@@ -115,12 +115,13 @@ def rewrite_weights(path: Path, change: Callable[[list[np.ndarray]], list[np.nda
     write_parquet(table.set_column(index, "weights", weights), path)
 
 
-def verify_outcome(root: Path, capsys, *extra: str) -> tuple[int, str]:
+def verify_outcome(root: Path, capsys, *extra: str) -> tuple[int, str, list[str]]:
+    """`zoo verify --deep` on `root`: exit code, stderr (never a traceback), paths opened."""
     with watching() as opened:
         code = main(["verify", str(root), "--deep", *extra])
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return code, err + "\n".join(opened)
+    return code, err, list(opened)
 
 
 # ---------- tampering, each returning the file that the outcome must name ----------
@@ -439,11 +440,11 @@ VERIFY_CASES = [
 def test_verify_names_every_problem_in_one_line(zoo, outside, capsys, no_hang, tamper, code,
                                                 message):
     named = tamper(zoo, outside)
-    found, err = verify_outcome(zoo, capsys)
+    found, err, opened = verify_outcome(zoo, capsys)
     assert found == code, err
     lines = [line for line in err.splitlines() if re.search(message, line)]
     assert lines and str(named) in lines[0], err
-    assert not [p for p in err.splitlines()[-50:] if p.startswith(str(outside))]
+    assert opened and not [p for p in opened if p.startswith(str(outside))]
 
 
 def test_an_untouched_copy_verifies_and_reads(zoo, capsys):
@@ -478,10 +479,19 @@ def test_loading_models_never_opens_the_data_root_zoo_json_names(zoo, outside):
 
 def test_recompute_never_opens_the_data_root_zoo_json_names(zoo, outside, capsys):
     _point_data_at(zoo, outside)
-    code, err = verify_outcome(zoo, capsys, "--recompute", "2")
+    code, err, opened = verify_outcome(zoo, capsys, "--recompute", "2")
     assert code == 1
     assert "needs it passed with --data-root (the root zoo.json names is never opened)" in err
-    assert str(outside / "canary") not in err
+    assert opened and not [p for p in opened if p.startswith(str(outside))]
+
+
+def test_recompute_takes_the_data_root_the_user_passes(zoo, outside, tmp_path, capsys):
+    _point_data_at(zoo, outside)
+    mine = tmp_path / "mine"
+    code, err, opened = verify_outcome(zoo, capsys, "--recompute", "2", "--data-root", str(mine))
+    assert code == 1  # mnist1d is built in: the user's root is weighed, and refused, in one line
+    assert f"data.root: {str(mine)!r} is not used by mnist1d" in err
+    assert not [p for p in opened if p.startswith(str(outside))]
 
 
 def peak_of(read: Callable[[], object], tiny_zoo: Path) -> tuple[int, int]:

@@ -279,14 +279,16 @@ def _model_rows(spec: ZooSpec, job: ModelJob, trial: Trial, layout: Layout, fing
     return rows
 
 
-def _cell_row(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], task: str) -> dict:
-    """The cells-table row from the members' result lines at the last metric epoch."""
+def _cell_row(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], task: str,
+              num_classes: int | None = None) -> dict:
+    """The cells-table row from the members' result lines at the last metric epoch (curves
+    unknown: never confident)."""
     epoch = max(spec.metrics.epochs)
     records = [trial.metrics(epoch) for _, trial in members]
     finite = [r.get("train_loss") is not None and math.isfinite(r["train_loss"]) for r in records]
     values = {name: [r.get(f"pair:{name}" if name in PAIR_MEANS else name) for r in records]
               for name in CELL_MEANS}
-    return cell_row(spec, members[0][0], epoch, finite, 0, values, task)
+    return cell_row(spec, members[0][0], epoch, finite, 0, values, task, num_classes)
 
 
 def _cell_result(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], info: DataInfo,
@@ -299,8 +301,8 @@ def _cell_result(spec: ZooSpec, members: Sequence[tuple[ModelJob, Trial]], info:
     layout = layout_of(model, spec.architecture.family, job.cell.width, spec.architecture.args)
     rows = [row for job, trial in members
             for row in _model_rows(spec, job, trial, layout, fingerprint, missing)]
-    return CellResult(job.cell_id, models=rows, cells=[_cell_row(spec, members, info.task)],
-                      layouts={layout.key: layout})
+    cells = [_cell_row(spec, members, info.task, info.num_outputs)]
+    return CellResult(job.cell_id, models=rows, cells=cells, layouts={layout.key: layout})
 
 
 def import_ray_tune(source: str | Path, out: str | Path, *, family: str | None = None,

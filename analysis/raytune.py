@@ -44,7 +44,7 @@ CURVES = {"representation_similarity": "cka", "curve_mc_train_error": "mc_train_
           "curve_mc_test_error": "mc_test_error", "curve_mc_train_loss": "mc_train_loss",
           "curve_mc_test_loss": "mc_test_loss"}
 OWN = (*(c.name for c in EVALUATION), *(c.name for c in HESSIAN), "heavy_tail_alpha",
-       "heavy_tail_alphas")  # model columns exported under their own names
+       "heavy_tail_alphas", "heavy_tail_min_eigenvalues")  # exported under their own names
 
 
 def checkpoint_folder(epoch: int) -> str:

@@ -21,7 +21,9 @@ def _fmt(value: object) -> str:
 
 
 def summary_table(root: Path) -> str:
-    """One line per cell: axes, models, mean test accuracy and train loss, phase."""
+    """One line per cell: axes, models, mean test accuracy and train loss, phase ('?': not
+    confident, '-': no label)."""
+    from generators.relabel import phase_text
     from zoo.folder.reader import ZooReader
 
     reader = ZooReader(root)
@@ -37,7 +39,7 @@ def summary_table(root: Path) -> str:
                       _fmt(row["num_models"]), _fmt(row["test_accuracy_mean"]),
                       _fmt(row["test_error_mean"]), _fmt(row["train_loss_mean"]),
                       _fmt(row["mc_train_error_mean"]), _fmt(row["cka_mean"]),
-                      _fmt(row["phase"])))
+                      phase_text(row)))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
 
@@ -113,6 +115,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
           f"{'every row' if args.deep else 'a sample of rows'} hold"
           + (f"; {args.recompute} checkpoints recompute to their metrics" if args.recompute
              else ""))
+    return 0
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from generators.relabel import relabel, relabel_table
+
+    overrides = {name: value for name, value in (("high_loss", args.high_loss), ("mc", args.mc),
+                                                 ("cka", args.cka)) if value is not None}
+    result = relabel(Path(args.dir), overrides, dry_run=args.dry_run)
+    print(relabel_table(result))
+    print(f"thresholds: {result.thresholds}; {len(result.moved())} of {len(result.after)} "
+          f"cells change phase or confidence ('?': not confident, '-': no label)")
+    if not args.dry_run:
+        print(f"wrote {len(result.written)} cells shards; the manifest lists them")
     return 0
 
 
@@ -326,6 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of a local data set for --recompute (the root zoo.json "
                              "names is never opened)")
     verify.set_defaults(run=cmd_verify)
+
+    relabel = sub.add_parser("relabel", help="recompute cell phases with other thresholds",
+                             description="Relabel every cell from its stored means (no "
+                                         "training): defaults of the task scaled by ln C, then "
+                                         "the spec's phases, then these options. New cells "
+                                         "shards are committed through the manifest.")
+    relabel.add_argument("dir", help="zoo folder")
+    relabel.add_argument("--high-loss", type=float, default=None, metavar="NATS",
+                         help="train loss above this is high (PINN: relative L2 error)")
+    relabel.add_argument("--mc", type=float, default=None, metavar="POINTS",
+                         help="|mc_train_error| below this is well connected")
+    relabel.add_argument("--cka", type=float, default=None, help="CKA at or above this is high")
+    relabel.add_argument("--dry-run", action="store_true",
+                         help="print the table of old and new labels and write nothing")
+    relabel.set_defaults(run=cmd_relabel)
 
     card = sub.add_parser("card", help="rewrite a zoo folder's README.md dataset card")
     card.add_argument("dir", help="zoo folder")

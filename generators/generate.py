@@ -91,7 +91,7 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         print(f"pruned {plan.shrink.what()} from {out}: {plan.shrink.counts()}", file=stream)
     writer = ZooWriter(out, spec.spec_hash(), formats)
     writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
-                           bundle.info))
+                           bundle.info, normalization=bundle.normalization))
     if plan.missing:
         from tqdm import tqdm
 

@@ -57,8 +57,65 @@ def test_digits_shapes_and_range(digits: datasets.DataBundle) -> None:
     (x, y), (x_test, y_test) = digits.train, digits.test
     assert x.shape == (1347, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert x_test.shape == (450, 1, 8, 8) and y_test.shape == (450,)
-    assert x.min() == 0.0 and x.max() == 1.0
+    raw = x * digits.normalization.std[0] + digits.normalization.mean[0]
+    assert float(raw.min()) == pytest.approx(0.0, abs=1e-6)
+    assert float(raw.max()) == pytest.approx(1.0, abs=1e-6)
     assert datasets.load("digits").fingerprint() == digits.fingerprint()
+
+
+def test_image_sets_are_normalised_per_channel_with_train_statistics(digits) -> None:
+    from sklearn.datasets import load_digits
+
+    stats = digits.normalization
+    assert stats is not None and len(stats.mean) == len(stats.std) == 1
+    x = digits.train[0].double()
+    assert float(x.mean()) == pytest.approx(0.0, abs=1e-6)  # train: mean 0, std 1 exactly
+    assert float(x.std(correction=0)) == pytest.approx(1.0, abs=1e-6)
+    # direct: the 1347 train images of the stratified split, pixel counts / 16
+    pixels = load_digits().images.reshape(-1) / 16.0
+    assert 0.0 < stats.mean[0] < 1.0 and stats.mean[0] == pytest.approx(pixels.mean(), rel=0.05)
+    raw_test = digits.test[0].double() * stats.std[0] + stats.mean[0]
+    assert float(raw_test.min()) == pytest.approx(0.0, abs=1e-6)  # test: the train's statistics
+    assert datasets.load("mnist1d").normalization is None  # not an image set
+    assert stats.to_dict() == {"mean": [stats.mean[0]], "std": [stats.std[0]]}
+    assert digits.subsample(0.5).normalization == stats
+
+
+def test_channel_statistics_and_normalisation_match_a_direct_computation() -> None:
+    from zoo.datasets.base import DataBundle, DataInfo
+    from zoo.datasets.normalize import channel_statistics, normalize_images
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(50, 3, 4, 4, generator=g) * torch.tensor([1.0, 0.5, 0.2])[:, None, None]
+    direct = images.double().permute(1, 0, 2, 3).reshape(3, -1)
+    stats = channel_statistics(images)
+    assert stats.mean == pytest.approx(direct.mean(1).tolist(), rel=1e-12)
+    assert stats.std == pytest.approx(direct.std(1, correction=0).tolist(), rel=1e-12)
+    info = DataInfo("classification", (3, 4, 4), 2)
+    bundle = DataBundle("toy", info, (images.clone(), torch.zeros(50)), (images[:5].clone(),
+                                                                          torch.zeros(5)))
+    out = normalize_images(bundle)
+    expected = (images - torch.tensor(stats.mean)[:, None, None]) / torch.tensor(
+        stats.std)[:, None, None]
+    torch.testing.assert_close(out.train[0], expected.float(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="toy: the images are already normalised"):
+        normalize_images(out)
+
+
+@pytest.mark.parametrize("kind", ["crop-flip", "crop-flip-rotate"])
+def test_augmenting_normalised_images_equals_normalising_augmented_ones(kind) -> None:
+    from zoo.augment import augment
+    from zoo.datasets.base import Normalization
+
+    stats = Normalization((0.4, 0.5, 0.3), (0.2, 0.25, 0.1))
+    mean, std = (torch.tensor(v)[:, None, None] for v in (stats.mean, stats.std))
+    images = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    raw = augment(images, kind, torch.Generator().manual_seed(2))
+    normalised = augment((images - mean) / std, kind, torch.Generator().manual_seed(2),
+                         stats.raw_zero())
+    torch.testing.assert_close(normalised, (raw - mean) / std, rtol=1e-5, atol=1e-5)
+    unfilled = augment((images - mean) / std, kind, torch.Generator().manual_seed(2))
+    assert not torch.allclose(unfilled, (raw - mean) / std, atol=1e-3)  # 0 padding differs
 
 
 def test_digits_split_is_stratified_and_a_partition(digits: datasets.DataBundle) -> None:
@@ -71,7 +128,9 @@ def test_digits_split_is_stratified_and_a_partition(digits: datasets.DataBundle)
     # train + test hold every sample exactly once: the sorted rows (label, pixels) match.
 
     def rows(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        return np.column_stack([y.numpy(), x.reshape(len(y), -1).numpy() * 16])
+        stats = digits.normalization  # back to raw pixel counts 0..16
+        raw = (x.double() * stats.std[0] + stats.mean[0]) * 16
+        return np.column_stack([y.numpy(), raw.reshape(len(y), -1).round().numpy()])
 
     split = np.concatenate([rows(*digits.train), rows(*digits.test)])
     whole = np.column_stack([full.target, full.images.reshape(len(full.target), -1)])
@@ -283,11 +342,19 @@ def test_cifar10_binary_loads_labels_and_pixels(tmp_path: Path, in_subfolder: bo
     assert x.shape == (10, 3, 32, 32) and x.dtype == torch.float32
     assert y.tolist() == train_labels and y_test.tolist() == [9, 0, 3]
     expected = np.concatenate(train_pixels).reshape(10, 3, 32, 32).astype(np.float32) / 255
-    assert np.array_equal(x.numpy(), expected)
+    assert np.allclose(_raw(bundle, x), expected, rtol=0, atol=1e-6)
     # channel 0 is the first 1024 bytes, row-major: pixel (row 1, col 2) is byte 34.
-    assert x_test[0, 0, 1, 2] == test_pixels[0, 34] / 255 and x_test[0, 2, 0, 0] == \
-        test_pixels[0, 2048] / 255
+    raw_test = _raw(bundle, x_test)
+    assert raw_test[0, 0, 1, 2] == pytest.approx(test_pixels[0, 34] / 255, abs=1e-6)
+    assert raw_test[0, 2, 0, 0] == pytest.approx(test_pixels[0, 2048] / 255, abs=1e-6)
     assert datasets.load("cifar10", root=tmp_path).fingerprint() == bundle.fingerprint()
+
+
+def _raw(bundle: datasets.DataBundle, images: torch.Tensor) -> np.ndarray:
+    """Normalised images back to raw pixel values in [0, 1] (float32, as loaded)."""
+    mean = torch.tensor(bundle.normalization.mean, dtype=torch.float64)[:, None, None]
+    std = torch.tensor(bundle.normalization.std, dtype=torch.float64)[:, None, None]
+    return (images.double() * std + mean).float().numpy()
 
 
 def test_cifar_malformed_file_is_a_data_error(tmp_path: Path) -> None:
@@ -310,7 +377,7 @@ def test_cifar100_uses_the_fine_label(tmp_path: Path) -> None:
     assert bundle.info.num_outputs == 100
     assert bundle.train[1].tolist() == [57, 99, 0] and bundle.test[1].tolist() == [42]
     expected = train_pixels.reshape(3, 3, 32, 32).astype(np.float32) / 255
-    assert np.array_equal(bundle.train[0].numpy(), expected)
+    assert np.allclose(_raw(bundle, bundle.train[0]), expected, rtol=0, atol=1e-6)
 
 
 def test_svhn_mat_maps_ten_to_zero(tmp_path: Path) -> None:
@@ -328,9 +395,9 @@ def test_svhn_mat_maps_ten_to_zero(tmp_path: Path) -> None:
     assert y.tolist() == [0, 1, 9, 5] and y_test.tolist() == [3, 0] and y.dtype == torch.int64
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
     expected = np.transpose(train_x, (3, 2, 0, 1)).astype(np.float32) / 255  # X[h, w, c, n]
-    assert np.array_equal(x.numpy(), expected)
-    assert np.array_equal(x_test.numpy(), expected[:2])  # the test file holds the first two
-    assert x[2, 1, 5, 7] == train_x[5, 7, 1, 2] / 255
+    assert np.allclose(_raw(bundle, x), expected, rtol=0, atol=1e-6)
+    assert np.allclose(_raw(bundle, x_test), expected[:2], rtol=0, atol=1e-6)  # the first two
+    assert _raw(bundle, x)[2, 1, 5, 7] == pytest.approx(train_x[5, 7, 1, 2] / 255, abs=1e-6)
 
 
 def test_svhn_malformed_mat_is_a_data_error(tmp_path: Path) -> None:
@@ -370,9 +437,10 @@ def test_tiny_imagenet_tree_loads(tmp_path: Path, in_subfolder: bool) -> None:
     (x, y), (x_test, y_test) = bundle.train, bundle.test
     assert x.shape == (3, 3, 64, 64) and x.dtype == torch.float32
     assert y.tolist() == [0, 0, 1] and y_test.tolist() == [1, 0]  # sorted wnids; val by file
-    means = x.mean(dim=(2, 3))
+    means = torch.from_numpy(_raw(bundle, x)).mean(dim=(2, 3))
     assert torch.allclose(means, torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]]), atol=0.02)
-    assert torch.allclose(x_test[1].mean(dim=(1, 2)), torch.full((3,), 128 / 255), atol=0.01)
+    test_means = torch.from_numpy(_raw(bundle, x_test))[1].mean(dim=(1, 2))
+    assert torch.allclose(test_means, torch.full((3,), 128 / 255), atol=0.01)
 
 
 def test_tiny_imagenet_bad_annotation_is_a_data_error(tmp_path: Path) -> None:

@@ -1,13 +1,17 @@
 """Landscape metrics wired into generation: model, pair and cell columns of a real zoo."""
 
+import copy
+import dataclasses
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from tests.conftest import TINY_SPEC
 from zoo import datasets
 from zoo.folder.reader import ZooReader
-from zoo.measure import cka_columns, curve_columns, model_metrics
+from zoo.measure import cka_columns, curve_columns, mixup_inputs, model_metrics, round_steps
 from zoo.objective import Objective
 from zoo.phases import PHASES
 from zoo.specfile import parse_spec
@@ -38,7 +42,10 @@ def test_every_cell_is_labelled_and_pairs_are_complete(tiny_zoo):
         assert cell["num_pairs"] == 1 and cell["metric_epoch"] == 2
     for pair in pairs:
         assert pair["curve_ts"] == [0.0, 0.25, 0.5, 0.75, 1.0]
-        assert pair["curve_steps"] == 40
+        assert pair["curve_steps"] == 40 * pair["curve_rounds"]
+        assert 2 <= pair["curve_rounds"] <= 4 or not pair["mc_converged"]
+        assert pair["curve_mc_history"][-1] == pair["mc_train_error"]
+        assert pair["curve_bn_samples"] == 4000  # the full mnist1d train set
         assert -100 <= pair["mc_train_error"] <= 100
         assert 0 <= pair["cka"] <= 1 + 1e-9 and 0 <= pair["cka_mixup"] <= 1 + 1e-9
         # the curve's ends are the two models: their errors are the recorded ones
@@ -117,3 +124,133 @@ def test_hessian_columns_do_not_depend_on_the_micro_batch(family, data, args):
     assert streamed.keys() == whole.keys()
     for key, value in whole.items():
         assert streamed[key] == pytest.approx(value, rel=1e-4), key
+
+
+@pytest.fixture(scope="module")
+def trained_pair(digits_pair):
+    """Two seeds of the digits MLP after 60 full-batch SGD steps (a curve then has shape)."""
+    spec, bundle, a, b = digits_pair
+    trained = []
+    for model in (a, b):
+        model = copy.deepcopy(model).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(60):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(bundle.train[0]), bundle.train[1]).backward()
+            optimizer.step()
+        trained.append(model.eval())
+    return spec, bundle, *trained
+
+
+def _with_curve(spec, **curve):
+    metrics = dataclasses.replace(spec.metrics, curve=dataclasses.replace(spec.metrics.curve,
+                                                                          **curve))
+    return metrics
+
+
+@pytest.mark.parametrize("tolerance, max_rounds, rounds, converged", [
+    (1000.0, 4, 2, True),  # any two rounds agree within 1000 points
+    (1e-12, 3, 3, False),  # never within 1e-12 points: stops at max_rounds, says so
+    (1000.0, 1, 1, False),  # one round cannot show convergence
+])
+def test_curve_fit_continues_until_mc_converges(trained_pair, tolerance, max_rounds, rounds,
+                                                converged):
+    spec, bundle, a, b = trained_pair
+    metrics = _with_curve(spec, steps=15, tolerance=tolerance, max_rounds=max_rounds,
+                          bn_samples=100)
+    row = curve_columns(a, b, Objective(bundle), metrics, seed=3)
+    assert row["curve_rounds"] == rounds and len(row["curve_mc_history"]) == rounds
+    assert row["curve_steps"] == 15 * rounds
+    assert row["mc_converged"] is converged
+    assert row["curve_tolerance"] == tolerance
+    assert row["mc_train_error"] == row["curve_mc_history"][-1]  # the same final curve
+    assert row["curve_bn_samples"] == 128  # 100 samples rounded up to whole batches
+
+
+def test_rounds_continue_one_fit_deterministically(trained_pair):
+    spec, bundle, a, b = trained_pair
+    metrics = _with_curve(spec, steps=10, tolerance=1e-12, max_rounds=2)
+    first = curve_columns(a, b, Objective(bundle), metrics, seed=5)
+    again = curve_columns(a, b, Objective(bundle), metrics, seed=5)
+    assert first["curve_mc_history"] == again["curve_mc_history"]
+    one = curve_columns(a, b, Objective(bundle), _with_curve(spec, steps=10, max_rounds=1),
+                        seed=5)
+    assert one["curve_mc_history"][0] == first["curve_mc_history"][0]  # round 2 continues it
+
+
+def test_round_length_defaults_to_ten_epochs_of_the_zoo_data():
+    spec = parse_spec(TINY_SPEC)
+    curve = dataclasses.replace(spec.metrics.curve, steps=None, batch_size=128)
+    assert round_steps(curve, 4000) == 10 * 32  # ceil(4000 / 128) = 32 batches an epoch
+    assert round_steps(dataclasses.replace(curve, epochs=2), 1797) == 2 * 15
+    assert round_steps(dataclasses.replace(curve, steps=7), 4000) == 7
+
+
+def _yang_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Kornblith et al.'s gram-matrix linear CKA (biased), as Yang et al.'s code calls it."""
+    def centre(gram):
+        means = gram.mean(0)
+        means -= means.mean() / 2
+        return gram - means[:, None] - means[None, :]
+    gx, gy = centre(x @ x.T), centre(y @ y.T)
+    return float(gx.ravel() @ gy.ravel() / (np.linalg.norm(gx) * np.linalg.norm(gy)))
+
+
+def test_cka_mixup_matches_a_direct_implementation_of_yang_et_al(digits_pair):
+    spec, bundle, a, b = digits_pair
+    row = cka_columns(a, b, Objective(bundle), spec.metrics)
+    settings = spec.metrics.similarity
+    assert (settings.mixup_batches, settings.mixup_alpha) == (6, 16.0)
+    # direct: the same fixed probe batches, one lambda ~ Beta(16, 16) and one permutation per
+    # batch, softmax outputs of all batches pooled into one CKA
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randperm(bundle.num_train, generator=generator)[:6 * settings.batch_size]
+    rng = np.random.default_rng(0)
+    outputs_a, outputs_b = [], []
+    for chunk in index.split(settings.batch_size):
+        x = bundle.train[0][chunk].numpy().astype(np.float64)
+        lam = rng.beta(16.0, 16.0)
+        mixed = lam * x + (1 - lam) * x[rng.permutation(len(x))]
+        inputs = torch.as_tensor(mixed, dtype=torch.float32)
+        with torch.no_grad():
+            outputs_a.append(torch.softmax(a.eval()(inputs), -1).double().numpy())
+            outputs_b.append(torch.softmax(b.eval()(inputs), -1).double().numpy())
+    expected = _yang_cka(np.concatenate(outputs_a), np.concatenate(outputs_b))
+    assert row["cka_mixup"] == pytest.approx(expected, abs=1e-6)
+    assert row["cka_mixup"] != pytest.approx(1.0, abs=1e-3)  # two different seeds
+
+
+def test_mixup_draws_one_lambda_per_batch_from_beta_16_16():
+    batches = [torch.zeros(4, 3), torch.ones(4, 3) * torch.arange(4.0)[:, None]]
+    mixed = mixup_inputs(batches, 16.0, seed=1)
+    rng = np.random.default_rng(1)
+    lam0, perm0 = rng.beta(16, 16), rng.permutation(4)
+    lam1, perm1 = rng.beta(16, 16), rng.permutation(4)
+    assert torch.equal(mixed[0], torch.zeros(4, 3))
+    expected = lam1 * batches[1] + (1 - lam1) * batches[1][torch.as_tensor(perm1)]
+    torch.testing.assert_close(mixed[1], expected, rtol=0, atol=0)
+    draws = np.random.default_rng(2).beta(16, 16, 10_000)
+    assert draws.mean() == pytest.approx(0.5, abs=0.01) and draws.std() < 0.1
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    ({"curve": {"enabled": False}}, (None, None)),  # mc not measured: no label, not a barrier
+    ({"similarity": {"enabled": False}, "curve": {"steps": 5, "max_rounds": 2}}, "high"),
+])
+def test_a_cell_whose_needed_metric_is_off_gets_no_label(metrics, expected):
+    from zoo.cell import run_cell
+
+    body = {**TINY_SPEC, "grid": {"load": {"axis": "width", "values": [4]},
+                                  "temperature": {"axis": "batch_size", "values": [512]}},
+            "training": {"epochs": 1, "learning_rate": 0.05},
+            "metrics": {"epochs": ["last"], "hessian": {"enabled": False}, **metrics}}
+    spec = parse_spec(body)
+    bundle = datasets.load("mnist1d")
+    row = run_cell(spec, spec.jobs(bundle.fingerprint()), bundle).cells[0]
+    assert row["train_loss_mean"] > row["phase_high_loss"]  # one epoch at batch 512: high loss
+    if expected == "high":  # CKA is off, but a high-loss cell does not need it
+        assert row["cka_mean"] is None and row["phase"] in ("I", "II")
+        assert row["num_pairs_converged"] in (0, 1)
+    else:
+        assert row["mc_train_error_mean"] is None
+        assert (row["phase"], row["phase_confident"]) == expected

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from zoo.errors import SpecError
-from zoo.phases import PHASES, Thresholds, default_thresholds, label
+from zoo.phases import (PHASES, Thresholds, cell_phase, default_thresholds, label,
+                        phase_columns, thresholds_for)
 
 T = Thresholds(high_loss=0.2, mc=2.0, cka=0.9)
 NAN = math.nan
@@ -28,21 +29,24 @@ NAN = math.nan
         (0.1, 0.5, 0.90, "IV-B"),  # CKA at the threshold is high
         (0.1, 5.0, 0.99, "IV-B"),  # large positive mc at low loss: still IV
         (0.2, 0.0, 0.95, "IV-B"),  # loss at the threshold is low
-        (NAN, 1.0, 0.95, "I"),  # diverged
-        (0.5, NAN, 0.95, "I"),  # a diverged curve counts as a barrier
-        (0.1, NAN, 0.95, "III"),
-        (0.1, 0.0, NAN, "IV-A"),  # undefined CKA counts as low
+        (0.5, -math.inf, NAN, "I"),  # a diverged point on the curve is a barrier
+        (NAN, 1.0, 0.95, None),  # not measured: no label
+        (0.5, NAN, 0.95, None),  # curve off or failed: no label, not a barrier
+        (0.1, NAN, 0.95, None),
+        (0.1, 0.0, NAN, None),  # phase IV needs CKA
+        (0.5, -1.0, NAN, "I"),  # high loss does not need CKA
+        (0.1, -3.0, NAN, "III"),  # nor does a barrier at low loss
     ],
 )
-def test_every_branch(train_loss: float, mc: float, cka: float, expected: str) -> None:
+def test_every_branch(train_loss: float, mc: float, cka: float, expected: str | None) -> None:
     assert label(train_loss, mc, cka, T) == expected
-    assert expected in PHASES
+    assert expected is None or expected in PHASES
 
 
 def test_label_reaches_exactly_the_five_phases_of_yang_et_al() -> None:
     seen = {label(loss, mc, cka, T) for loss in (0.05, 0.5, math.nan)
             for mc in (-10.0, 0.0, 10.0, math.nan) for cka in (0.1, 0.95, math.nan)}
-    assert seen == set(PHASES) and len(PHASES) == 5
+    assert seen == {*PHASES, None} and len(PHASES) == 5  # None: a metric it needs is missing
 
 
 def test_defaults_per_task_decide_the_phase_of_the_same_numbers_differently() -> None:
@@ -87,3 +91,69 @@ def test_invalid_thresholds_name_the_field(kwargs: dict, match: str) -> None:
 def test_spec_errors_are_value_errors() -> None:
     with pytest.raises(ValueError):
         Thresholds(high_loss=-1.0, mc=2.0, cka=0.9)
+
+
+def test_high_loss_scales_with_the_chance_loss() -> None:
+    assert default_thresholds("classification", 10).high_loss == pytest.approx(0.2, rel=1e-15)
+    c100 = default_thresholds("classification", 100)
+    assert c100.high_loss == pytest.approx(0.4, rel=1e-12)  # ln 100 = 2 ln 10
+    assert c100.mc == 2.0 and c100.cka == 0.9
+    assert default_thresholds("classification", 200).high_loss == pytest.approx(
+        0.2 * math.log(200) / math.log(10), rel=1e-12)
+    assert default_thresholds("language_model", 256).high_loss == pytest.approx(2.0, rel=1e-12)
+    assert default_thresholds("pinn", 1) == default_thresholds("pinn")  # not a loss: unscaled
+    with pytest.raises(SpecError, match="num_classes must be an integer >= 2, got 1"):
+        default_thresholds("classification", 1)
+
+
+def test_spec_overrides_replace_the_scaled_defaults() -> None:
+    t = thresholds_for("classification", 100, {"mc": 1.0})
+    assert (t.high_loss, t.mc, t.cka) == (pytest.approx(0.4), 1.0, 0.9)
+    with pytest.raises(SpecError, match=r"unknown field\(s\) \['loss'\]"):
+        thresholds_for("classification", 10, {"loss": 1.0})
+
+
+def _row(**changes: object) -> dict:
+    """A confident IV-B cell: 3 models, 3 converged pairs, every mean far from its threshold."""
+    row = {"finite_fraction": 1.0, "num_models": 3, "num_pairs": 3, "num_pairs_converged": 3,
+           "train_loss_mean": 0.05, "train_loss_std": 0.01,
+           "train_error_mean": 0.4, "train_error_std": 0.1,
+           "mc_train_error_mean": -0.5, "mc_train_error_std": 0.3,
+           "cka_mean": 0.95, "cka_std": 0.01}
+    row.update(changes)
+    return row
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({}, ("IV-B", True)),
+    ({"num_pairs_converged": 2}, ("IV-B", False)),  # one curve fit did not converge
+    ({"cka_std": 0.06}, ("IV-B", False)),  # 0.95 - 0.06 < 0.9: CKA within its spread
+    ({"cka_mean": 0.85, "cka_std": 0.01}, ("IV-A", True)),
+    ({"mc_train_error_mean": -1.8, "mc_train_error_std": 0.3}, ("IV-B", False)),  # near -2
+    ({"mc_train_error_mean": -5.0, "mc_train_error_std": 1.0, "cka_std": 0.5}, ("III", True)),
+    ({"train_loss_mean": 0.5, "mc_train_error_mean": -5.0, "mc_train_error_std": 1.0},
+     ("I", True)),
+    ({"train_loss_mean": 0.5, "mc_train_error_mean": 0.5, "mc_train_error_std": 1.0},
+     ("II", False)),  # mc within its spread of 0 at high loss
+    ({"train_loss_mean": 0.21, "train_loss_std": 0.05}, ("I", False)),  # loss near 0.2
+    ({"num_pairs": 1, "num_pairs_converged": 1, "mc_train_error_std": 0.0},
+     ("IV-B", False)),  # one pair: no spread to judge by
+    ({"mc_train_error_mean": None, "num_pairs_converged": 0}, (None, None)),  # curve off
+    ({"cka_mean": None}, (None, None)),  # similarity off: IV-A or IV-B is unknown
+    ({"finite_fraction": 0.0, "train_loss_mean": None, "mc_train_error_mean": None},
+     ("I", True)),  # every seed diverged
+])
+def test_cell_phase_and_its_confidence(changes: dict, expected: tuple) -> None:
+    assert cell_phase(_row(**changes), "classification", T) == expected
+
+
+def test_pinn_cells_are_labelled_by_their_error() -> None:
+    pinn = Thresholds(high_loss=0.1, mc=0.02, cka=0.9)
+    assert cell_phase(_row(mc_train_error_mean=-0.5), "pinn", pinn) == ("I", True)
+
+
+def test_phase_columns_carry_the_thresholds_used() -> None:
+    columns = phase_columns(_row(), "classification", 100, {"cka": 0.99})
+    assert columns["phase"] == "IV-A" and columns["phase_confident"] is True
+    assert columns["phase_cka"] == 0.99 and columns["phase_mc"] == 2.0
+    assert columns["phase_high_loss"] == pytest.approx(0.4)

@@ -91,6 +91,19 @@ def test_model_dim_axis_sets_width():
                                        r"expected an integer >= 0 and <= 2"),
     ({"metrics": {"epochs": [5]}}, r"metrics.epochs\[0\]: 5 is not allowed"),
     ({"metrics": {"curve": {"points": 2}}}, r"metrics.curve.points: 2 is not allowed"),
+    ({"metrics": {"curve": {"steps": 0}}}, r"metrics.curve.steps: 0 is not allowed; expected "
+                                           r"an integer >= 1"),
+    ({"metrics": {"curve": {"steps": 1.5}}}, r"metrics.curve.steps: 1.5 is not allowed"),
+    ({"metrics": {"curve": {"bn_samples": 0}}}, r"metrics.curve.bn_samples: 0 is not allowed"),
+    ({"metrics": {"curve": {"tolerance": 0.0}}}, r"metrics.curve.tolerance: 0.0 is not allowed; "
+                                                 r"expected a number > 0"),
+    ({"metrics": {"curve": {"tolerance": "1"}}}, r"metrics.curve.tolerance: '1' is not allowed"),
+    ({"metrics": {"curve": {"max_rounds": 0}}}, r"metrics.curve.max_rounds: 0 is not allowed"),
+    ({"metrics": {"curve": {"epochs": 0}}}, r"metrics.curve.epochs: 0 is not allowed"),
+    ({"metrics": {"similarity": {"mixup_alpha": 0.0}}},
+     r"metrics.similarity.mixup_alpha: 0.0 is not allowed; expected a number > 0"),
+    ({"metrics": {"spectra_min_eigenvalues": 1}},
+     r"metrics.spectra_min_eigenvalues: 1 is not allowed; expected an integer >= 2"),
     ({"metrics": {"hessian": {"enabled": "yes"}}}, r"metrics.hessian.enabled: 'yes' is not"),
     ({"metrics": {"hessian": {"probes": 3}}}, r"metrics.hessian.probes: unknown field"),
     ({"metrics": {"hessian": {"micro_batch_size": 0}}},
@@ -150,3 +163,16 @@ def test_resolved_spec_round_trips_through_its_dict():
     edited["checkpoint_epochs"] = [1, 7]
     with pytest.raises(SpecError, match="does not round-trip"):
         spec_from_dict(edited)
+
+
+def test_curve_defaults_follow_the_published_recipe():
+    spec = parse_spec(_spec(metrics={"epochs": ["last"]}))
+    curve = spec.metrics.curve
+    assert (curve.steps, curve.epochs, curve.tolerance, curve.max_rounds, curve.bn_samples) == (
+        None, 10, None, 4, None)  # rounds of 10 epochs; tolerance from the task; all train
+    assert spec.metrics.spectra_min_eigenvalues == 50
+    assert (spec.metrics.similarity.mixup_batches, spec.metrics.similarity.mixup_alpha) == (
+        6, 16.0)
+    set_ = parse_spec(_spec(metrics={"curve": {"steps": 9, "tolerance": 2, "bn_samples": 64}}))
+    assert (set_.metrics.curve.steps, set_.metrics.curve.tolerance) == (9, 2.0)
+    assert set_.metrics.curve.bn_samples == 64

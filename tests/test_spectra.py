@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.metrics.spectra import MIN_TAIL, fit_power_law, heavy_tail_alpha, layer_alphas
+from zoo.metrics.spectra import (MIN_TAIL, fit_power_law, heavy_tail_alpha, layer_alphas,
+                                  weight_eigenvalues)
 
 
 def _pareto(alpha: float, n: int, seed: int, x_min: float = 1.0) -> np.ndarray:
@@ -86,18 +87,30 @@ def test_heavy_tail_alpha_uses_the_eigenvalues_of_wtw() -> None:
     w = w * torch.linspace(0.1, 3.0, 40, dtype=torch.float64) ** 2  # a spread-out spectrum
     lam = np.linalg.eigvalsh((w.T @ w).numpy())
     expected, _ = fit_power_law(lam)
-    assert heavy_tail_alpha(w) == pytest.approx(expected, rel=1e-9)
-    assert heavy_tail_alpha(5.0 * w.float()) == pytest.approx(expected, rel=1e-4)
+    assert heavy_tail_alpha(w, min_eigenvalues=40) == pytest.approx(expected, rel=1e-9)
+    assert heavy_tail_alpha(5.0 * w.float(), min_eigenvalues=40) == pytest.approx(expected,
+                                                                                  rel=1e-4)
+    assert heavy_tail_alpha(w) is None  # 40 eigenvalues < the default minimum of 50
 
 
-def test_conv_kernels_are_reshaped_to_out_by_fan_in() -> None:
-    k = torch.randn(16, 3, 3, 3, generator=torch.Generator().manual_seed(1))
-    assert heavy_tail_alpha(k) == heavy_tail_alpha(k.reshape(16, 27))
+def test_conv_kernels_pool_the_spectra_of_their_slices_as_weightwatcher() -> None:
+    k = torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    # direct: the eigenvalues of W[:, :, i, j]ᵀ W[:, :, i, j] for all 9 kernel positions
+    direct = np.concatenate([np.linalg.eigvalsh((k[:, :, i, j].T @ k[:, :, i, j]).numpy())
+                             for i in range(3) for j in range(3)])
+    assert np.sort(weight_eigenvalues(k)) == pytest.approx(np.sort(direct), rel=1e-10)
+    expected, _ = fit_power_law(direct)
+    assert heavy_tail_alpha(k, min_eigenvalues=72) == pytest.approx(expected, rel=1e-9)
+    assert heavy_tail_alpha(k, min_eigenvalues=73) is None  # 9 x 8 = 72 pooled eigenvalues
+    assert heavy_tail_alpha(k, min_eigenvalues=72) != heavy_tail_alpha(k.reshape(16, 72),
+                                                                       min_eigenvalues=16)
+    conv1d = torch.randn(20, 10, 5, generator=torch.Generator().manual_seed(2))
+    assert weight_eigenvalues(conv1d).size == 50
 
 
 def test_small_flat_and_one_dimensional_weights_give_none() -> None:
     assert heavy_tail_alpha(torch.randn(5, 3)) is None
-    assert heavy_tail_alpha(torch.randn(50, 8)) is None  # 8 < 10 eigenvalues
+    assert heavy_tail_alpha(torch.randn(50, 8), min_eigenvalues=10) is None  # 8 < 10
     assert heavy_tail_alpha(torch.randn(50, 8), min_eigenvalues=8) is not None
     assert heavy_tail_alpha(torch.randn(100)) is None
     assert heavy_tail_alpha(torch.eye(20)) is None  # flat spectrum
@@ -111,7 +124,8 @@ def test_layer_alphas_covers_weight_matrices_only() -> None:
         nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.Flatten(),
         nn.Linear(16 * 6 * 6, 32), nn.ReLU(), nn.Linear(32, 4),
     )
-    alphas = layer_alphas(model)
+    alphas = layer_alphas(model, min_eigenvalues=10)
     assert list(alphas) == ["0.weight", "3.weight"]  # 4 outputs < 10 eigenvalues; no biases
-    assert alphas["3.weight"] == heavy_tail_alpha(model[3].weight)
+    assert alphas["3.weight"] == heavy_tail_alpha(model[3].weight, min_eigenvalues=10)
+    assert list(layer_alphas(model)) == []  # 27 and 32 eigenvalues < the default 50
     assert all(isinstance(a, float) and a > 1 for a in alphas.values())

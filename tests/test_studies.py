@@ -128,9 +128,16 @@ def test_transposed_digits_swap_rows_and_columns():
 
     target = transfer_data("digits", "classification")
     assert target.name == "digits-transposed" and target.train[0].shape == (1347, 1, 8, 8)
+    from zoo import datasets
+
+    stats = datasets.load("digits").normalization
+    assert target.normalization == stats  # normalised as the zoo's inputs were
     digits = load_digits()
-    originals = sorted((image.astype("float32").tobytes(), int(label))
-                       for image, label in zip(digits.images / 16.0, digits.target))
+    raw = torch.tensor(digits.images / 16.0, dtype=torch.float32)[:, None]
+    raw.sub_(torch.tensor(stats.mean, dtype=torch.float32)[:, None, None])
+    raw.div_(torch.tensor(stats.std, dtype=torch.float32)[:, None, None])  # as normalize_images
+    originals = sorted((image[0].numpy().tobytes(), int(label))
+                       for image, label in zip(raw, digits.target))
     x = torch.cat([target.train[0], target.test[0]])[:, 0]
     y = torch.cat([target.train[1], target.test[1]])
     back = sorted((image.T.contiguous().numpy().tobytes(), int(label))

@@ -11,13 +11,23 @@ CROP_PADDING = 4  # pixels of zero padding before a random crop, as torchvision 
 ROTATION_DEGREES = 20.0
 
 
-def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Apply `kind` (none, flip, crop, crop-flip, crop-rotate, crop-flip-rotate) to (B, C, H, W)."""
+def augment(images: torch.Tensor, kind: str, generator: torch.Generator,
+            fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply `kind` (none, flip, crop, crop-flip, crop-rotate, crop-flip-rotate) to (B, C, H, W).
+
+    `fill` (C,) is the value each channel pads with (default 0). For images normalised per
+    channel, the normalised raw 0 (`Normalization.raw_zero`) makes the result the
+    normalisation of the augmented raw images, as the published recipe orders them: crop
+    and flip select pixels, and bilinear rotation weights sum to one.
+    """
     if kind == "none":
         return images
     if images.dim() != 4:
         raise ValueError(f"augmentation {kind!r} needs image batches (B, C, H, W), "
                          f"got shape {tuple(images.shape)}")
+    if fill is not None:
+        shift = fill.to(device=images.device, dtype=images.dtype)[None, :, None, None]
+        return augment(images - shift, kind, generator) + shift
     if "crop" in kind:
         images = random_crop(images, generator)
     if "flip" in kind:

@@ -36,13 +36,14 @@ def model_rows(spec: ZooSpec, trained: TrainedModel, layout: Layout,
 
 
 def _cell_row(spec: ZooSpec, jobs: Sequence[ModelJob], models: list[dict[str, Any]],
-              pairs: list[dict[str, Any]], epoch: int, task: str) -> dict[str, Any]:
+              pairs: list[dict[str, Any]], epoch: int, task: str,
+              num_classes: int | None) -> dict[str, Any]:
     """Aggregate a cell's models and pairs at `epoch` into its cells-table row, with its phase."""
     at_epoch = [r for r in models if r["epoch"] == epoch]
     values = {name: [r.get(name) for r in (pairs if any(name in p for p in pairs) else at_epoch)]
               for name in CELL_MEANS}
     return cell_row(spec, jobs[0], epoch, [r["finite"] for r in at_epoch], len(pairs), values,
-                    task)
+                    task, num_classes, sum(p.get("mc_converged") is True for p in pairs))
 
 
 def run_cell(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
@@ -104,7 +105,8 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
             result.pairs.append(_pair_row(spec, a, b, epoch, models, data))
     epoch = max(spec.metrics.epochs)  # the cell's phase is taken at the last metric epoch
     at_epoch = [p for p in result.pairs if p["epoch"] == epoch]
-    result.cells.append(_cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task))
+    result.cells.append(_cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task,
+                                  bundle.info.num_outputs))
     return result
 
 

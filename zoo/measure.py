@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -12,10 +12,11 @@ from torch import nn
 from zoo.datasets.base import DataBundle
 from zoo.metrics import connectivity, hessian, similarity, spectra
 from zoo.objective import Objective, output_loss
-from zoo.spec import MetricsSpec
+from zoo.phases import default_thresholds
+from zoo.spec import CurveSpec, MetricsSpec
 
 PROBE_SEED = 0  # one fixed probe subset for the whole zoo, so models are measured alike
-BN_SAMPLES = 1280  # train samples used to re-estimate BatchNorm statistics on a curve
+BN_SAMPLES = 1280  # train samples that re-estimate BatchNorm statistics in the studies
 
 
 class PdeLoss(nn.Module):
@@ -74,7 +75,8 @@ def model_metrics(model: nn.Module, objective: Objective, spec: MetricsSpec,
             estimate, stderr = hessian.trace(module, loss_fn, batches, **options)
             row[f"hessian_trace_{split}"], row[f"hessian_trace_stderr_{split}"] = estimate, stderr
     if spec.spectra:
-        alphas = spectra.layer_alphas(model)
+        alphas = spectra.layer_alphas(model, min_eigenvalues=spec.spectra_min_eigenvalues)
+        row["heavy_tail_min_eigenvalues"] = spec.spectra_min_eigenvalues
         names = [n for n, p in model.named_parameters() if p.dim() >= 2]
         row["heavy_tail_alphas"] = [alphas.get(n, math.nan) for n in names]
         row["heavy_tail_alpha"] = float(np.mean(list(alphas.values()))) if alphas else None
@@ -95,26 +97,39 @@ def cka_columns(a: nn.Module, b: nn.Module, objective: Objective,
     values = [similarity.linear_cka(_outputs(a, x), _outputs(b, x)) for x, _ in test]
     row = {"cka": float(np.mean(values)), "cka_samples": sum(len(x) for x, _ in test)}
     if objective.task == "classification":
-        generator = torch.Generator().manual_seed(PROBE_SEED)
-        train = probe_batches(objective.bundle.train, settings.batches, settings.batch_size)
-        mixed = []
-        for x, _ in train:
-            lam = torch.rand(x.shape[0], *[1] * (x.dim() - 1), generator=generator).to(x.device)
-            partner = x[torch.randperm(x.shape[0], generator=generator)]
-            inputs = lam * x + (1 - lam) * partner
-            mixed.append(similarity.linear_cka(_outputs(a, inputs).softmax(-1),
-                                               _outputs(b, inputs).softmax(-1)))
-        row["cka_mixup"] = float(np.mean(mixed))
+        train = probe_batches(objective.bundle.train, settings.mixup_batches,
+                              settings.batch_size)
+        inputs = mixup_inputs([x for x, _ in train], settings.mixup_alpha, PROBE_SEED)
+        row["cka_mixup"] = similarity.linear_cka(
+            torch.cat([_outputs(a, x).softmax(-1) for x in inputs]),
+            torch.cat([_outputs(b, x).softmax(-1) for x in inputs]))
     return row
 
 
-def _evaluator(objective: Objective) -> Callable[[nn.Module], dict[str, float]]:
+def mixup_inputs(batches: Sequence[torch.Tensor], alpha: float,
+                 seed: int) -> list[torch.Tensor]:
+    """Mixup of each batch with a permutation of itself, as Yang et al. measure CKA.
+
+    Per batch, in order: λ ~ Beta(alpha, alpha), then a permutation of the batch, both from
+    one numpy Generator seeded with `seed`; the batch becomes λ x + (1 − λ) x[permutation].
+    """
+    rng = np.random.default_rng(seed)
+    mixed = []
+    for x in batches:
+        lam = float(rng.beta(alpha, alpha))
+        order = torch.as_tensor(rng.permutation(x.shape[0]), device=x.device)
+        mixed.append(lam * x + (1 - lam) * x[order])
+    return mixed
+
+
+def _evaluator(objective: Objective, splits: Sequence[str] = ("train", "test"),
+               ) -> Callable[[nn.Module], dict[str, float]]:
     scale = 1.0 if objective.task == "pinn" else 100.0  # error in percentage points
 
     def evaluate(module: nn.Module) -> dict[str, float]:
         model = unwrap(module)
         out = {}
-        for split in ("train", "test"):
+        for split in splits:
             result = objective.evaluate(model, split)
             out[f"{split}_loss"] = result["loss"]
             out[f"{split}_error"] = result["error"] * scale
@@ -124,13 +139,17 @@ def _evaluator(objective: Objective) -> Callable[[nn.Module], dict[str, float]]:
 
 
 def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: MetricsSpec,
-                  seed: int) -> dict[str, Any]:
-    """Bezier curve fit and mc on train/test error and loss; the straight segment beside it."""
+                  seed: int, tolerance: float = 1.0) -> dict[str, Any]:
+    """Bezier curve fit until its mc converges; mc on train/test error and loss; the straight
+    segment beside it. `tolerance` (error points) applies when the spec sets none."""
     settings = spec.curve
     module_a, loss_fn = loss_view(a, objective)
     module_b, _ = loss_view(b, objective)
     train = objective.bundle.train
-    bn_batches = probe_batches(train, math.ceil(BN_SAMPLES / settings.batch_size),
+    rounds = round_steps(settings, objective.bundle.num_train)
+    tolerance = settings.tolerance if settings.tolerance is not None else tolerance
+    bn_samples = min(settings.bn_samples or train[0].shape[0], train[0].shape[0])
+    bn_batches = probe_batches(train, math.ceil(bn_samples / settings.batch_size),
                                settings.batch_size)
 
     def epoch(generator: torch.Generator) -> Iterable:
@@ -139,16 +158,27 @@ def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: Metric
         return ((train[0][i], targets[i]) for i in order.split(settings.batch_size))
 
     generator = torch.Generator().manual_seed(seed)
-    curve = connectivity.fit_bezier(module_a, module_b, loss_fn, epoch, steps=settings.steps,
-                                    lr=settings.learning_rate, generator=generator)
     ts = [float(t) for t in np.linspace(0, 1, settings.points)]
-    evaluate = _evaluator(objective)
+    evaluate, train_error = _evaluator(objective), _evaluator(objective, ("train",))
+
+    def fit_round(control: dict[str, torch.Tensor] | None) -> tuple[Any, float]:
+        curve = connectivity.fit_bezier(module_a, module_b, loss_fn, epoch, steps=rounds,
+                                        lr=settings.learning_rate, generator=generator,
+                                        control=control)
+        along = connectivity.evaluate_curve(curve, ts, train_error, bn_batches)["train_error"]
+        return curve, connectivity.mode_connectivity(along, ts)[0]
+
+    curve, history = _fit_until_converged(fit_round, settings.max_rounds, tolerance)
     values = connectivity.evaluate_curve(curve, ts, evaluate, bn_batches)
     line = connectivity.BezierCurve(curve.architecture, curve.start,
                                     {n: (curve.start[n] + curve.end[n]) / 2 for n in curve.start},
                                     curve.end)  # a Bezier with θ at the midpoint is the segment
     straight = connectivity.evaluate_curve(line, ts, evaluate, bn_batches)
-    row: dict[str, Any] = {"curve_ts": ts, "linear_alphas": ts, "curve_steps": settings.steps,
+    row: dict[str, Any] = {"curve_ts": ts, "linear_alphas": ts,
+                           "curve_steps": rounds * len(history), "curve_rounds": len(history),
+                           "curve_mc_history": history, "curve_tolerance": tolerance,
+                           "mc_converged": _converged(history, tolerance),
+                           "curve_bn_samples": sum(len(x) for x, _ in bn_batches),
                            "curve_learning_rate": settings.learning_rate,
                            "curve_batch_size": settings.batch_size}
     for key, along in values.items():
@@ -160,6 +190,35 @@ def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: Metric
     return row
 
 
+def round_steps(settings: CurveSpec, num_train: int) -> int:
+    """SGD steps of one curve-fit round: `steps`, or `epochs` epochs of the train set."""
+    if settings.steps is not None:
+        return settings.steps
+    return settings.epochs * math.ceil(num_train / settings.batch_size)
+
+
+def _fit_until_converged(fit_round: Callable[[Any], tuple[Any, float]], max_rounds: int,
+                         tolerance: float) -> tuple[Any, list[float]]:
+    """Fit rounds, each continuing the last one's control point, until mc converges.
+
+    Returns:
+        (the last round's curve, mc on train error after each round).
+    """
+    curve, mc = fit_round(None)
+    history = [mc]
+    while len(history) < max_rounds and not _converged(history, tolerance):
+        curve, mc = fit_round(curve.control)
+        history.append(mc)
+    return curve, history
+
+
+def _converged(history: Sequence[float], tolerance: float) -> bool:
+    """The last two rounds' mc are finite and differ by less than `tolerance`."""
+    if len(history) < 2 or not all(math.isfinite(v) for v in history[-2:]):
+        return False
+    return abs(history[-1] - history[-2]) < tolerance
+
+
 def pair_metrics(a: nn.Module, b: nn.Module, bundle: DataBundle, beta: float,
                  spec: MetricsSpec, seed: int) -> dict[str, Any]:
     """CKA and connectivity columns of one seed pair (both models finite)."""
@@ -168,5 +227,6 @@ def pair_metrics(a: nn.Module, b: nn.Module, bundle: DataBundle, beta: float,
     if spec.similarity.enabled:
         row.update(cka_columns(a, b, objective, spec))
     if spec.curve.enabled:
-        row.update(curve_columns(a, b, objective, spec, seed))
+        tolerance = default_thresholds(bundle.info.task).mc / 2  # when the spec sets none
+        row.update(curve_columns(a, b, objective, spec, seed, tolerance))
     return row

@@ -8,14 +8,17 @@
 | IV-A  | low        | >= −mc threshold  | low  |
 | IV-B  | low        | >= −mc threshold  | high |
 
-The thresholds are not published anywhere; ours are choices, stored with every label.
+A cell gets no label where a metric the table needs was switched off or failed (NaN), and
+every label says whether it is confident (`cell_phase`). The thresholds are not published
+anywhere; ours are choices, stored with every label, and `zoo relabel` applies others.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from zoo.errors import SpecError
 
@@ -61,11 +64,14 @@ def _check_number(name: str, value: object, allowed: str, ok: Callable[[float], 
         raise SpecError(f"phases.{name} must be {allowed}, got {value!r}")
 
 
-# Per-task defaults. classification: the mnist1d pilot fit (train cross-entropy > 0.2 nats is
-# high; |mc| < 2 points of train error; CKA of logits >= 0.9). language_model: > 2.0 nats per
-# token is high (a small GPT on character/word data trains well below it), mc also on token
-# error points. pinn: the relative L2 error to the exact solution replaces the loss (PINN
-# residual losses are not comparable across PDE coefficients); > 0.1 is high, |mc| < 0.02.
+# Per-task defaults, scaled by the chance loss ln C of the zoo's own data set (C classes, or
+# the vocabulary size for language models), so that one rule fits CIFAR-10 and Tiny-ImageNet.
+# classification: the mnist1d pilot fit 0.2 nats of train cross-entropy at C = 10, i.e. 8.7 %
+# of ln C; |mc| < 2 points of train error; CKA of logits >= 0.9. language_model: 2.0 nats per
+# token at a 256-symbol vocabulary (36 % of ln V). pinn: the relative L2 error to the exact
+# solution replaces the loss (PINN residual losses are not comparable across PDE
+# coefficients); > 0.1 is high, |mc| < 0.02; not scaled.
+HIGH_LOSS_FRACTION = {"classification": 0.2 / math.log(10), "language_model": 2.0 / math.log(256)}
 _DEFAULTS = {
     "classification": Thresholds(high_loss=0.2, mc=2.0, cka=0.9),
     "language_model": Thresholds(high_loss=2.0, mc=2.0, cka=0.9),
@@ -73,30 +79,104 @@ _DEFAULTS = {
 }
 
 
-def default_thresholds(task: str) -> Thresholds:
-    """The default thresholds of a task: "classification", "language_model" or "pinn"."""
+def default_thresholds(task: str, num_classes: int | None = None) -> Thresholds:
+    """The default thresholds of a task and data set.
+
+    Args:
+        task: "classification", "language_model" or "pinn".
+        num_classes: classes (vocabulary size) of the data set; high_loss becomes a fixed
+            fraction of the chance loss ln C. None: the reference C (10 classes, 256 symbols).
+    """
     if task not in _DEFAULTS:
         raise SpecError(f"phases.task must be one of {', '.join(_DEFAULTS)}, got {task!r}")
-    return _DEFAULTS[task]
+    base = _DEFAULTS[task]
+    if num_classes is None or task == "pinn":
+        return base
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise SpecError(f"phases: num_classes must be an integer >= 2, got {num_classes!r}")
+    return replace(base, high_loss=HIGH_LOSS_FRACTION[task] * math.log(num_classes))
 
 
-def label(train_loss: float, mc: float, cka: float, thresholds: Thresholds) -> str:
-    """The phase of a cell.
+def thresholds_for(task: str, num_classes: int | None,
+                   overrides: Mapping[str, float]) -> Thresholds:
+    """The default thresholds of a task and data set with a spec's `phases` overrides."""
+    unknown = sorted(set(overrides) - {f.name for f in fields(Thresholds)})
+    if unknown:
+        raise SpecError(f"phases: unknown field(s) {unknown}; allowed: cka, high_loss, mc")
+    return replace(default_thresholds(task, num_classes), **overrides)
+
+
+def label(train_loss: float, mc: float, cka: float, thresholds: Thresholds) -> str | None:
+    """The phase of a cell, or None where a metric it needs was not measured or failed.
 
     Args:
         train_loss: mean train loss of the cell's models (PINN: relative L2 error).
         mc: mean mode connectivity of its seed pairs (negative = barrier).
-        cka: mean CKA of its seed pairs.
+        cka: mean CKA of its seed pairs (only IV-A / IV-B depend on it).
         thresholds: where high / ≈ 0 / high begin.
     Returns:
-        one of PHASES. NaN train loss (diverged) gives "I". NaN mc (a diverged curve) counts
-        as a barrier. NaN CKA counts as low (only IV-A / IV-B depend on it).
+        one of PHASES, or None: a NaN train loss, a NaN mc, or (low loss, connected) a NaN
+        CKA. A cell whose every seed diverged is labelled by `cell_phase`, not here.
     """
-    if math.isnan(train_loss):
-        return "I"
-    barrier = math.isnan(mc) or mc < 0
+    if math.isnan(train_loss) or math.isnan(mc):
+        return None
     if train_loss > thresholds.high_loss:
-        return "I" if barrier else "II"
-    if math.isnan(mc) or mc < -thresholds.mc:
+        return "I" if mc < 0 else "II"
+    if mc < -thresholds.mc:
         return "III"
+    if math.isnan(cka):
+        return None
     return "IV-B" if cka >= thresholds.cka else "IV-A"
+
+
+def cell_phase(row: Mapping[str, Any], task: str,
+               thresholds: Thresholds) -> tuple[str | None, bool | None]:
+    """A cell's phase and whether it is confident, from its cells-table row alone.
+
+    Reads `finite_fraction`, `num_pairs`, `num_pairs_converged` and the `_mean` / `_std` of
+    the train loss (PINN: train error), `mc_train_error` and `cka`. A cell whose every seed
+    diverged is "I", confidently. Otherwise the label is `label(...)`, and it is confident
+    when (a) every seed pair's curve fit converged (`num_pairs_converged == num_pairs`) and
+    (b) every mean that decided it lies more than one standard deviation (over models or
+    pairs; at least two of them) from the threshold it was compared with: the train loss
+    from high_loss; mc from 0 (high loss) or from −mc (low loss); CKA from cka (phase IV).
+
+    Returns:
+        (phase or None, confident or None when there is no phase).
+    """
+    if row.get("finite_fraction") == 0.0:
+        return "I", True  # every seed diverged: the hottest corner of the grid
+    loss_name = "train_error" if task == "pinn" else "train_loss"
+    loss, mc, cka = (_value(row, f"{name}_mean") for name in (loss_name, "mc_train_error", "cka"))
+    phase = label(loss, mc, cka, thresholds)
+    if phase is None:
+        return None, None
+    pairs = row.get("num_pairs") or 0
+    converged = pairs >= 1 and row.get("num_pairs_converged") == pairs
+    high = phase in ("I", "II")
+    decided = [(loss_name, thresholds.high_loss, row.get("num_models") or 0),
+               ("mc_train_error", 0.0 if high else -thresholds.mc, pairs)]
+    if phase.startswith("IV"):
+        decided.append(("cka", thresholds.cka, pairs))
+    clear = all(_clear_of(row, name, threshold, count) for name, threshold, count in decided)
+    return phase, bool(converged and clear)
+
+
+def _value(row: Mapping[str, Any], key: str) -> float:
+    value = row.get(key)
+    return math.nan if value is None else float(value)
+
+
+def _clear_of(row: Mapping[str, Any], name: str, threshold: float, count: int) -> bool:
+    """The mean of `name` lies more than one standard deviation from `threshold`."""
+    mean, std = _value(row, f"{name}_mean"), _value(row, f"{name}_std")
+    return count >= 2 and math.isfinite(std) and abs(mean - threshold) > std
+
+
+def phase_columns(row: Mapping[str, Any], task: str, num_classes: int | None,
+                  overrides: Mapping[str, float]) -> dict[str, Any]:
+    """The cells-table columns of the label: phase, phase_confident and the thresholds used."""
+    thresholds = thresholds_for(task, num_classes, overrides)
+    phase, confident = cell_phase(row, task, thresholds)
+    return {"phase": phase, "phase_confident": confident,
+            **{f"phase_{k}": v for k, v in thresholds.to_dict().items()}}

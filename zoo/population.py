@@ -233,7 +233,8 @@ def _epoch(population: Population, optimizer: PopulationOptimizer, data: DataBun
             break
         batch = [t[index] for t in data.train]
         if augmentation != "none":
-            batch[0] = torch.stack([augment(x, augmentation, g)
+            fill = data.normalization.raw_zero() if data.normalization else None
+            batch[0] = torch.stack([augment(x, augmentation, g, fill)
                                     for x, g in zip(batch[0], generators)])
         active = population_step(population, optimizer, batch, active, step)
         step += 1

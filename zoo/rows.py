@@ -6,7 +6,6 @@ generated and an imported zoo hold the same columns under the same rules.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
@@ -17,7 +16,7 @@ import torch
 import zoo
 from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout
-from zoo.phases import default_thresholds, label
+from zoo.phases import phase_columns
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
 
 
@@ -78,7 +77,8 @@ def summarise(values: Sequence[float | None]) -> tuple[float | None, float | Non
 
 
 def cell_row(spec: ZooSpec, job: ModelJob, epoch: int, finite: Sequence[bool], num_pairs: int,
-             values: Mapping[str, Sequence[float | None]], task: str) -> dict[str, Any]:
+             values: Mapping[str, Sequence[float | None]], task: str,
+             num_classes: int | None = None, num_pairs_converged: int = 0) -> dict[str, Any]:
     """A cell's cells-table row at its metric `epoch`, with its phase.
 
     Args:
@@ -87,19 +87,14 @@ def cell_row(spec: ZooSpec, job: ModelJob, epoch: int, finite: Sequence[bool], n
         num_pairs: seed pairs measured (0 for an imported zoo).
         values: for each name of CELL_MEANS, the per-model or per-pair values to average.
         task: the data set's task (a PINN's phase is read from its train error).
+        num_classes: the data set's classes (the default high-loss threshold scales by ln C).
+        num_pairs_converged: seed pairs whose curve fit converged (decides the confidence).
     """
     row: dict[str, Any] = {**identity_columns(spec, job.cell, job.cell_id),
                            "metric_epoch": epoch, "num_models": len(finite),
-                           "num_pairs": num_pairs, "finite_fraction": float(np.mean(finite))}
+                           "num_pairs": num_pairs, "num_pairs_converged": num_pairs_converged,
+                           "finite_fraction": float(np.mean(finite))}
     for name in CELL_MEANS:
         row[f"{name}_mean"], row[f"{name}_std"] = summarise(values.get(name, ()))
-    thresholds = dataclasses.replace(default_thresholds(task), **spec.phases)
-    row.update({f"phase_{k}": v for k, v in thresholds.to_dict().items()})
-    loss = row["train_error_mean"] if task == "pinn" else row["train_loss_mean"]
-    mc, cka = row["mc_train_error_mean"], row["cka_mean"]
-    if loss is not None and (num_pairs or mc is not None):
-        row["phase"] = label(loss, math.nan if mc is None else mc,
-                             math.nan if cka is None else cka, thresholds)
-    elif row["finite_fraction"] == 0.0:
-        row["phase"] = "I"  # every seed diverged: the hottest corner of the grid
+    row.update(phase_columns(row, task, num_classes, spec.phases))
     return row

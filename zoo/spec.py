@@ -82,22 +82,39 @@ class HessianSpec:
 
 @dataclass(frozen=True)
 class SimilaritySpec:
-    """CKA of outputs over `batches` × `batch_size` test samples for every seed pair."""
+    """CKA of outputs over `batches` × `batch_size` test samples for every seed pair, and
+    Yang et al.'s mixup CKA over `mixup_batches` × `batch_size` pooled train samples, one
+    λ ~ Beta(mixup_alpha, mixup_alpha) per batch."""
 
     enabled: bool = True
     batches: int = 10
     batch_size: int = 128
+    mixup_batches: int = 6
+    mixup_alpha: float = 16.0
 
 
 @dataclass(frozen=True)
 class CurveSpec:
-    """Bezier mode-connectivity curve: training length in optimizer steps, evaluated points."""
+    """Bezier mode-connectivity curve, fitted in rounds until its mc has converged.
+
+    One round trains the control point for `steps` SGD steps (None: `epochs` epochs of the
+    zoo's own train set, as PTMZ fits its curves) with the curve schedule restarted; after
+    each round mc on train error is measured at `points` points. The fit stops when two
+    rounds' mc differ by less than `tolerance` (error points; None: half the task's default
+    phase mc threshold: 1 point, 0.01 relative L2 error for PINNs), or after `max_rounds`
+    rounds without converging (recorded per pair).
+    BatchNorm is re-estimated on `bn_samples` train samples (None: the full train set).
+    """
 
     enabled: bool = True
-    steps: int = 4000
+    steps: int | None = None
+    epochs: int = 10
     points: int = 5
     learning_rate: float = 0.05
     batch_size: int = 128
+    tolerance: float | None = None
+    max_rounds: int = 4
+    bn_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,7 @@ class MetricsSpec:
     similarity: SimilaritySpec = SimilaritySpec()
     curve: CurveSpec = CurveSpec()
     spectra: bool = True
+    spectra_min_eigenvalues: int = 50  # WeightWatcher's older default; α of fewer is noise
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -147,7 +147,8 @@ def _seeds(raw: Any) -> tuple[int, ...]:
 
 def _metrics(raw: Any, epochs: int) -> MetricsSpec:
     raw = raw or {}
-    _check_keys(raw, "metrics", ("epochs", "hessian", "similarity", "curve", "spectra"))
+    _check_keys(raw, "metrics", ("epochs", "hessian", "similarity", "curve", "spectra",
+                                 "spectra_min_eigenvalues"))
     metric_epochs = _epoch_list(raw.get("epochs", "last"), "metrics.epochs", epochs)
     spectra = raw.get("spectra", True)
     if not isinstance(spectra, bool):
@@ -155,11 +156,22 @@ def _metrics(raw: Any, epochs: int) -> MetricsSpec:
     curve = _section(raw, "curve", CurveSpec, "metrics.curve")
     if curve.points < 3:
         raise _fail("metrics.curve.points", curve.points, "an integer >= 3")
+    for name in ("steps", "bn_samples"):  # optional: None means the documented default
+        if getattr(curve, name) is not None:
+            _number(getattr(curve, name), f"metrics.curve.{name}", low=1, integer=True)
+    if curve.tolerance is not None:
+        _number(curve.tolerance, "metrics.curve.tolerance", low=0.0, low_open=True)
+        curve = replace(curve, tolerance=float(curve.tolerance))
+    similarity = _section(raw, "similarity", SimilaritySpec, "metrics.similarity")
+    if similarity.mixup_alpha <= 0:
+        raise _fail("metrics.similarity.mixup_alpha", similarity.mixup_alpha, "a number > 0")
+    min_eigenvalues = _number(raw.get("spectra_min_eigenvalues", 50),
+                              "metrics.spectra_min_eigenvalues", low=2, integer=True)
     return MetricsSpec(
         epochs=metric_epochs,
         hessian=_section(raw, "hessian", HessianSpec, "metrics.hessian"),
-        similarity=_section(raw, "similarity", SimilaritySpec, "metrics.similarity"),
-        curve=curve, spectra=spectra,
+        similarity=similarity, curve=curve, spectra=spectra,
+        spectra_min_eigenvalues=min_eigenvalues,
     )
 
 

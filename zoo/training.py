@@ -109,6 +109,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     else:
         checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
         first, diverged = resumed.epoch + 1, resumed.scalars["diverged"]
+    fill = data.normalization.raw_zero() if data.normalization else None  # pad like raw 0
     autosave = trainstate.Autosave(store)
     for epoch in range(first, recipe.epochs + 1):
         model.train()
@@ -118,7 +119,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                 break
             batch = tuple(t[index] for t in data.train)
             if recipe.augmentation != "none":
-                batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
+                batch = (augment(batch[0], recipe.augmentation, generator, fill), *batch[1:])
             loss = objective.loss(model, batch)
             if not torch.isfinite(loss):
                 diverged = True

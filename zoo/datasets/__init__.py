@@ -18,6 +18,7 @@ from zoo.datasets import builtin, convection, folders, text, tinyimagenet, trans
 from zoo.datasets.arguments import Param, resolve
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.datasets.convection import exact_solution
+from zoo.datasets.normalize import is_image, normalize_images
 from zoo.errors import SpecError
 
 __all__ = ["DataBundle", "DataInfo", "exact_solution", "load", "names", "validate"]
@@ -151,6 +152,11 @@ def load(
 
     Returns:
         a DataBundle: float32 inputs, int64 labels or tokens (see each module for shapes).
+        Image inputs (C, H, W) come normalised per channel with their train set's mean and
+        standard deviation (`bundle.normalization`), as the published recipe does.
     """
     entry, path, resolved = _check(name, root, args)
-    return entry.build(path, resolved)
+    bundle = entry.build(path, resolved)
+    if is_image(bundle.info) and bundle.normalization is None:
+        return normalize_images(bundle)
+    return bundle  # raw, or normalised by its builder (a transfer target: its source's stats)

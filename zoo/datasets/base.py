@@ -29,12 +29,33 @@ class DataInfo:
 
 
 @dataclass(frozen=True)
+class Normalization:
+    """Per-channel input normalisation x -> (x − mean) / std, with the train set's statistics.
+
+    Args:
+        mean, std: (C,) per channel of the raw images (pixel values in [0, 1]).
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """{"mean": [...], "std": [...]} for zoo.json."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    def raw_zero(self) -> torch.Tensor:
+        """(C,) float32: where a raw 0 pixel lands, the value crop and rotation pad with."""
+        return torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32)
+
+
+@dataclass(frozen=True)
 class DataBundle:
     """A data set in memory: train and test tensors plus task-specific extras.
 
     classification / language_model: train = (x, y), test = (x, y).
     pinn: train = (points,) collocation points (N, 2) as (x, t); test = (points,) on a grid;
     extras holds "initial" (M, 2) points at t = 0 and "boundary_left"/"boundary_right" (K, 2).
+    normalization: the per-channel statistics already applied to image inputs, or None.
     """
 
     name: str
@@ -42,6 +63,7 @@ class DataBundle:
     train: tuple[torch.Tensor, ...]
     test: tuple[torch.Tensor, ...]
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    normalization: Normalization | None = None
 
     @property
     def num_train(self) -> int:
@@ -62,7 +84,7 @@ class DataBundle:
         """The same data on `device` (a no-op when it is already there)."""
         return DataBundle(self.name, self.info, tuple(t.to(device) for t in self.train),
                           tuple(t.to(device) for t in self.test),
-                          {k: v.to(device) for k, v in self.extras.items()})
+                          {k: v.to(device) for k, v in self.extras.items()}, self.normalization)
 
     def subsample(self, fraction: float) -> DataBundle:
         """Keep a deterministic `fraction` of the training set (the same rows for every seed)."""
@@ -72,4 +94,4 @@ class DataBundle:
         order = torch.randperm(self.num_train, generator=torch.Generator().manual_seed(0))
         index = order[:keep].sort().values
         train = tuple(t[index] for t in self.train)
-        return DataBundle(self.name, self.info, train, self.test, self.extras)
+        return DataBundle(self.name, self.info, train, self.test, self.extras, self.normalization)

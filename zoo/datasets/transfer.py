@@ -54,5 +54,10 @@ def transposed_digits() -> DataBundle:
     def pair(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(x).reshape(-1, 1, 8, 8), torch.from_numpy(y)
 
-    return DataBundle("digits-transposed", DIGITS_INFO, pair(x_train, y_train),
-                      pair(x_test, y_test))
+    from zoo import datasets
+    from zoo.datasets.normalize import normalize_images
+
+    bundle = DataBundle("digits-transposed", DIGITS_INFO, pair(x_train, y_train),
+                        pair(x_test, y_test))
+    # the zoo's models saw digits normalised with digits' train statistics: so does the target
+    return normalize_images(bundle, datasets.load("digits").normalization)

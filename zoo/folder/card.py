@@ -102,6 +102,16 @@ def schema_table(table: str) -> str:
     return "\n".join(lines)
 
 
+def _round_length(curve: dict) -> str:
+    return f"{curve['steps']} steps" if curve.get("steps") else f"{curve.get('epochs', 10)} epochs"
+
+
+def _tolerance(curve: dict) -> str:
+    if curve.get("tolerance") is None:
+        return "half the default phase mc threshold"
+    return f"{curve['tolerance']} points"
+
+
 def metrics_section(spec: dict) -> list[str]:
     """Definitions of the landscape metrics with the parameters this zoo used."""
     m = spec["metrics"]
@@ -117,19 +127,30 @@ def metrics_section(spec: dict) -> list[str]:
         f"iterations, relative tolerance {h['tol']}.",
         f"- **CKA**: linear CKA of the output logits of every seed pair of a cell on "
         f"{c['batches']} × {c['batch_size']} test samples, per batch then averaged (`cka`); "
-        "Yang's convention, softmax outputs on mixup-perturbed train inputs (`cka_mixup`).",
+        f"Yang et al.'s convention (`cka_mixup`): softmax outputs on "
+        f"{c.get('mixup_batches', 6)} × {c['batch_size']} pooled train samples, each batch "
+        f"mixed with a permutation of itself, one λ ~ Beta({c.get('mixup_alpha', 16.0)}, "
+        f"{c.get('mixup_alpha', 16.0)}) per batch.",
         f"- **Mode connectivity**: a quadratic Bezier curve between the two seeds, ends fixed, "
-        f"control point trained {k['steps']} SGD steps (batch {k['batch_size']}, lr "
-        f"{k['learning_rate']}), evaluated at {k['points']} points with BatchNorm statistics "
-        "re-estimated; `mc = (L(w1)+L(w2))/2 - L(phi(t*))` at `t* = argmax |L(phi(t)) - "
-        "(L(w1)+L(w2))/2|`, on train and test error (percentage points) and loss; mc < 0 is a "
-        "barrier, mc > 0 under-trained ends, mc ≈ 0 well connected. The straight segment's "
-        "barrier is stored beside it (positive = barrier).",
+        f"control point trained by SGD in rounds of {_round_length(k)} (batch "
+        f"{k['batch_size']}, lr {k['learning_rate']}, schedule restarted each round) until mc "
+        f"on train error changes by less than {_tolerance(k)} between two rounds, at most "
+        f"{k.get('max_rounds', 1)} rounds (`mc_converged`, "
+        f"`curve_mc_history`); evaluated at {k['points']} points with BatchNorm statistics "
+        "re-estimated on the train set (`curve_bn_samples`); `mc = (L(w1)+L(w2))/2 - "
+        "L(phi(t*))` at `t* = argmax |L(phi(t)) - (L(w1)+L(w2))/2|`, on train and test error "
+        "(percentage points) and loss (nats); mc < 0 is a barrier, mc > 0 under-trained ends, "
+        "mc ≈ 0 well connected. The straight segment's barrier is stored beside it (positive "
+        "= barrier).",
         "- **Heavy-tail alpha**: per weight matrix, the power-law exponent of the eigenvalues of "
-        "WᵀW (WeightWatcher's alpha, x_min by the KS distance).",
+        "WᵀW (WeightWatcher's alpha, x_min by the KS distance; conv kernels as WeightWatcher: "
+        "the eigenvalues of every (out, in) slice per kernel position pooled), only for "
+        f"matrices with at least {m.get('spectra_min_eigenvalues', 10)} nonzero eigenvalues.",
         "- **Phase** per cell (Yang et al.): I high loss & mc < 0, II high loss & mc ≥ 0, III low "
-        "loss & mc < -threshold, IV-A / IV-B low loss & |mc| small with low / high CKA; the "
-        "thresholds are stored in every cells row (`phase_*`).", ""]
+        "loss & mc < -threshold, IV-A / IV-B low loss & |mc| small with low / high CKA; no "
+        "label where a metric it needs is off or failed; `phase_confident` says whether the "
+        "curves converged and the means lie clear of the thresholds. The thresholds are "
+        "stored in every cells row (`phase_*`); `zoo relabel` applies others.", ""]
 
 
 def card_text(root: Path) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from zoo.datasets.base import DataInfo
+from zoo.datasets.base import DataInfo, Normalization
 from zoo.errors import ZooFolderError
 from zoo.folder.names import FORMAT_VERSION, ZOO_JSON, read_json, write_atomically
 
@@ -30,6 +30,8 @@ class ZooRecord:
         versions: code and library versions that produced the zoo.
         data_info: the data set's shape facts (task, input shape, outputs).
         imported_from: for an imported zoo, its source format, folder and trial count.
+        normalization: per-channel input statistics of an image data set (None: raw inputs),
+            so a reader feeds a loaded model inputs as it was trained on them.
     """
 
     spec: Mapping[str, Any]
@@ -38,6 +40,7 @@ class ZooRecord:
     versions: Mapping[str, str]
     data_info: DataInfo
     imported_from: Mapping[str, Any] | None = None
+    normalization: Normalization | None = None
 
     def to_json(self) -> str:
         """Sorted-key JSON, with the format version."""
@@ -49,6 +52,8 @@ class ZooRecord:
                               "num_outputs": info.num_outputs}}
         if self.imported_from is not None:
             body["imported_from"] = dict(self.imported_from)
+        if self.normalization is not None:
+            body["data_normalization"] = self.normalization.to_dict()
         return json.dumps(body, indent=1, sort_keys=True)
 
     @classmethod
@@ -79,10 +84,14 @@ class ZooRecord:
                     1 <= info.num_outputs <= MAX_INPUT_SIZE:
                 raise ValueError(f"data_info {raw!r} has a size out of range (each input "
                                  f"dimension >= 1, at most {MAX_INPUT_SIZE} inputs and outputs)")
+            raw = body.get("data_normalization")
+            normalization = None if raw is None else Normalization(
+                tuple(float(v) for v in raw["mean"]), tuple(float(v) for v in raw["std"]))
             return cls(body["spec"], body["spec_hash"], body["data_fingerprint"],
-                       body["versions"], info, body.get("imported_from"))
+                       body["versions"], info, body.get("imported_from"), normalization)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
-            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") from None
+            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") \
+                from None
 
 
 def _check_spec(body: dict[str, Any]) -> None:

@@ -67,7 +67,7 @@ HESSIAN = tuple(
     _c("hessian_tol", F64, "relative tolerance of eigenvalue and trace estimators"),
 )
 
-CELL_JOINED = ("phase", "cka_mean", "cka_mixup_mean", "mc_train_error_mean",
+CELL_JOINED = ("phase", "phase_confident", "cka_mean", "cka_mixup_mean", "mc_train_error_mean",
                "mc_test_error_mean", "mc_train_loss_mean", "mc_test_loss_mean",
                "linear_barrier_train_loss_mean", "linear_barrier_test_error_mean")
 # cells columns repeated in every model row of the cell, so one table answers most questions
@@ -84,6 +84,7 @@ MODEL_COLUMNS: tuple[Column, ...] = (
     _c("heavy_tail_alpha", F64, "mean WeightWatcher power-law exponent over weight matrices"),
     _c("heavy_tail_alphas", F64_LIST, "per weight matrix exponent, layout order (NaN: skipped; "
        "empty: not measured at this epoch)"),
+    _c("heavy_tail_min_eigenvalues", I64, "layers with fewer nonzero eigenvalues get no alpha"),
     _c("trained_by", STR, "'single' (one model) or 'stacked' (a vmapped population)"),
     _c("num_params", I64, "number of stored values (parameters and buffers)"),
     _c("layout", STR, "key of layouts/<layout>.json: names, shapes, offsets of `weights`"),
@@ -92,9 +93,11 @@ MODEL_COLUMNS: tuple[Column, ...] = (
     _c("code_version", STR, "phase-zoo version"),
     _c("torch_version", STR, "torch version that trained the model"),
     _c("train_seconds", F64, "wall-clock seconds of training (same for all epochs of a model)"),
-    _c("phase", STR, "the cell's phase label (cells table), copied when the cell is committed"),
+    _c("phase", STR, "the cell's phase label (cells table), copied when the cell is committed "
+       "or relabelled"),
+    _c("phase_confident", BOOL, "the cell's phase_confident (cells table), copied with phase"),
     *(_c(name, F64, f"the cell's {name} (cells table), copied when the cell is committed")
-      for name in CELL_JOINED[1:]),
+      for name in CELL_JOINED[2:]),
 )
 
 CELL_MEANS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "train_error",
@@ -113,9 +116,19 @@ CELL_COLUMNS: tuple[Column, ...] = (
         _c(f"{name}_mean", F64, f"mean of {name} over the cell's models or pairs"),
         _c(f"{name}_std", F64, f"standard deviation of {name} over models or pairs"),
     )),
-    _c("phase", STR, "phase label: I, II, III, IV-A, IV-B (Yang et al. 2021)"),
-    _c("phase_high_loss", F64, "threshold: train loss (PINN: error) above it is 'high'"),
-    _c("phase_mc", F64, "threshold: |mc| (error points) below it is 'well connected'"),
+    _c("num_pairs_converged", I64, "seed pairs whose Bezier fit converged (mc_converged)"),
+    _c("phase", STR, "phase label: I, II, III, IV-A, IV-B (Yang et al. 2021); null where a "
+                     "metric it needs (train loss, mc, CKA for phase IV) is off or failed"),
+    _c("phase_confident", BOOL, "true when every seed pair's curve converged and each mean "
+                                "that decided the label (train loss vs phase_high_loss; "
+                                "mc_train_error vs 0 at high loss or vs -phase_mc at low "
+                                "loss; CKA vs phase_cka in phase IV) lies more than one "
+                                "standard deviation (over >= 2 models or pairs) from its "
+                                "threshold; all seeds diverged: true"),
+    _c("phase_high_loss", F64, "threshold: train loss in nats (PINN: relative L2 error) above "
+                               "it is 'high'; default a fixed fraction of ln(classes)"),
+    _c("phase_mc", F64, "threshold: |mc_train_error| (error points; PINN: relative L2 "
+                        "error) below it is 'well connected'"),
     _c("phase_cka", F64, "threshold: CKA at or above it is 'high'"),
 )
 
@@ -137,15 +150,25 @@ PAIR_COLUMNS: tuple[Column, ...] = (
     _c("seed_b", I64, "seed of the second model"),
     _c("epoch", I64, "metric epoch of both checkpoints"),
     _c("cka", F64, "linear CKA of output logits on test samples, per batch then averaged"),
-    _c("cka_mixup", F64, "linear CKA of softmax outputs on mixup train inputs (Yang et al.)"),
+    _c("cka_mixup", F64, "linear CKA of softmax outputs on 6 x 128 pooled mixup train inputs, "
+                         "lambda ~ Beta(16, 16) per batch (Yang et al. 2021)"),
     _c("cka_samples", I64, "samples per CKA estimate (batches × batch size)"),
     *(col for split in ("train", "test") for what in ("error", "loss") for col in (
-        _c(f"mc_{split}_{what}", F64, f"mode connectivity on {split} {what} (error in points)"),
+        _c(f"mc_{split}_{what}", F64, f"mode connectivity on {split} {what} "
+                                      + ("(error points, 0-100; PINN: relative L2 error)"
+                                         if what == "error" else "(loss units: nats)")),
         _c(f"t_star_{split}_{what}", F64, f"t* of mc_{split}_{what}"),
     )),
     _c("curve_ts", F64_LIST, "evaluated points t of the Bezier curve"),
     *CURVE_LISTS,
-    _c("curve_steps", I64, "optimizer steps used to fit the Bezier curve"),
+    _c("curve_steps", I64, "optimizer steps used to fit the Bezier curve, all rounds"),
+    _c("curve_rounds", I64, "fit rounds (each curve_steps / curve_rounds steps, schedule "
+                            "restarted); mc_train_error is measured after each"),
+    _c("curve_mc_history", F64_LIST, "mc_train_error after each fit round"),
+    _c("curve_tolerance", F64, "the fit stops once mc_train_error changes by less than this "
+                               "between two rounds (error points)"),
+    _c("mc_converged", BOOL, "the last two rounds' mc_train_error differ by < curve_tolerance"),
+    _c("curve_bn_samples", I64, "train samples that re-estimate BatchNorm at each curve point"),
     _c("curve_learning_rate", F64, "learning rate of the curve fit"),
     _c("curve_batch_size", I64, "batch size of the curve fit"),
     _c("linear_alphas", F64_LIST, "evaluated points alpha of the straight segment"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -127,3 +127,43 @@ class ZooWriter:
         self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked,
                                  self.manifest.documents)
         write_manifest(self.root, self.manifest)
+
+    def replace_rows(self, table: str, rows: Iterable[dict[str, Any]], tag: str) -> list[Path]:
+        """Replace committed cells' Parquet shards of `table` by shards of `rows` (grouped by
+        cell_id), never in place; see `replace_tables`."""
+        by_cell: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_cell.setdefault(row["cell_id"], []).append(row)
+        return self.replace_tables(table, {c: to_arrow(table, r) for c, r in by_cell.items()},
+                                   tag)
+
+    def replace_tables(self, table: str, tables: Mapping[str, pa.Table], tag: str) -> list[Path]:
+        """Replace committed cells' Parquet shards of `table` by new ones, never in place.
+
+        Each cell's new table goes to a shard whose name ends in `tag` (an existing file of
+        that name is an error). The manifest then lists the new shards instead of those
+        cells' old ones, whose files are deleted last (a glob such as the card's
+        `data_files` must not see both). Returns the new shard paths.
+        """
+        unknown = sorted(set(tables) - self.manifest.cell_ids())
+        if unknown:
+            raise ZooFolderError(f"{self.root}: cells {unknown[:3]} are not committed; "
+                                 f"only committed cells can be replaced")
+        with self._disk_errors(f"replacing {table} shards"):
+            new = []
+            for cell_id, content in sorted(tables.items()):
+                relative = f"{TABLE_FOLDERS[table]}/cell-{cell_id}-{tag}.parquet"
+                if (self.root / relative).exists():
+                    raise ZooFolderError(f"{self.root / relative}: exists; shards are never "
+                                         f"replaced in place")
+                write_atomically(self.root / relative, lambda p, c=content: write_parquet(c, p))
+                new.append(self._shard(table, "parquet", relative, content.num_rows, cell_id))
+            replaced = [s for s in self.manifest.shards if s.table == table
+                        and s.format == "parquet" and s.cell_id in tables]
+            shards = [s for s in self.manifest.shards if s not in replaced] + new
+            shards.sort(key=lambda s: (s.table, s.format, s.path))
+            self.manifest = dataclasses.replace(self.manifest, shards=tuple(shards))
+            write_manifest(self.root, self.manifest)
+            for shard in replaced:
+                (self.root / shard.path).unlink(missing_ok=True)
+        return [self.root / s.path for s in new]

@@ -89,6 +89,7 @@ def fit_bezier(
     weight_decay: float = 5e-4,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    control: Mapping[str, Tensor] | None = None,
 ) -> BezierCurve:
     """Train the control point θ of a quadratic Bezier curve from model_a to model_b.
 
@@ -109,6 +110,8 @@ def fit_bezier(
             0.05 is steadier for small MLPs).
         generator: draws t, seeds dropout and is passed to a callable train_batches.
         device: where to train; defaults to model_a's device.
+        control: θ to start from (a previous round's `curve.control`, to fit in rounds with
+            the schedule restarted); None: the midpoint of the ends.
     Returns:
         the curve, on `device`.
     """
@@ -118,7 +121,11 @@ def fit_bezier(
     architecture = copy.deepcopy(model_a).to(where)
     start = {n: p.to(where) for n, p in start.items()}
     end = {n: p.to(where) for n, p in end.items()}
-    control = {n: ((start[n] + end[n]) / 2).requires_grad_(p.requires_grad)
+    first = {n: (start[n] + end[n]) / 2 for n in start} if control is None else control
+    if set(first) != set(start):
+        raise ValueError(f"control must hold the parameters {sorted(start)[:4]}..., got "
+                         f"{sorted(first)[:4]}...")
+    control = {n: first[n].detach().to(where).clone().requires_grad_(p.requires_grad)
                for n, p in model_a.named_parameters()}
     trained = [p for p in control.values() if p.requires_grad]
     optimizer = torch.optim.SGD(trained, lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -48,33 +48,56 @@ def fit_power_law(eigenvalues: Tensor | np.ndarray, *,
     return best[1], best[2]
 
 
-def heavy_tail_alpha(weight: Tensor, *, min_eigenvalues: int = 10) -> float | None:
-    """Power-law α of the eigenvalues of WᵀW for one weight tensor.
+MIN_EIGENVALUES = 50  # WeightWatcher's earlier default: fits on fewer points are noise
 
-    Conv kernels (out, in, *k) are reshaped to (out, in·k…). Eigenvalues that are zero up to
-    rounding are dropped; the α does not depend on any scaling of W.
+
+def weight_eigenvalues(weight: Tensor) -> np.ndarray:
+    """Nonzero eigenvalues of WᵀW, as WeightWatcher forms them, in float64.
+
+    A matrix (out, in) gives its own; a conv kernel (out, in, *k) gives the eigenvalues of
+    each (out, in) slice at every kernel position, pooled into one spectrum (WeightWatcher's
+    `conv2D_Wmats` with pooling). Eigenvalues that are zero up to rounding are dropped.
 
     Args:
         weight: (out, in) or (out, in, *kernel) tensor.
-        min_eigenvalues: fewer nonzero eigenvalues than this gives None.
+    Returns:
+        (E,) eigenvalues, unsorted.
+    """
+    if weight.ndim < 2:
+        raise ValueError(f"weight must have 2 or more dimensions, got shape {tuple(weight.shape)}")
+    w = weight.detach().to(torch.float64)
+    slices = w.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1)  # (positions, out, in)
+    out = []
+    for matrix in slices:
+        lam = torch.linalg.svdvals(matrix).square().cpu().numpy()
+        if lam.size and lam.max() > 0:
+            out.append(lam[lam > lam.max() * max(matrix.shape) * np.finfo(np.float64).eps])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def heavy_tail_alpha(weight: Tensor, *, min_eigenvalues: int = MIN_EIGENVALUES) -> float | None:
+    """Power-law α of the eigenvalues of WᵀW for one weight tensor (`weight_eigenvalues`).
+
+    The α does not depend on any scaling of W.
+
+    Args:
+        weight: (out, in) or (out, in, *kernel) tensor.
+        min_eigenvalues: fewer nonzero (pooled) eigenvalues than this gives None.
     Returns:
         α (WeightWatcher reads 2–6 as well trained, < 2 as over-fitted), or None for 1-D
-        tensors, matrices with too few eigenvalues and flat spectra (e.g. orthogonal W).
+        tensors, layers with too few eigenvalues and flat spectra (e.g. orthogonal W).
     """
     if weight.ndim < 2:
         return None
-    matrix = weight.detach().reshape(weight.shape[0], -1).to(torch.float64)
-    if min(matrix.shape) < min_eigenvalues:
-        return None
-    lam = torch.linalg.svdvals(matrix).square().cpu().numpy()
-    lam = lam[lam > lam.max() * max(matrix.shape) * np.finfo(np.float64).eps]
-    if lam.size < max(min_eigenvalues, 2) or lam.size < MIN_TAIL or np.all(lam == lam[0]):
+    lam = weight_eigenvalues(weight)
+    if lam.size < max(min_eigenvalues, 2, MIN_TAIL) or np.all(lam == lam[0]):
         return None
     alpha, _ = fit_power_law(lam)
     return alpha
 
 
-def layer_alphas(model: nn.Module, *, min_eigenvalues: int = 10) -> dict[str, float]:
+def layer_alphas(model: nn.Module, *,
+                 min_eigenvalues: int = MIN_EIGENVALUES) -> dict[str, float]:
     """α for every weight matrix of a model that has enough eigenvalues.
 
     Every parameter with two or more dimensions counts (Linear, Conv, Embedding, attention

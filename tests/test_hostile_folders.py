@@ -240,13 +240,13 @@ def missing_layout(root: Path, outside: Path) -> Path:
     return layout
 
 
-def wider_layout(root: Path, outside: Path) -> Path:
-    """A layout whose first weight is made 100 000 times larger, resealed."""
+def wider_layout(root: Path, outside: Path, factor: int = 100_000) -> Path:
+    """A layout whose first weight is made `factor` times larger, resealed."""
     layout = layout_file(root)
 
     def change(body: dict) -> None:
         entries, offset = body["entries"], 0
-        entries[0]["shape"][0] *= 100_000
+        entries[0]["shape"][0] *= factor
         for entry in entries:
             entry["size"] = int(np.prod(entry["shape"]))
             entry["offset"], offset = offset, offset + entry["size"]
@@ -337,6 +337,23 @@ def rows_lie(root: Path, outside: Path) -> Path:
     return models_shard(root)
 
 
+def huge_input_shape(root: Path, outside: Path) -> Path:
+    edit_json(root / "zoo.json", lambda body: body["data_info"].__setitem__(
+        "input_shape", [1 << 20, 1 << 20]))
+    reseal(root)
+    return root / "zoo.json"
+
+
+def false_finite_flag(root: Path, outside: Path) -> Path:
+    shard = models_shard(root)
+    table = pq.read_table(shard)
+    flags = [False] + table.column("finite").to_pylist()[1:]
+    index = table.column_names.index("finite")
+    write_parquet(table.set_column(index, "finite", pa.array(flags)), shard)
+    reseal(root)
+    return shard
+
+
 # (id, tamper, reader, expected message): the reader must refuse, naming the file
 READER_CASES = [
     ("symlinked-shard", symlink_shard, "dataset", "is a symbolic link"),
@@ -373,6 +390,9 @@ READER_CASES = [
     ("depth-bomb-layout", deep_layout, "model",
      r"names no buildable architecture .*depth: 1000000000 is not allowed; expected at most 256"),
     ("manifest-lies-about-rows", rows_lie, "dataset", r"6 rows, the manifest says 7"),
+    ("huge-input-shape", huge_input_shape, "reader", "has a size out of range"),
+    ("giant-layout", lambda root, outside: wider_layout(root, outside, 10**8), "dataset",
+     r"16000000054 values per checkpoint; at most 1000000000 are read"),
 ]
 
 READERS: dict[str, Callable[[Path], object]] = {
@@ -432,6 +452,10 @@ VERIFY_CASES = [
     ("hdf5-shape", hdf5_shape, 1, r"/weights/1.bias is \(6, 8\); expected shape \(6, 4\)"),
     ("string-column-bomb", string_bomb, 1, r"its columns declare \d+ bytes for 1 rows"),
     ("depth-bomb-layout", deep_layout, 1, "differ from zoo.json's architecture"),
+    ("false-finite-flag", false_finite_flag, 1,
+     "row 0 .*: finite = false but its weights and losses are finite"),
+    ("huge-input-shape", huge_input_shape, 2, "has a size out of range"),
+    ("manifest-lies-about-rows", rows_lie, 1, r"6 rows, the manifest says 7"),
 ]
 
 

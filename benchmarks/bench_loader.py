@@ -43,7 +43,10 @@ def make_zoo(root: Path, rows: int, width: int) -> tuple[Layout, np.ndarray]:
     weights = np.random.default_rng(0).standard_normal((rows, layout.size), np.float32)
     writer = ZooWriter(root, "bench", formats=("parquet",))
     info = DataInfo("classification", (40,), 10)
-    writer.start(ZooRecord({"data": {"name": "mnist1d"}}, "bench", "random", {}, info))
+    spec = {"data": {"name": "mnist1d"}, "seeds": list(range(10)),  # what readers check
+            "load_axis": {"name": "width", "values": [width]},
+            "temperature_axis": {"name": "batch_size", "values": [32]}}
+    writer.start(ZooRecord(spec, "bench", "random", {}, info))
     for first in range(0, rows, ROWS_PER_CELL):
         cell = f"{first // ROWS_PER_CELL:04d}"
         models = [{"model_id": f"{cell}-{i // 10}", "cell_id": cell, "epoch": i % 10,

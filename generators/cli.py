@@ -122,13 +122,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from analysis.verify import verify
 
-    problems = verify(Path(args.dir), recompute_count=args.recompute)
+    problems = verify(Path(args.dir), recompute_count=args.recompute, deep=args.deep,
+                      data_root=args.data_root)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:
         print(f"zoo: {len(problems)} problems in {args.dir}", file=sys.stderr)
         return 1
-    print(f"{args.dir}: manifest, checksums, schema, counts and ids hold"
+    print(f"{args.dir}: manifest, zoo.json, card, checksums, schemas, layouts, counts, ids and "
+          f"{'every row' if args.deep else 'a sample of rows'} hold"
           + (f"; {args.recompute} checkpoints recompute to their metrics" if args.recompute
              else ""))
     return 0
@@ -377,12 +379,21 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("dir", help="zoo folder")
     info.set_defaults(run=cmd_info)
 
-    verify = sub.add_parser("verify", help="check a zoo folder; exit code 0 only if all holds",
-                            description="Check manifest, sha256 of every shard, schemas, row "
-                                        "counts against the spec, unique ids and finite flags.")
+    verify = sub.add_parser(
+        "verify", help="check a zoo folder; exit code 0 if all holds, 1 problems, 2 unreadable",
+        description="Check the manifest, zoo.json and README.md (sha256, spec hash, configs "
+                    "paths), every shard (a regular file inside the folder, sha256, schema, "
+                    "rows), every layout against its architecture, counts and ids, and rows: "
+                    "weights against layouts, finite flags against values, HDF5 against "
+                    "Parquet (a sample of cells; --deep: every row).")
     verify.add_argument("dir", help="zoo folder")
+    verify.add_argument("--deep", action="store_true",
+                        help="decode every row of every shard (default: a sample of 8 cells)")
     verify.add_argument("--recompute", type=int, default=0, metavar="N",
                         help="also re-evaluate N random checkpoints and compare their metrics")
+    verify.add_argument("--data-root", default=None, metavar="DIR",
+                        help="folder of a local data set for --recompute (the root zoo.json "
+                             "names is never opened)")
     verify.set_defaults(run=cmd_verify)
 
     relabel = sub.add_parser("relabel", help="recompute cell phases with other thresholds",

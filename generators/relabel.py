@@ -63,14 +63,13 @@ def relabel(root: str | Path, overrides: Mapping[str, float] | None = None, *,
 def _joined_models(reader: ZooReader, cells: list[dict[str, Any]]) -> dict[str, Any]:
     """Each cell's models Parquet table with its repeated cell columns set from `cells`."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from zoo.folder.schema import CELL_JOINED, arrow_schema
 
     schema, tables = arrow_schema("models"), {}
     by_cell = {row["cell_id"]: row for row in cells}
     for shard in reader.manifest.shards_of("models"):
-        table = pq.read_table(reader.path(shard), schema=schema)  # path() checks its sha256
+        table = reader.parquet(shard, schema=schema)  # checks its sha256, footer, weights
         for name in CELL_JOINED:
             column = pa.array([by_cell[shard.cell_id].get(name)] * table.num_rows,
                               type=schema.field(name).type)

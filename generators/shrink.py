@@ -14,7 +14,7 @@ from typing import Any
 
 from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Manifest, write_manifest
-from zoo.folder.names import confined
+from zoo.folder.names import confined, open_regular
 from zoo.spec import ModelJob, ZooSpec
 
 FAILURES = "failures"  # the generator's folder of <cell_id>.json failure records
@@ -75,7 +75,8 @@ def _seeds_of(out: Path, path: str) -> list[int]:
 
     file = confined(out, path)
     try:
-        return pq.read_table(file, columns=["seed"]).column("seed").to_pylist()
+        with open_regular(file) as handle:  # a FIFO or folder is refused, not waited on
+            return pq.read_table(handle, columns=["seed"]).column("seed").to_pylist()
     except (OSError, ValueError, KeyError, pa.ArrowException) as error:
         raise ZooFolderError(f"{file}: cannot read its seed column ({error}); run "
                              f"`zoo verify` on the folder") from None

@@ -235,7 +235,8 @@ class ZooDataset(Dataset):
         """Row `index`'s stored checkpoint (not normalised, not augmented) in eval mode."""
         key = self._store.keys[index]
         flat = self._store.arrays[key][self._store.slots[index]]
-        return module_from(self._store.layouts[key], flat, self.reader.record.data_info)
+        return module_from(self._store.layouts[key], flat, self.reader.record.data_info,
+                           self.reader.root)
 
 
 def _target_matrix(columns: Columns, names: Sequence[str]) -> np.ndarray:

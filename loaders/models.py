@@ -12,12 +12,18 @@ from torch import nn
 from loaders.store import read_metadata, read_weights
 from zoo import architectures
 from zoo.datasets.base import DataInfo
+from zoo.folder.layouts import check_architecture
+from zoo.folder.names import LAYOUTS
 from zoo.folder.reader import ZooReader
 from zoo.layout import Layout
 
 
-def module_from(layout: Layout, flat: np.ndarray | torch.Tensor, info: DataInfo) -> nn.Module:
-    """A fresh model of the layout's architecture holding `flat`, in eval mode."""
+def module_from(layout: Layout, flat: np.ndarray | torch.Tensor, info: DataInfo,
+                root: Path | None = None) -> nn.Module:
+    """A fresh model of the layout's architecture holding `flat`, in eval mode; the layout is
+    first checked against the architecture on the meta device (nothing allocated). `root`,
+    the zoo folder, names the layout file in errors."""
+    check_architecture(layout, info, Path(root or ".") / LAYOUTS / f"{layout.key}.json")
     with torch.random.fork_rng(devices=[]):  # building draws an init we overwrite at once
         model = architectures.build(layout.family, width=layout.width, info=info,
                                     args=dict(layout.args))
@@ -43,7 +49,8 @@ def load_model(root: str | Path, model_id: str, epoch: int) -> nn.Module:
                        f"stored epochs: {stored}")
     store = read_weights(reader, columns, match[:1])
     layout = store.layouts[store.keys[0]]
-    return module_from(layout, store.arrays[store.keys[0]][0], reader.record.data_info)
+    return module_from(layout, store.arrays[store.keys[0]][0], reader.record.data_info,
+                       reader.root)
 
 
 def groups(root: str | Path) -> dict[str, list[str]]:

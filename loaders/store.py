@@ -8,7 +8,6 @@ from typing import Any, Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
 from zoo.folder.checkpoints import read_checkpoint
@@ -29,7 +28,7 @@ def read_metadata(reader: ZooReader) -> Columns:
     phase_index (NaN) and generalization_gap (test − train loss)."""
     schema, parts = arrow_schema("models"), []
     for number, shard in enumerate(reader.manifest.shards_of("models")):
-        table = pq.read_table(reader.path(shard), columns=list(META_COLUMNS), schema=schema)
+        table = reader.parquet(shard, list(META_COLUMNS), schema)
         table = table.append_column("shard", pa.array(np.full(table.num_rows, number)))
         parts.append(table.append_column("row", pa.array(np.arange(table.num_rows))))
     if not parts:
@@ -92,18 +91,21 @@ class WeightStore:
 
 
 def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> WeightStore:
-    """Copy the weights of rows `chosen` (indices into columns) into one array per layout."""
+    """Copy the weights of rows `chosen` (indices into columns) into one array per layout;
+    every size is checked against the shards' weight counts before anything is allocated."""
     keys = [str(k) for k in columns["layout"][chosen]]
     layouts = {k: reader.layout(k) for k in sorted(set(keys))}
+    shards = reader.manifest.shards_of("models")
+    shard_numbers = columns["shard"][chosen]
+    for number in np.unique(shard_numbers):
+        reader.check_weights(shards[number])
     counts = dict.fromkeys(layouts, 0)
     slots = []
     for key in keys:
         slots.append(counts[key])
         counts[key] += 1
     arrays = {k: np.empty((counts[k], layouts[k].size), np.float32) for k in layouts}
-    shards = reader.manifest.shards_of("models")
     external = _read_external(reader, columns, chosen, layouts, keys, slots, arrays)
-    shard_numbers = columns["shard"][chosen]
     for number in np.unique(shard_numbers[~external]):
         values, offsets = _flat_weights(reader, shards[number])
         for j in np.flatnonzero((shard_numbers == number) & ~external):
@@ -135,7 +137,7 @@ def _read_external(reader: ZooReader, columns: Columns, chosen: np.ndarray,
 
 def _flat_weights(reader: ZooReader, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
     """The shard's weights column as its flat float32 values (zero-copy) and row offsets."""
-    table = pq.read_table(reader.path(shard), columns=["weights"])
+    table = reader.parquet(shard, ["weights"])
     array = table.column("weights").combine_chunks()
     return array.values.to_numpy(zero_copy_only=True), array.offsets.to_numpy()
 

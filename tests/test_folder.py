@@ -9,6 +9,7 @@ import torch
 from loaders import load_model
 from zoo.datasets.base import DataInfo
 from zoo.errors import ZooFolderError
+from zoo.folder.documents import record_documents
 from zoo.folder.names import FORMAT_VERSION, ZOO_JSON
 from zoo.folder.reader import ZooReader
 from zoo.folder.record import ZooRecord, read_record, write_record
@@ -34,7 +35,8 @@ def test_record_of_another_format_version_is_refused_naming_the_file(tmp_path):
     body = json.loads(record.to_json())
     body["format_version"] = FORMAT_VERSION - 1
     (tmp_path / ZOO_JSON).write_text(json.dumps(body))
-    with pytest.raises(ZooFolderError, match=r"zoo\.json: format version 1 is not supported"):
+    old = FORMAT_VERSION - 1
+    with pytest.raises(ZooFolderError, match=rf"zoo\.json: format version {old} is not supported"):
         read_record(tmp_path)
     del body["data_info"]
     body["format_version"] = FORMAT_VERSION
@@ -55,6 +57,7 @@ def test_load_model_needs_only_the_zoo_folder_not_the_data(tiny_zoo, tmp_path):
     body = json.loads((copy / ZOO_JSON).read_text())
     body["spec"]["data"] = {"name": "no-such-data-set", "root": str(tmp_path / "gone")}
     (copy / ZOO_JSON).write_text(json.dumps(body))
+    record_documents(copy, (ZOO_JSON,))  # as a hostile writer would: the manifest agrees
     row = ZooReader(tiny_zoo).table("models", columns=["model_id", "epoch"]).to_pylist()[0]
     original = load_model(tiny_zoo, row["model_id"], row["epoch"])
     copied = load_model(copy, row["model_id"], row["epoch"])

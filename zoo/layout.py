@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -47,17 +48,33 @@ class Layout:
 
     @classmethod
     def from_json(cls, text: str) -> Layout:
-        """Parse a layout written by `to_json`, checking that offsets tile the vector."""
-        body = json.loads(text)
-        entries, offset = [], 0
+        """Parse a layout written by `to_json` (see `from_body`)."""
+        return cls.from_body(json.loads(text))
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Layout:
+        """The layout of parsed JSON `body`, checking that names are distinct, shapes are
+        non-negative integers, offsets tile the vector and `size` is their sum (ValueError)."""
+        entries, offset, names = [], 0, set()
         for raw in body["entries"]:
-            shape = tuple(int(d) for d in raw["shape"])
-            size = int(np.prod(shape, dtype=np.int64))
-            if raw["offset"] != offset or raw["size"] != size or raw["dtype"] not in DTYPES:
+            shape = tuple(raw["shape"])
+            if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+                raise ValueError(f"layout {body.get('key')}: entry {raw['name']!r} has shape "
+                                 f"{list(shape)}; expected non-negative integers")
+            size = math.prod(shape)
+            if raw["offset"] != offset or raw["size"] != size or raw["dtype"] not in DTYPES \
+                    or not isinstance(raw["name"], str) or raw["name"] in names:
                 raise ValueError(f"layout {body.get('key')}: entry {raw['name']!r} is malformed")
+            names.add(raw["name"])
             entries.append(Entry(raw["name"], shape, raw["dtype"], offset, size))
             offset += size
-        return cls(body["key"], body["family"], int(body["width"]), body["args"], tuple(entries))
+        if body["size"] != offset:
+            raise ValueError(f"layout {body.get('key')}: size {body['size']!r} differs from "
+                             f"its entries' {offset}")
+        if not isinstance(body["key"], str) or not isinstance(body["args"], dict) or \
+                not isinstance(body["width"], int):
+            raise ValueError(f"layout {body.get('key')!r}: key, width or args is malformed")
+        return cls(body["key"], body["family"], body["width"], body["args"], tuple(entries))
 
     def flatten(self, state_dict: Mapping[str, torch.Tensor]) -> np.ndarray:
         """Concatenate a state_dict into one float32 vector in layout order."""

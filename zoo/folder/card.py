@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from zoo.folder.documents import record_documents
 from zoo.folder.names import README, write_atomically
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
@@ -78,7 +78,8 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
         configs.append({"config_name": table, **({"default": True} if table == "models" else {}),
                         "data_files": [{"split": HF_SPLITS[s], "path": sorted(files[s])}
                                        for s in present]})
-        schema = pq.read_schema(reader.path(reader.manifest.shards_of(table)[0]))
+        first = reader.manifest.shards_of(table)[0]
+        schema = reader.parquet_metadata(first).schema.to_arrow_schema()
         infos.append({"config_name": table, "features": features(schema),
                       "splits": [{"name": HF_SPLITS[s], "num_examples": rows[s]}
                                  for s in present]})
@@ -154,7 +155,7 @@ def metrics_section(spec: dict) -> list[str]:
 
 def card_text(root: Path) -> str:
     """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
-    reader = ZooReader(root)
+    reader = ZooReader(root, check_documents=False)  # the card it replaces may be stale
     spec = reader.record.spec
     cells = reader.table("cells", columns=["phase"]).column("phase").to_pylist()
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
@@ -210,4 +211,5 @@ def write_card(root: Path) -> Path:
     """Write (or rewrite) `root/README.md` atomically; returns its path."""
     path = Path(root) / README
     write_atomically(path, card_text(root).encode())
+    record_documents(Path(root), (README,))
     return path

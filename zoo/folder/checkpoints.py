@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder.names import confined
+from zoo.folder.names import confined, open_regular
 from zoo.layout import Layout
 
 CHECKPOINTS_FOLDER = "hdf5/models"
@@ -68,8 +68,8 @@ def read_checkpoint(root: Path, relative: str, index: int, sha256: str | None,
     if not path.exists():
         raise IntegrityError(f"{path}: checkpoint file named by a models row is missing")
     flat = np.empty(layout.size, np.float32)
-    try:
-        with h5py.File(path, "r") as handle:
+    try:  # a regular file inside the folder, opened before h5py reads a byte
+        with open_regular(path) as raw, h5py.File(raw, "r") as handle:
             for entry in layout.entries:
                 values = handle["weights"][entry.name][index]
                 flat[entry.offset:entry.offset + entry.size] = np.asarray(values).reshape(-1)

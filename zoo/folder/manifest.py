@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooFolderError
-from zoo.folder.names import FORMAT_VERSION, LAYOUTS, MANIFEST, confined, write_atomically
+from zoo.folder.names import (FORMAT_VERSION, MANIFEST, README, TABLE_FOLDERS, ZOO_JSON,
+                              inside, read_json, write_atomically)
+
+DOCUMENTS = (ZOO_JSON, README)  # the files besides shards and layouts that the manifest covers
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # layout keys and cell ids
+SHA256 = re.compile(r"[0-9a-f]{64}")
+SHARD_FORMATS = ("parquet", "hdf5", "checkpoints")  # checkpoints: a per-model HDF5 file
+SHARD_TYPES = {"table": str, "format": str, "path": str, "rows": int, "bytes": int,
+               "sha256": str, "cell_id": str}
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class Manifest:
     shards: tuple[Shard, ...]
     layouts: dict[str, str]  # layout key -> sha256 of layouts/<key>.json
     stacked: dict[str, bool] = field(default_factory=dict)  # cell_id -> trained as a population
+    documents: dict[str, str] = field(default_factory=dict)  # zoo.json, README.md -> sha256
     format_version: int = FORMAT_VERSION
 
     def cell_ids(self) -> set[str]:
@@ -44,25 +54,66 @@ class Manifest:
 
 
 def read_manifest(root: Path) -> Manifest | None:
-    """The zoo's manifest, or None when the folder has none yet."""
+    """The zoo's manifest, or None when the folder has none yet; every field is checked, and
+    every path it names is confined to the folder (ZooFolderError naming manifest.json)."""
     path = Path(root) / MANIFEST
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
+    body = read_json(path, "manifest")
     try:
-        body = json.loads(path.read_text())
+        if not isinstance(body, dict):
+            raise ValueError(f"expected a mapping, found {type(body).__name__}")
         if body.get("format_version") != FORMAT_VERSION:
             raise ZooFolderError(f"{path}: format version {body.get('format_version')!r} "
                                  f"is not supported (expected {FORMAT_VERSION})")
-        shards = tuple(Shard(**raw) for raw in body["shards"])
-        manifest = Manifest(body["spec_hash"], shards, dict(body["layouts"]),
-                            {k: bool(v) for k, v in body["stacked"].items()})
+        if not isinstance(body.get("spec_hash"), str) or not isinstance(body.get("shards"), list):
+            raise ValueError("spec_hash or shards is missing or of the wrong type")
+        manifest = Manifest(body["spec_hash"], tuple(_shard(raw) for raw in body["shards"]),
+                            _hashes(body.get("layouts"), "layouts", KEY),
+                            {k: bool(v) for k, v in _mapping(body.get("stacked"), "stacked")},
+                            _hashes(body.get("documents"), "documents", None))
     except (ValueError, KeyError, TypeError) as error:
         raise ZooFolderError(f"{path}: malformed manifest ({error})") from None
-    for shard in manifest.shards:
-        confined(Path(root), shard.path)
-    for key in manifest.layouts:
-        confined(Path(root), f"{LAYOUTS}/{key}.json")
+    unknown = set(manifest.documents) - set(DOCUMENTS)
+    if unknown or ZOO_JSON not in manifest.documents:
+        raise ZooFolderError(f"{path}: malformed manifest (documents must cover {ZOO_JSON} and "
+                             f"may cover {README}; found {sorted(manifest.documents)})")
+    for shard in manifest.shards:  # symlinks are refused when a file is opened
+        inside(Path(root), shard.path)
     return manifest
+
+
+def _shard(raw: Any) -> Shard:
+    """One manifest entry, every field of its type (ValueError naming the field)."""
+    if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(Shard)}:
+        raise ValueError(f"a shard entry must have exactly the fields {sorted(SHARD_TYPES)}")
+    for name, kind in SHARD_TYPES.items():
+        if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
+            raise ValueError(f"shard field {name} is {raw[name]!r}; expected {kind.__name__}")
+    if raw["table"] not in TABLE_FOLDERS or raw["format"] not in SHARD_FORMATS:
+        raise ValueError(f"shard {raw['path']!r}: table {raw['table']!r} or format "
+                         f"{raw['format']!r} is not one this version writes")
+    if raw["rows"] < 0 or raw["bytes"] < 0 or not SHA256.fullmatch(raw["sha256"]) \
+            or not KEY.fullmatch(raw["cell_id"]):
+        raise ValueError(f"shard {raw['path']!r}: rows, bytes, sha256 or cell_id is malformed")
+    return Shard(**raw)
+
+
+def _mapping(value: Any, name: str) -> list[tuple[str, Any]]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is missing or not a mapping")
+    return list(value.items())
+
+
+def _hashes(value: Any, name: str, keys: re.Pattern | None) -> dict[str, str]:
+    """A mapping of names to sha256 hex digests."""
+    out = {}
+    for key, digest in _mapping(value, name):
+        if (keys is not None and not keys.fullmatch(key)) or not isinstance(digest, str) \
+                or not SHA256.fullmatch(digest):
+            raise ValueError(f"{name}: entry {key!r} is malformed")
+        out[key] = digest
+    return out
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
@@ -71,5 +122,6 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
                             "spec_hash": manifest.spec_hash,
                             "layouts": dict(sorted(manifest.layouts.items())),
                             "stacked": dict(sorted(manifest.stacked.items())),
+                            "documents": dict(sorted(manifest.documents.items())),
                             "shards": [asdict(s) for s in manifest.shards]}
     write_atomically(Path(root) / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
-from pathlib import Path
-from typing import Callable
+import stat
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Callable
 
-from zoo.errors import ZooFolderError
+from zoo.errors import IntegrityError, ZooFolderError
 
-FORMAT_VERSION = 2  # 2: zoo.json holds the data's shape facts; the manifest, each cell's stacking
+FORMAT_VERSION = 3  # 2: zoo.json holds the data's shape facts; 3: the manifest covers zoo.json
+#                     and README.md
+MAX_JSON_BYTES = 64 << 20  # manifest, zoo.json, a layout: far above any real one
 
 MANIFEST = "manifest.json"
 ZOO_JSON = "zoo.json"
@@ -21,21 +26,80 @@ TEMPORARY_SUFFIX = ".partial"
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    """Hex sha256 of a regular file's bytes (no symlink, no FIFO), read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative` for a path named by a zoo folder, refused unless it is a plain
+    relative path (no '..', not absolute) and so stays inside the folder by its spelling."""
+    parts = PurePosixPath(relative).parts if isinstance(relative, str) else ()
+    if not parts or PurePosixPath(relative).is_absolute() or "\\" in relative or any(
+            part in (".", "..") for part in parts):
+        raise ZooFolderError(f"{Path(root) / MANIFEST}: shard path {relative!r} leaves the zoo "
+                             f"folder (expected a plain relative path inside it)")
+    return Path(root).joinpath(*parts)
+
+
 def confined(root: Path, relative: str) -> Path:
-    """`root / relative`, refusing any path that leaves the zoo folder."""
-    root = Path(root).resolve()
-    path = (root / relative).resolve()
-    if root != path and root not in path.parents:
-        raise ZooFolderError(f"{root / MANIFEST}: shard path {relative!r} leaves the zoo folder")
+    """`inside(root, relative)`, also refused when a symbolic link lies on the way, so the
+    file it names is inside the folder; to open before reading anything."""
+    path = inside(Path(root).resolve(), relative)
+    if path.resolve() != path:
+        raise ZooFolderError(f"{path}: is a symbolic link or lies under one; a zoo folder's "
+                             f"files must be regular files inside it")
     return path
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """Open a file for reading, refusing a symlink, a folder, a FIFO or a device before
+    reading a byte (O_NONBLOCK: opening a FIFO does not wait for a writer)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: missing") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ZooFolderError(f"{path}: is a symbolic link; a zoo folder's files must be "
+                                 f"regular files inside it") from None
+        if error.errno == errno.EISDIR:
+            raise ZooFolderError(f"{path}: is a folder, not a regular file") from None
+        raise ZooFolderError(f"{path}: cannot be read ({error.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "not a regular file"
+        raise ZooFolderError(f"{path}: is {kind}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bounded(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of the regular file `path`, refused above `limit` before any is read."""
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise ZooFolderError(f"{path}: {size} bytes, more than a {what} may hold ({limit})")
+        data = handle.read(size + 1)  # read(n) allocates n bytes: the file's size, not the limit
+    if len(data) > size:
+        raise ZooFolderError(f"{path}: grew while it was read")
+    return data
+
+
+def read_json(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON document in the regular file `path`, at most `limit` bytes; every failure is a
+    ZooFolderError naming the file (`what` says which document it should be)."""
+    data = read_bounded(path, what, limit)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        reason = f"nested too deeply: {error}" if isinstance(error, RecursionError) else error
+        raise ZooFolderError(f"{path}: not a {what} this version can read ({reason})") from None
 
 
 def write_atomically(path: Path, data: bytes | Callable[[Path], None]) -> None:

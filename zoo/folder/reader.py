@@ -1,8 +1,7 @@
-"""Read a zoo folder: manifest, checksummed shards, tables, layouts."""
+"""Read a zoo folder: manifest, checksummed shards, tables, layouts; nothing outside it."""
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
+from zoo.folder.documents import check_document, check_readme, check_record_hash
 from zoo.folder.layouts import read_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest
 from zoo.folder.names import ZOO_JSON, confined, sha256_of
@@ -17,11 +17,19 @@ from zoo.folder.record import ZooRecord, read_record
 from zoo.folder.schema import arrow_schema
 from zoo.layout import Layout
 
+PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError)  # a truncated or odd file
+MAX_ROW_BYTES = 1 << 20  # decoded bytes of one row's columns but weights (a pairs row: ~10 kB)
+WEIGHTS_LEAF = "weights.list.element"  # the Parquet leaf of the weights lists
+
 
 class ZooReader:
-    """Read-only access to one zoo folder; each shard's sha256 is checked on its first read."""
+    """Read-only access to one zoo folder; each shard's sha256 is checked on its first read.
 
-    def __init__(self, root: str | Path) -> None:
+    Opening checks the manifest and, with `check_documents`, zoo.json (sha256 and spec hash)
+    and README.md (sha256, and its `configs:` name only the manifest's shards).
+    """
+
+    def __init__(self, root: str | Path, *, check_documents: bool = True) -> None:
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if manifest is None:
@@ -29,12 +37,22 @@ class ZooReader:
                                  f"(or generation has not committed anything yet)")
         self.manifest: Manifest = manifest
         self._verified: set[str] = set()
+        self._layouts: dict[str, Layout] = {}
+        if check_documents:
+            check_document(self.root, manifest, ZOO_JSON)
+        record = read_record(self.root)
+        if record is None:
+            raise ZooFolderError(f"{self.root / ZOO_JSON}: missing; not a zoo folder")
+        self.record: ZooRecord = record
+        if check_documents:
+            check_record_hash(self.root, manifest, record.spec_hash)
+            check_readme(self.root, manifest)
 
     def path(self, shard: Shard) -> Path:
         """The shard's file, verified against the manifest's sha256 the first time."""
         path = confined(self.root, shard.path)
         if shard.path not in self._verified:
-            if not path.exists():
+            if not path.exists() and not path.is_symlink():
                 raise IntegrityError(f"{path}: listed in the manifest but missing")
             if sha256_of(path) != shard.sha256:
                 raise IntegrityError(f"{path}: sha256 does not match the manifest; "
@@ -42,26 +60,76 @@ class ZooReader:
             self._verified.add(shard.path)
         return path
 
-    @cached_property
-    def record(self) -> ZooRecord:
-        """zoo.json: the resolved spec, hashes, versions and data shape facts of the zoo."""
-        record = read_record(self.root)
-        if record is None:
-            raise ZooFolderError(f"{self.root / ZOO_JSON}: missing; not a zoo folder")
-        return record
+    def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
+                schema: pa.Schema | None = None) -> pa.Table:
+        """The shard's Parquet table (checked); a decode failure names the file. The footer's
+        row count must be the manifest's and the columns but weights must decode to at most
+        MAX_ROW_BYTES a row, before anything is decoded (`check_footer`)."""
+        path = self.check_footer(shard, columns)
+        if shard.table == "models" and (columns is None or "weights" in columns):
+            self.check_weights(shard)
+        try:
+            return pq.read_table(path, columns=columns, schema=schema)
+        except PARQUET_ERRORS as error:
+            raise ZooFolderError(f"{path}: cannot be read as Parquet ({error})") from None
+
+    def check_footer(self, shard: Shard, columns: Sequence[str] | None = None) -> Path:
+        """The shard's path once its footer holds the manifest's row count and `columns` (all
+        but weights when None) declare at most MAX_ROW_BYTES of decoded bytes a row."""
+        path = self.path(shard)
+        metadata = self.parquet_metadata(shard)
+        if metadata.num_rows != shard.rows:
+            raise IntegrityError(f"{path}: {metadata.num_rows} rows, the manifest says "
+                                 f"{shard.rows}")
+        leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        wanted = [i for i, leaf in enumerate(leaves) if leaf != WEIGHTS_LEAF and (
+            columns is None or leaf.split(".")[0] in columns)]
+        declared = sum(metadata.row_group(g).column(i).total_uncompressed_size
+                       for g in range(metadata.num_row_groups) for i in wanted)
+        if declared > max(shard.rows, 1) * MAX_ROW_BYTES:
+            raise ZooFolderError(f"{path}: its columns declare {declared} bytes for "
+                                 f"{shard.rows} rows; at most {MAX_ROW_BYTES} a row is read")
+        return path
+
+    def check_weights(self, shard: Shard) -> None:
+        """Refuse a models shard whose footer declares another number of weights than its
+        rows' layouts add up to, before its weights are decoded (a small file cannot decode to
+        gigabytes, a tampered layout cannot make a reader allocate them)."""
+        table = self.parquet(shard, ["layout", "weights_file"])
+        # a row whose checkpoint lives in a per-model file holds a null: one level, no value
+        expected = sum(self.layout(str(key)).size if file is None else 1 for key, file in
+                       zip(table.column("layout").to_pylist(),
+                           table.column("weights_file").to_pylist()))
+        metadata = self.parquet_metadata(shard)
+        leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        index = leaves.index(WEIGHTS_LEAF) if WEIGHTS_LEAF in leaves else -1
+        declared = sum(metadata.row_group(g).column(index).num_values
+                       for g in range(metadata.num_row_groups)) if index >= 0 else -1
+        if declared != expected:
+            raise ZooFolderError(f"{self.path(shard)}: declares {declared} weights; its rows' "
+                                 f"layouts hold {expected}")
+
+    def parquet_metadata(self, shard: Shard) -> pq.FileMetaData:
+        """The shard's Parquet footer (checked); a decode failure names the file."""
+        path = self.path(shard)
+        try:
+            return pq.read_metadata(path)
+        except PARQUET_ERRORS as error:
+            raise ZooFolderError(f"{path}: cannot be read as Parquet ({error})") from None
 
     def table(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
         """All rows of table `name` ('models', 'cells', 'pairs') from the manifest's shards."""
         schema = arrow_schema(name)
-        parts = [pq.read_table(self.path(s), columns=columns, schema=schema)
-                 for s in self.manifest.shards_of(name)]
+        parts = [self.parquet(s, columns, schema) for s in self.manifest.shards_of(name)]
         if not parts:
             fields = [schema.field(c) for c in columns] if columns else list(schema)
             return pa.schema(fields).empty_table()
         return pa.concat_tables(parts)
 
     def layout(self, key: str) -> Layout:
-        """The layout `key`, checked against the manifest's sha256."""
+        """The layout `key`, checked against the manifest's sha256 (read once)."""
         if key not in self.manifest.layouts:
             raise ZooFolderError(f"{self.root}: layout {key!r} is not in the manifest")
-        return read_layout(self.root, key, self.manifest.layouts[key])
+        if key not in self._layouts:
+            self._layouts[key] = read_layout(self.root, key, self.manifest.layouts[key])
+        return self._layouts[key]

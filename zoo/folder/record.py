@@ -6,6 +6,7 @@ A reader rebuilds any stored model from this record alone; it never needs the tr
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Any, Mapping
 
 from zoo.datasets.base import DataInfo, Normalization
 from zoo.errors import ZooFolderError
-from zoo.folder.names import FORMAT_VERSION, ZOO_JSON, write_atomically
+from zoo.folder.names import FORMAT_VERSION, ZOO_JSON, read_json, write_atomically
+
+MAX_INPUT_SIZE = 1 << 26  # values in one sample, outputs of a model: a bound a reader trusts
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,15 @@ class ZooRecord:
         """Parse zoo.json; `source` names the file in errors."""
         try:
             body = json.loads(text)
+        except (ValueError, RecursionError) as error:
+            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") \
+                from None
+        return cls.from_body(body, source)
+
+    @classmethod
+    def from_body(cls, body: Any, source: str = ZOO_JSON) -> ZooRecord:
+        """The record of zoo.json's parsed JSON `body`; `source` names the file in errors."""
+        try:
             if not isinstance(body, dict):
                 raise ValueError("expected a mapping with a spec")
             _check_spec(body)
@@ -71,6 +83,11 @@ class ZooRecord:
             raw = body["data_info"]
             info = DataInfo(raw["task"], tuple(int(n) for n in raw["input_shape"]),
                             int(raw["num_outputs"]))
+            if not info.input_shape or min(info.input_shape) < 1 or \
+                    math.prod(info.input_shape) > MAX_INPUT_SIZE or not \
+                    1 <= info.num_outputs <= MAX_INPUT_SIZE:
+                raise ValueError(f"data_info {raw!r} has a size out of range (each input "
+                                 f"dimension >= 1, at most {MAX_INPUT_SIZE} inputs and outputs)")
             raw = body.get("data_normalization")
             normalization = None if raw is None else Normalization(
                 tuple(float(v) for v in raw["mean"]), tuple(float(v) for v in raw["std"]))
@@ -78,7 +95,8 @@ class ZooRecord:
                        body["versions"], info, body.get("imported_from"), normalization,
                        body.get("precision"))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
-            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") from None
+            raise ZooFolderError(f"{source}: not a zoo.json this version can read ({error})") \
+                from None
 
 
 def _check_spec(body: dict[str, Any]) -> None:
@@ -113,10 +131,7 @@ def write_record(root: Path, record: ZooRecord) -> None:
 def read_record(root: Path) -> ZooRecord | None:
     """The zoo's record, or None when the folder has no zoo.json."""
     path = Path(root) / ZOO_JSON
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ZooFolderError(f"{path}: cannot be read ({error})") from None
-    return ZooRecord.from_json(text, str(path))
+    body = read_json(path, "zoo.json")
+    return ZooRecord.from_body(body, str(path))

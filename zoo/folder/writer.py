@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
+from zoo.folder.documents import record_documents
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
 from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
-from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of,
-                              write_atomically)
+from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON,
+                              sha256_of, write_atomically)
 from zoo.folder.record import ZooRecord, write_record
 from zoo.folder.schema import CELL_JOINED, to_arrow
 from zoo.rows import CellResult
@@ -84,6 +85,8 @@ class ZooWriter:
             for leftover in leftovers:
                 leftover.unlink()
             write_record(self.root, record)
+            self.manifest = dataclasses.replace(self.manifest, spec_hash=record.spec_hash)
+            self.manifest = record_documents(self.root, (ZOO_JSON,), self.manifest)
             return leftovers
 
     def commit(self, result: CellResult) -> None:
@@ -113,7 +116,8 @@ class ZooWriter:
                                 sha256_of(path), result.cell_id))
         shards.sort(key=lambda s: (s.table, s.format, s.path))
         stacked = {**self.manifest.stacked, result.cell_id: result.stacked}
-        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked)
+        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked,
+                                 self.manifest.documents)
         write_manifest(self.root, self.manifest)
         listed = {s.path for s in shards}
         for shard in old:

@@ -41,7 +41,15 @@ def summary_table(root: Path) -> str:
                       _fmt(row["mc_train_error_mean"]), _fmt(row["cka_mean"]),
                       phase_text(row)))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
+    table = "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
+    marks = {line[-1][-1] for line in lines[1:]}
+    legend = [text for mark, text in (("?", PHASE_UNSURE), ("-", PHASE_NONE)) if mark in marks]
+    return "\n".join([table, *legend])
+
+
+PHASE_UNSURE = ("?: label not confident (a curve fit did not converge, a deciding mean lies "
+                "within one standard deviation of its threshold, or fewer than 2 seed pairs)")
+PHASE_NONE = "-: no label (a metric the label needs is off or failed)"
 
 
 def cmd_specs(args: argparse.Namespace) -> int:

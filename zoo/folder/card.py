@@ -70,10 +70,11 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
     configs, infos = [], []
     for table in (t for t in TABLES if reader.manifest.shards_of(t)):
         files: dict[str, list[str]] = {s: [] for s in SPLITS}
-        rows = dict.fromkeys(SPLITS, 0)
+        rows, sizes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
         for shard in reader.manifest.shards_of(table):
             files[owner[shard.cell_id]].append(shard.path)
             rows[owner[shard.cell_id]] += shard.rows
+            sizes[owner[shard.cell_id]] += shard.bytes  # the files' bytes, as the Hub counts
         present = [s for s in SPLITS if files[s]]
         configs.append({"config_name": table, **({"default": True} if table == "models" else {}),
                         "data_files": [{"split": HF_SPLITS[s], "path": sorted(files[s])}
@@ -81,8 +82,8 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
         first = reader.manifest.shards_of(table)[0]
         schema = reader.parquet_metadata(first).schema.to_arrow_schema()
         infos.append({"config_name": table, "features": features(schema),
-                      "splits": [{"name": HF_SPLITS[s], "num_examples": rows[s]}
-                                 for s in present]})
+                      "splits": [{"name": HF_SPLITS[s], "num_bytes": sizes[s],
+                                  "num_examples": rows[s]} for s in present]})
     models = sum(s.rows for s in reader.manifest.shards_of("models"))
     return DatasetCardData(
         license="cc-by-4.0", pretty_name=f"Phase Zoo: {reader.record.spec['name']}",

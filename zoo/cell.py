@@ -11,7 +11,7 @@ import torch
 
 from zoo.datasets.base import DataBundle
 from zoo.folder.modelshards import INLINE_BYTES, write_models
-from zoo.folder.schema import CELL_JOINED, CELL_MEANS
+from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
 from zoo.objective import Objective
@@ -140,12 +140,11 @@ def _write_models(result: CellResult, layout: Layout, output: CellOutput) -> Non
     """Write the cell's models shards from the spool, one checkpoint in memory at a time; the
     result keeps the rows without weights and lists the files."""
     spool, keys = Spool(output.spool), [entry.name for entry in layout.entries]
-    joined = {n: result.cells[0].get(n) for n in CELL_JOINED}
     rows = ({**row, "weights": layout.flatten(spool.load(row["model_id"], row["epoch"], keys))}
             for row in result.models)
     result.files, result.models = write_models(
         output.root, result.cell_id, layout, rows, len(result.models),
-        cell_hdf5=output.cell_hdf5, inline_bytes=output.inline_bytes, joined=joined)
+        cell_hdf5=output.cell_hdf5, inline_bytes=output.inline_bytes, joined=result.cells[0])
 
 
 def _restore(spec: ZooSpec, job: ModelJob, data: DataBundle,

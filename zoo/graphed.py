@@ -27,8 +27,8 @@ from zoo.objective import Objective
 from zoo.population import adam_update, hyperparameters, sgd_update
 from zoo.precision import autocast
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.training import (Checkpoint, Keep, TrainedModel, build_model, derive_seed, handed_over,
-                          snapshot)
+from zoo.training import (Keep, TrainedModel, build_model, derive_seed, handed_over, snapshot,
+                          starting_point)
 
 GRAPH_TASKS = ("classification", "language_model")  # PINN losses differentiate their inputs
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
@@ -139,13 +139,7 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept),
                 "trained_by": "graphed"}  # its optimizer state is not train_model's
     resumed = trainstate.resume_graphed(store, identity, model, step, generator)
-    if resumed is None:
-        checkpoints = [handed_over(snapshot(model, objective, 0, False), keep)] \
-            if 0 in kept else []
-        first, diverged = 1, False
-    else:
-        checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
-        first, diverged = resumed.epoch + 1, resumed.scalars["diverged"]
+    checkpoints, first, diverged = starting_point(resumed, model, objective, kept, keep)
     fill = data.normalization.raw_zero() if data.normalization else None  # pad like raw 0
     autosave = trainstate.Autosave(store)
     for epoch in range(first, recipe.epochs + 1):

@@ -6,7 +6,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -45,6 +45,18 @@ def handed_over(checkpoint: Checkpoint, keep: Keep | None) -> Checkpoint:
         return checkpoint
     keep(checkpoint.epoch, checkpoint.state_dict)
     return replace(checkpoint, state_dict={})
+
+
+def starting_point(resumed: trainstate.Resumed | None, model: torch.nn.Module,
+                   objective: Objective, kept: Iterable[int],
+                   keep: Keep | None) -> tuple[list[Checkpoint], int, bool]:
+    """Checkpoints so far, the first epoch to train and whether the run has diverged: from a
+    resumed state, or a fresh run's (its epoch-0 checkpoint when kept)."""
+    if resumed is not None:
+        return ([Checkpoint(*c) for c in resumed.checkpoints[0]], resumed.epoch + 1,
+                resumed.scalars["diverged"])
+    start = [handed_over(snapshot(model, objective, 0, False), keep)] if 0 in kept else []
+    return start, 1, False
 
 
 @dataclass(frozen=True)
@@ -124,13 +136,7 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     kept = spec.kept_epochs
     identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept)}
     resumed = trainstate.resume_model(store, identity, model, optimizer, schedule, generator)
-    if resumed is None:
-        checkpoints = [handed_over(snapshot(model, objective, 0, False), keep)] \
-            if 0 in kept else []
-        first, diverged = 1, False
-    else:
-        checkpoints = [Checkpoint(*c) for c in resumed.checkpoints[0]]
-        first, diverged = resumed.epoch + 1, resumed.scalars["diverged"]
+    checkpoints, first, diverged = starting_point(resumed, model, objective, kept, keep)
     fill = data.normalization.raw_zero() if data.normalization else None  # pad like raw 0
     autosave = trainstate.Autosave(store)
     for epoch in range(first, recipe.epochs + 1):

@@ -54,7 +54,7 @@ class ModelsWriter:
         rows: how many rows `add` will get (the cell HDF5 shard is allocated up front).
         cell_hdf5: also write hdf5/cell-<id>_<token>.h5 (inline checkpoints only).
         inline_bytes: checkpoints larger than this go to per-model HDF5 files.
-        joined: cells-table columns copied into every row (CELL_JOINED).
+        joined: the cell's cells-table row; its CELL_JOINED columns are copied into every row.
     """
 
     def __init__(self, root: Path, cell_id: str, layout: Layout, rows: int, *,

@@ -19,7 +19,7 @@ from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
 from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON,
                               sha256_of, write_atomically)
 from zoo.folder.record import ZooRecord, write_record
-from zoo.folder.schema import CELL_JOINED, to_arrow
+from zoo.folder.schema import to_arrow
 from zoo.rows import CellResult
 
 FORMATS = ("parquet", "hdf5")
@@ -128,11 +128,11 @@ class ZooWriter:
         """Models rows that carry their weights (imports): written here, one at a time."""
         if not result.models:
             return []
-        joined = {n: result.cells[0].get(n) for n in CELL_JOINED} if result.cells else {}
         layout = result.layouts[result.models[0]["layout"]]
         files, _ = write_models(self.root, result.cell_id, layout, result.models,
                                 len(result.models), cell_hdf5="hdf5" in self.formats,
-                                inline_bytes=self.inline_bytes, joined=joined)
+                                inline_bytes=self.inline_bytes,
+                                joined=result.cells[0] if result.cells else None)
         return files
 
     def replace_rows(self, table: str, rows: Iterable[dict[str, Any]], tag: str) -> list[Path]:

@@ -64,10 +64,26 @@ def _indexes(rows: int, batch: int, count: int, device: torch.device,
     return [index.to(device) for index in out]
 
 
+def _batches(data: DataBundle, augmentation: str, batch_size: int, count: int,
+             device: torch.device) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    """`batches(i)`: the i-th of `count` random train batches, augmented as training does."""
+    from zoo.augment import augment
+
+    indexes = _indexes(data.num_train, batch_size, count, device)
+    generator = torch.Generator().manual_seed(2)
+
+    def batch(i: int) -> tuple[torch.Tensor, ...]:
+        tensors = tuple(t[indexes[i]] for t in data.train)
+        if augmentation == "none":
+            return tensors
+        return (augment(tensors[0], augmentation, generator), *tensors[1:])
+
+    return batch
+
+
 def time_eager(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
                device: torch.device) -> float:
     """Seconds of one of train_model's eager steps (its loop body, sync included)."""
-    from zoo.augment import augment
     from zoo.precision import autocast
     from zoo.objective import Objective
     from zoo.training import build_model, make_optimizer, make_schedule
@@ -77,13 +93,11 @@ def time_eager(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
     objective = Objective(data, beta=cell.beta)
     optimizer = make_optimizer(recipe, cell, [p for p in model.parameters() if p.requires_grad])
     schedule = make_schedule(recipe, optimizer, cell, WARMUP_STEPS + steps)
-    indexes = _indexes(data.num_train, cell.batch_size, WARMUP_STEPS + steps, device)
-    generator = torch.Generator().manual_seed(2)
+    batches = _batches(data, recipe.augmentation, cell.batch_size, WARMUP_STEPS + steps,
+                       device)
 
     def call(i: int) -> None:
-        batch = tuple(t[indexes[i]] for t in data.train)
-        if recipe.augmentation != "none":
-            batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
+        batch = batches(i)
         with autocast(recipe.precision, device):
             loss = objective.loss(model, batch)
         if not torch.isfinite(loss):
@@ -100,7 +114,6 @@ def time_eager(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
 def time_graphed(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
                  device: torch.device) -> float:
     """Seconds of one GraphedStep replay (CUDA; captured during the untimed warm-up)."""
-    from zoo.augment import augment
     from zoo.graphed import GraphedStep, prepare
     from zoo.objective import Objective
     from zoo.training import build_model
@@ -109,16 +122,9 @@ def time_graphed(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
     model = prepare(build_model(spec, cell, data, job.seed).to(device), device).train()
     step = GraphedStep(model, Objective(data, beta=cell.beta), recipe, cell,
                        WARMUP_STEPS + steps)
-    indexes = _indexes(data.num_train, cell.batch_size, WARMUP_STEPS + steps, device)
-    generator = torch.Generator().manual_seed(2)
-
-    def call(i: int) -> None:
-        batch = tuple(t[indexes[i]] for t in data.train)
-        if recipe.augmentation != "none":
-            batch = (augment(batch[0], recipe.augmentation, generator), *batch[1:])
-        step(batch)
-
-    return time_calls(call, steps, device)
+    batches = _batches(data, recipe.augmentation, cell.batch_size, WARMUP_STEPS + steps,
+                       device)
+    return time_calls(lambda i: step(batches(i)), steps, device)
 
 
 def time_population(spec: ZooSpec, job: ModelJob, members: int, data: DataBundle, steps: int,

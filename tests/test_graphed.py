@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import pytest
 import torch
 
+from tests.test_trainstate import Killed, assert_identical, kill_at
 from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.errors import TrainStateError
@@ -35,17 +36,6 @@ def digits() -> DataBundle:
     bundle = datasets.load("digits")
     return DataBundle(bundle.name, bundle.info, tuple(t[:300] for t in bundle.train),
                       tuple(t[:100] for t in bundle.test), normalization=bundle.normalization)
-
-
-class Killed(Exception):
-    """Raised from a store's hook: the run dies as a killed worker would."""
-
-
-def kill_at(epoch: int):
-    def hook(finished: int) -> None:
-        if finished == epoch:
-            raise Killed(f"killed after epoch {epoch}")
-    return hook
 
 
 @pytest.fixture
@@ -77,16 +67,6 @@ def digits_spec(family: str, args: dict, epochs: int = 5, **training: Any) -> Zo
                  "temperature": {"axis": "batch_size", "values": [64]}},
         "seeds": [1], "checkpoints": {"every": 2},
     })
-
-
-def assert_identical(resumed: TrainedModel, whole: TrainedModel) -> None:
-    """Every checkpoint: epoch, key order, every tensor (torch.equal), evaluations, finiteness."""
-    assert [c.epoch for c in resumed.checkpoints] == [c.epoch for c in whole.checkpoints]
-    for ours, theirs in zip(resumed.checkpoints, whole.checkpoints):
-        assert list(ours.state_dict) == list(theirs.state_dict)
-        for key, value in ours.state_dict.items():
-            assert torch.equal(value, theirs.state_dict[key]), (ours.epoch, key)
-        assert (ours.train, ours.test, ours.finite) == (theirs.train, theirs.test, theirs.finite)
 
 
 def assert_close(ours: TrainedModel, theirs: TrainedModel, tolerance: float) -> None:

@@ -51,6 +51,14 @@ def ray_runtime():
 
 
 @pytest.fixture(scope="session")
+def s3_store():
+    """A real S3-API server on loopback with one bucket; AWS_* variables point at it."""
+    from tests.s3server import serve
+
+    yield from serve()
+
+
+@pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory, ray_runtime) -> Path:
     """A real tiny zoo generated once per session (read-only for tests)."""
     from generators.generate import generate

@@ -5,7 +5,8 @@ wrapped. FAULT is "kill-once:<marker file>" (the first task to run kills its wor
 a crash would; Ray restarts the task), "kill-once-saved:<marker file>" (a worker dies inside a
 model, as soon as any training state of its task is saved; the retried task resumes from it) or
 "raise:<cell_id>" (training that cell raises inside
-the task, as a bug in a cell would).
+the task, as a bug in a cell would), or "sigkill-after-copies:N" (`zoo sync` kills its own
+process with SIGKILL as object N+1 is being stored).
 """
 
 from __future__ import annotations
@@ -71,12 +72,34 @@ def _die_once_saved(state_folder: Any, marker: str) -> Any:
     return done
 
 
+def kill_copy_after(count: int) -> None:
+    """Make `zoo.folder.sync` SIGKILL this process when it stores object `count` + 1."""
+    import signal
+
+    import zoo.folder.sync as sync
+
+    real, done = sync._copy, []
+
+    def copy(*args: Any) -> int:
+        if len(done) == count:
+            os.kill(os.getpid(), signal.SIGKILL)
+        done.append(args[2])
+        return real(*args)
+
+    sync._copy = copy
+
+
 def main(argv: list[str]) -> int:
-    """Wrap the executor's task by `argv[0]`, then run the CLI on the rest."""
+    """Wrap the executor's task (or the copy of `zoo sync`) by `argv[0]`, then run the CLI on
+    the rest."""
     import generators.executor as executor
     from generators.cli import main as cli
 
-    executor._task = faulty(argv[0])
+    kind, _, argument = argv[0].partition(":")
+    if kind == "sigkill-after-copies":
+        kill_copy_after(int(argument))
+    else:
+        executor._task = faulty(argv[0])
     return cli(argv[1:])
 
 

@@ -9,7 +9,7 @@ import pytest
 from generators.cli import GROUPS, build_parser, main
 
 COMMANDS = ["specs", "generate", "price", "info", "verify", "relabel", "card", "plot", "study",
-            "import-ray-tune", "export-ray-tune"]
+            "import-ray-tune", "export-ray-tune", "sync"]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

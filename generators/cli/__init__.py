@@ -12,10 +12,10 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from generators.cli import generate, interop, read, rewrite, study
+from generators.cli import generate, interop, read, rewrite, store, study
 from zoo.errors import ZooError
 
-GROUPS = (generate, read, rewrite, study, interop)  # the order of `zoo --help`
+GROUPS = (generate, read, rewrite, study, interop, store)  # the order of `zoo --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,12 @@ def read_manifest(root: Path) -> Manifest | None:
     path = Path(root) / MANIFEST
     if not path.exists() and not path.is_symlink():
         return None
-    body = read_json(path, "manifest")
+    return parse_manifest(read_json(path, "manifest"), path)
+
+
+def parse_manifest(body: Any, path: Path | str) -> Manifest:
+    """The manifest in the decoded JSON `body`, every field checked (ZooFolderError naming
+    `path`, where it was read from)."""
     try:
         if not isinstance(body, dict):
             raise ValueError(f"expected a mapping, found {type(body).__name__}")
@@ -79,7 +84,7 @@ def read_manifest(root: Path) -> Manifest | None:
         raise ZooFolderError(f"{path}: malformed manifest (documents must cover {ZOO_JSON} and "
                              f"may cover {README}; found {sorted(manifest.documents)})")
     for shard in manifest.shards:  # symlinks are refused when a file is opened
-        inside(Path(root), shard.path)
+        inside(Path(str(path)).parent, shard.path)
     return manifest
 
 

@@ -157,9 +157,10 @@ def recompute(reader: ZooReader, count: int, seed: int = 0,
     return problems
 
 
-def verify(root: Path, recompute_count: int = 0, *, deep: bool = False,
+def verify(root: str | Path, recompute_count: int = 0, *, deep: bool = False,
            data_root: str | Path | None = None) -> list[str]:
-    """Every problem found in the zoo folder `root`, each naming its file or model.
+    """Every problem found in the zoo folder `root` (or at a URI, read through the local
+    cache), each naming its file or model.
 
     Raises:
         ZooFolderError: the folder cannot be read at all (no or a malformed manifest.json,

@@ -55,6 +55,7 @@ def _shard_rows(reader: ZooReader, shard: Shard) -> list[str]:
         layout = reader.layout(row["layout"])
         if row["weights_file"] is not None:  # a per-model HDF5 file: its sha256 and shapes
             try:
+                reader.local(row["weights_file"])  # on a store: fetched into the cache
                 flat = read_checkpoint(reader.root, row["weights_file"], row["weights_index"],
                                        row["weights_sha256"], layout)
             except ZooError as error:

@@ -38,7 +38,8 @@ class ZooDataset(Dataset):
     loaders.LayoutBatchSampler, `window` (tokens) or representation "stats".
 
     Args:
-        root: the zoo folder; every shard is checked against the manifest's sha256.
+        root: the zoo folder, or a URI (s3://bucket/prefix) read through a local cache;
+            every shard is checked against the manifest's sha256.
         split: "train", "val", "test" (hash of model_id or cell_id) or "all".
         epochs: "last" (each model's last stored epoch), "all", or a list of epochs.
         where: column -> value (or a list of allowed values), or a callable over a row's
@@ -163,7 +164,7 @@ class ZooDataset(Dataset):
     def __repr__(self) -> str:
         models = len(set(self.columns["model_id"]))
         layouts = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(self._store.keys).items()))
-        return (f"ZooDataset({str(self.reader.root)!r}, split={self.split!r} by "
+        return (f"ZooDataset({self.reader.location!r}, split={self.split!r} by "
                 f"{self.split_by}, epochs={self.epochs!r}, representation="
                 f"{self.representation!r}): {len(self)} rows of {models} models "
                 f"(zoo: {self.total['rows']} rows, {self.total['models']} models; rows per "

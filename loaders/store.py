@@ -129,6 +129,7 @@ def _read_external(reader: ZooReader, columns: Columns, chosen: np.ndarray,
     external = np.array([files[i] is not None for i in chosen], bool)
     for j in np.flatnonzero(external):
         i = chosen[j]
+        reader.local(str(files[i]))  # on a store: fetched into the cache, checked
         arrays[keys[j]][slots[j]] = read_checkpoint(
             reader.root, str(files[i]), int(columns["weights_index"][i]),
             columns["weights_sha256"][i], layouts[keys[j]])

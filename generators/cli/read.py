@@ -18,11 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     info = sub.add_parser("info", help="counts per cell, sizes and phases of a zoo folder")
-    info.add_argument("dir", help="zoo folder")
+    info.add_argument("dir", help="zoo folder or URI (s3://bucket/prefix)")
     info.set_defaults(run=cmd_info)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from zoo.folder.location import is_uri
     from zoo.folder.reader import ZooReader
 
     reader = ZooReader(args.dir)
@@ -31,12 +32,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     size = sum(s.bytes for s in shards)
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
     phases = Counter(reader.table("cells", columns=["phase"]).column("phase").to_pylist())
-    print(f"zoo {spec['name']} in {Path(args.dir).resolve()}")
+    where = args.dir if is_uri(args.dir) else Path(args.dir).resolve()
+    print(f"zoo {spec['name']} in {where}")
     print(f"spec hash {reader.record.spec_hash}; {len(shards)} shards, {size / 1e6:.2f} MB")
     print(f"{len(reader.manifest.cell_ids())} cells, {rows} model rows")
     print("phases: " + ", ".join(f"{p or 'unlabelled'}: {n}" for p, n in sorted(
         phases.items(), key=lambda item: str(item[0]))))
-    print(summary_table(Path(args.dir)))
+    print(summary_table(args.dir))
     return 0
 
 
@@ -48,7 +50,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                     "rows), every layout against its architecture, counts and ids, and rows: "
                     "weights against layouts, finite flags against values, HDF5 against "
                     "Parquet (a sample of cells; --deep: every row).")
-    verify.add_argument("dir", help="zoo folder")
+    verify.add_argument("dir", help="zoo folder or URI (s3://bucket/prefix)")
     verify.add_argument("--deep", action="store_true",
                         help="decode every row of every shard (default: a sample of 8 cells)")
     verify.add_argument("--recompute", type=int, default=0, metavar="N",
@@ -62,7 +64,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     from analysis.verify import verify
 
-    problems = verify(Path(args.dir), recompute_count=args.recompute, deep=args.deep,
+    problems = verify(args.dir, recompute_count=args.recompute, deep=args.deep,
                       data_root=args.data_root)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)

@@ -17,7 +17,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def summary_table(root: Path) -> str:
+def summary_table(root: str | Path) -> str:
     """One line per cell: axes, models, mean test accuracy and train loss, phase ('?': not
     confident, '-': no label)."""
     from generators.relabel import phase_text

@@ -57,6 +57,16 @@ def check_readme(root: Path, manifest: Manifest) -> None:
 
 def readme_files(path: Path) -> list[tuple[str, str]]:
     """(config name, data file) for every data file named in README.md's YAML front matter."""
+    try:
+        return [(str(config.get("config_name")), file) for config in readme_configs(path)
+                for file in _files(config.get("data_files", []))]
+    except (AttributeError, TypeError) as error:
+        raise ZooFolderError(f"{path}: front matter is not a dataset card this version "
+                             f"reads ({type(error).__name__}: {error})") from None
+
+
+def readme_configs(path: Path) -> list[Any]:
+    """The `configs:` list of README.md's YAML front matter ([] without front matter)."""
     import yaml
 
     data = read_bounded(path, "dataset card", MAX_README_BYTES)
@@ -65,8 +75,7 @@ def readme_files(path: Path) -> list[tuple[str, str]]:
         if not text.startswith("---\n"):
             return []
         body = yaml.safe_load(text[4:text.index("\n---", 3)])
-        return [(str(config.get("config_name")), file) for config in body.get("configs", [])
-                for file in _files(config.get("data_files", []))]
+        return list(body.get("configs", []))
     except (ValueError, yaml.YAMLError, AttributeError, TypeError, RecursionError) as error:
         raise ZooFolderError(f"{path}: front matter is not a dataset card this version "
                              f"reads ({type(error).__name__}: {error})") from None

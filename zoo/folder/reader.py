@@ -9,8 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
+from zoo.folder.cache import StoreCache
 from zoo.folder.documents import check_document, check_readme, check_record_hash
 from zoo.folder.layouts import read_layout
+from zoo.folder.location import is_uri
 from zoo.folder.manifest import Manifest, Shard, read_manifest
 from zoo.folder.names import ZOO_JSON, confined, sha256_of
 from zoo.folder.record import ZooRecord, read_record
@@ -29,8 +31,13 @@ class ZooReader:
     and README.md (sha256, and its `configs:` name only the manifest's shards).
     """
 
-    def __init__(self, root: str | Path, *, check_documents: bool = True) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path, *, check_documents: bool = True,
+                 cache_bytes: int | None = None) -> None:
+        # a URI (s3://bucket/prefix, ...) is read through a local cache of at most
+        # `cache_bytes` of shards, which mirrors the zoo's layout (zoo.folder.cache)
+        self.location = str(root)
+        self.cache = StoreCache(str(root), cache_bytes) if is_uri(root) else None
+        self.root = self.cache.root if self.cache is not None else Path(root)
         manifest = read_manifest(self.root)
         if manifest is None:
             raise ZooFolderError(f"{self.root}: no manifest.json; not a zoo folder "
@@ -50,6 +57,8 @@ class ZooReader:
 
     def path(self, shard: Shard) -> Path:
         """The shard's file, verified against the manifest's sha256 the first time."""
+        if self.cache is not None:  # fetched (or found) and checked by the cache
+            return self.cache.fetch(shard.path, shard.sha256)
         path = confined(self.root, shard.path)
         if shard.path not in self._verified:
             if not path.exists() and not path.is_symlink():
@@ -59,6 +68,17 @@ class ZooReader:
                                      f"the shard is corrupted or was modified")
             self._verified.add(shard.path)
         return path
+
+    def local(self, relative: str) -> Path:
+        """The local file of `relative`, a file a models row names (a per-model checkpoint
+        file); from a store it must be a shard of the manifest, fetched and checked."""
+        if self.cache is None:
+            return confined(self.root, relative)
+        shard = next((s for s in self.manifest.shards if s.path == relative), None)
+        if shard is None:
+            raise ZooFolderError(f"{self.location}: a row names {relative!r}, which the "
+                                 f"manifest does not list")
+        return self.path(shard)
 
     def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
                 schema: pa.Schema | None = None) -> pa.Table:

@@ -1,0 +1,109 @@
+"""Readers of a zoo on an object store (a real S3 server, moto on loopback): ZooDataset,
+load_model, `zoo info`, `zoo verify` and datasets.load_dataset, through a bounded local cache
+with the integrity and confinement rules of a local folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generators.cli import main
+from loaders import ZooDataset, load_model
+from zoo.errors import IntegrityError, ZooFolderError
+from zoo.folder.cache import CACHE_ENV
+from zoo.folder.location import open_location
+from zoo.folder.manifest import read_manifest
+from zoo.folder.reader import ZooReader
+from zoo.folder.sync import sync
+
+
+@pytest.fixture(scope="module")
+def stored(tiny_zoo, s3_store) -> str:
+    """The tiny zoo copied to the store once for this module."""
+    url = s3_store.url("readers")
+    sync(tiny_zoo, url)
+    return url
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_zoo_dataset_from_the_store_serves_the_local_items(stored, tiny_zoo):
+    remote, local = (ZooDataset(root, split="all", epochs="all", targets=["test_accuracy"])
+                     for root in (stored, tiny_zoo))
+    assert len(remote) == len(local) > 0 and repr(remote).startswith(f"ZooDataset({stored!r}")
+    for i in range(len(local)):
+        a, b = remote[i], local[i]
+        assert a.keys() == b.keys()
+        for key in a:
+            same = torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key]
+            assert same, (i, key)
+
+
+def test_load_model_from_the_store_holds_the_local_weights(stored, tiny_zoo):
+    table = ZooReader(tiny_zoo).table("models", columns=["model_id", "epoch"])
+    model_id, epoch = table.column("model_id")[0].as_py(), table.column("epoch")[0].as_py()
+    remote, local = load_model(stored, model_id, epoch), load_model(tiny_zoo, model_id, epoch)
+    for (name, a), (_, b) in zip(remote.state_dict().items(), local.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_zoo_info_and_verify_read_the_store(stored, capsys):
+    assert main(["info", stored]) == 0
+    assert f"in {stored}" in capsys.readouterr().out
+    assert main(["verify", stored, "--deep"]) == 0
+    assert "hold" in capsys.readouterr().out
+
+
+def test_the_cache_stays_within_its_bound_and_serves_the_same_rows(stored, tiny_zoo, cache):
+    shards = read_manifest(tiny_zoo).shards
+    bound = 2 * max(s.bytes for s in shards)
+    reader = ZooReader(stored, cache_bytes=bound)
+    for shard in shards:
+        assert reader.path(shard).read_bytes() == (tiny_zoo / shard.path).read_bytes()
+        assert sum(reader.cache.shards_held().values()) <= bound
+    same = ZooReader(tiny_zoo).table("models")  # repr: NaN metrics compare equal
+    assert repr(reader.table("models").to_pylist()) == repr(same.to_pylist())
+    assert len(reader.cache.shards_held()) < len(shards)  # some were evicted
+
+
+def test_a_tampered_object_in_the_store_is_refused_naming_it(tiny_zoo, s3_store):
+    url = s3_store.url("tampered-reader")
+    sync(tiny_zoo, url)
+    shard = read_manifest(tiny_zoo).shards_of("models")[0]
+    data = bytearray((tiny_zoo / shard.path).read_bytes())
+    data[len(data) // 2] ^= 1
+    open_location(url).write_bytes(shard.path, bytes(data))
+    with pytest.raises(IntegrityError, match=f"{url}/{shard.path}: sha256 does not match"):
+        ZooDataset(url, split="all")
+
+
+def test_a_file_the_manifest_does_not_list_is_never_fetched(stored):
+    with pytest.raises(ZooFolderError, match="the manifest does not list"):
+        ZooReader(stored).local("hdf5/models/other.h5")
+
+
+def test_load_dataset_reads_the_store_with_storage_options(stored, tiny_zoo, s3_store, tmp_path,
+                                                          monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # reach the loopback store
+
+    from loaders.hf import hf_data_files, load_hf_dataset
+
+    files = hf_data_files(stored)
+    assert all(f.startswith(f"{stored}/data/models/") for split in files.values() for f in split)
+    options = {"endpoint_url": s3_store.endpoint, "key": "testing", "secret": "testing"}
+    remote = load_hf_dataset(stored, storage_options=options, split="train",
+                             cache_dir=str(tmp_path / "hf"))
+    local = datasets.load_dataset(str(tiny_zoo), split="train", cache_dir=str(tmp_path / "hf2"))
+    assert remote.num_rows == local.num_rows > 0
+    columns = ["model_id", "epoch", "test_loss"]
+    assert remote.select_columns(columns).to_list() == local.select_columns(columns).to_list()
+    streamed = load_hf_dataset(stored, config="cells", storage_options=options, split="train",
+                               streaming=True)
+    assert len(list(streamed)) == len(datasets.load_dataset(
+        str(tiny_zoo), "cells", split="train", cache_dir=str(tmp_path / "hf3")))

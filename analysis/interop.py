@@ -32,9 +32,10 @@ from zoo.folder.record import ZooRecord, versions
 from zoo.folder.schema import CELL_MEANS
 from zoo.folder.writer import ZooWriter
 from zoo.layout import Layout, layout_of
-from zoo.rows import CellResult, cell_row, is_finite_checkpoint, model_row
+from zoo.rows import CellResult, cell_row, model_row
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
 from zoo.specfile import parse_spec
+from zoo.train import is_finite_checkpoint
 
 
 def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:

@@ -31,8 +31,7 @@ from zoo.folder.reader import ZooReader
 from zoo.folder.writer import ZooWriter
 from zoo.layout import layout_of
 from zoo.specfile import load_spec
-from zoo.spool import Spool
-from zoo.training import build_model, train_model
+from zoo.train import Spool, build_model, train_model
 
 RESNET = {
     "name": "resnet-digits",

@@ -1,4 +1,4 @@
-"""Rows of the zoo tables (models, pairs, cells), a cell's result, the checkpoint "finite" rule.
+"""Rows of the zoo tables (models, pairs, cells) and a cell's result.
 
 One home for what generation (`zoo.cell`) and import (`analysis.interop`) both write, so a
 generated and an imported zoo hold the same columns under the same rules.
@@ -6,7 +6,6 @@ generated and an imported zoo hold the same columns under the same rules.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -32,17 +31,6 @@ class CellResult:
     layouts: dict[str, Layout] = field(default_factory=dict)
     stacked: bool = False  # its seeds trained as one population (a grown zoo trains it alike)
     files: list[Shard] = field(default_factory=list)  # models shards its worker wrote
-
-
-def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
-                         evaluations: Sequence[Mapping[str, float | None]],
-                         alive: bool = True) -> bool:
-    """A checkpoint is finite when its run had not diverged, every floating tensor of its
-    state is finite and every reported evaluation number is finite (None: not measured)."""
-    return bool(alive
-                and all(v is None or math.isfinite(v) for e in evaluations for v in e.values())
-                and all(bool(torch.isfinite(t).all()) for t in state.values()
-                        if t.is_floating_point()))
 
 
 def identity_columns(spec: ZooSpec, cell: Cell, cell_id: str) -> dict[str, Any]:

@@ -1,21 +1,20 @@
-"""Train one model of a zoo deterministically and keep its checkpoints and evaluations."""
+"""The base of training: seeds, the model and its optimizer, checkpoints and their hand-off.
+
+Every other module of zoo.train builds on this one; it imports none of them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
-import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import Callable, Mapping, Sequence
 
 import torch
 
-from zoo import architectures, trainstate
-from zoo.augment import augment
+from zoo import architectures
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
-from zoo.precision import autocast
-from zoo.rows import is_finite_checkpoint
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 
 
@@ -38,6 +37,17 @@ class Checkpoint:
 Keep = Callable[[int, dict[str, torch.Tensor]], None]  # keep(epoch, state_dict): a spool
 
 
+def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
+                         evaluations: Sequence[Mapping[str, float | None]],
+                         alive: bool = True) -> bool:
+    """A checkpoint is finite when its run had not diverged, every floating tensor of its
+    state is finite and every reported evaluation number is finite (None: not measured)."""
+    return bool(alive
+                and all(v is None or math.isfinite(v) for e in evaluations for v in e.values())
+                and all(bool(torch.isfinite(t).all()) for t in state.values()
+                        if t.is_floating_point()))
+
+
 def handed_over(checkpoint: Checkpoint, keep: Keep | None) -> Checkpoint:
     """`checkpoint` as a run keeps it: whole, or (with `keep`) given to `keep` and held
     without its state_dict, so a run holds one checkpoint's weights at a time."""
@@ -45,18 +55,6 @@ def handed_over(checkpoint: Checkpoint, keep: Keep | None) -> Checkpoint:
         return checkpoint
     keep(checkpoint.epoch, checkpoint.state_dict)
     return replace(checkpoint, state_dict={})
-
-
-def starting_point(resumed: trainstate.Resumed | None, model: torch.nn.Module,
-                   objective: Objective, kept: Iterable[int],
-                   keep: Keep | None) -> tuple[list[Checkpoint], int, bool]:
-    """Checkpoints so far, the first epoch to train and whether the run has diverged: from a
-    resumed state, or a fresh run's (its epoch-0 checkpoint when kept)."""
-    if resumed is not None:
-        return ([Checkpoint(*c) for c in resumed.checkpoints[0]], resumed.epoch + 1,
-                resumed.scalars["diverged"])
-    start = [handed_over(snapshot(model, objective, 0, False), keep)] if 0 in kept else []
-    return start, 1, False
 
 
 @dataclass(frozen=True)
@@ -105,60 +103,3 @@ def snapshot(model: torch.nn.Module, objective: Objective, epoch: int,
     train, test = objective.evaluate(model, "train"), objective.evaluate(model, "test")
     return Checkpoint(epoch, state, train, test,
                       is_finite_checkpoint(state, [train, test], alive=not diverged))
-
-
-def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
-                device: torch.device | str = "cpu",
-                store: trainstate.StateStore | None = None,
-                keep: Keep | None = None) -> TrainedModel:
-    """Train one model; a run that diverges stops and its later checkpoints are non-finite.
-
-    The same spec, job and data give bitwise the same checkpoints on the same machine and
-    thread count: init, data order and augmentation each come from a seed derived from job.seed.
-    Checkpoints are kept on the CPU whatever `device` trains. With a `store`, the training
-    state is saved there (see zoo.trainstate) and a saved state is resumed: the result equals
-    an uninterrupted run's bit for bit. With `keep`, each kept checkpoint's weights go to
-    `keep(epoch, state_dict)` and the returned checkpoints hold empty state_dicts.
-    """
-    from zoo.graphed import train_graphed, use_graphs  # imports this module: import here
-
-    if use_graphs(spec.training, bundle.info.task, device):  # CUDA only; the CPU trains below
-        return train_graphed(spec, job, bundle, device, store, keep)
-    start = time.perf_counter()
-    recipe, cell = spec.training, job.cell
-    data = bundle.subsample(cell.data_fraction).to(device)
-    objective = Objective(data, beta=cell.beta)
-    model = build_model(spec, cell, data, job.seed).to(device)
-    optimizer = make_optimizer(recipe, cell, [p for p in model.parameters() if p.requires_grad])
-    steps_per_epoch = math.ceil(data.num_train / cell.batch_size)
-    schedule = make_schedule(recipe, optimizer, cell, steps_per_epoch * recipe.epochs)
-    generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
-    kept = spec.kept_epochs
-    identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept)}
-    resumed = trainstate.resume_model(store, identity, model, optimizer, schedule, generator)
-    checkpoints, first, diverged = starting_point(resumed, model, objective, kept, keep)
-    fill = data.normalization.raw_zero() if data.normalization else None  # pad like raw 0
-    autosave = trainstate.Autosave(store)
-    for epoch in range(first, recipe.epochs + 1):
-        model.train()
-        order = torch.randperm(data.num_train, generator=generator)
-        for index in order.split(cell.batch_size):
-            if diverged:
-                break
-            batch = tuple(t[index] for t in data.train)
-            if recipe.augmentation != "none":
-                batch = (augment(batch[0], recipe.augmentation, generator, fill), *batch[1:])
-            with autocast(recipe.precision, device):
-                loss = objective.loss(model, batch)
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        if epoch in kept:
-            checkpoints.append(handed_over(snapshot(model, objective, epoch, diverged), keep))
-        autosave(epoch, epoch in kept, lambda: trainstate.pack_model(
-            identity, model, optimizer, schedule, generator, diverged, checkpoints))
-    return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)

@@ -2,9 +2,11 @@
 
 A store keeps one run in `<folder>/<key>/`: `state-<epoch>.safetensors` holds every tensor
 (weights, buffers, optimizer moments, RNG states), `checkpoint-<epoch>.safetensors` each kept
-checkpoint so far (empty when the run hands its checkpoints to a `zoo.spool.Spool`), and `state.json` the scalars (schedule, optimizer numbers, epoch, the
-evaluations of the kept checkpoints). Every file is written under a temporary name and renamed;
-`state.json` goes last, so a kill at any moment leaves the previous complete state.
+checkpoint so far (empty when the run hands its checkpoints to a `zoo.train.spool.Spool`),
+and `state.json` the scalars (schedule, optimizer numbers, epoch, the evaluations of the kept
+checkpoints). Every file is written under a temporary name and renamed;
+`state.json` goes last, so a kill at any moment leaves the previous complete state. What each
+trainer packs and restores lives beside it (zoo.train.single, zoo.train.population).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from zoo.errors import TrainStateError
 from zoo.folder.names import write_atomically
 from zoo.spec import ModelJob, short_hash
+from zoo.train.base import Checkpoint
 
 STATE_JSON = "state.json"
 FORMAT_VERSION = 1
@@ -158,120 +161,9 @@ class Autosave:
             self.last = time.monotonic()
 
 
-@dataclass(frozen=True)
-class Resumed:
-    """Where a resumed run stands: the last finished epoch, run-specific scalars, and the kept
-    checkpoints so far as (epoch, state_dict in the model's key order, train, test, finite)."""
-
-    epoch: int
-    scalars: dict[str, Any]
-    checkpoints: tuple[list[tuple], ...]
-
-
-def pack_model(identity: dict[str, Any], model: torch.nn.Module,
-               optimizer: torch.optim.Optimizer, schedule: Any, generator: torch.Generator,
-               diverged: bool, checkpoints: Sequence[Any]) -> tuple[Tensors, dict, list[Entry]]:
-    """One model's state (train_model's loop variables) and its `Checkpoint`s as entries."""
-    tensors, groups = _optimizer_state(optimizer)
-    tensors.update({f"model/{k}": v for k, v in model.state_dict().items()})
-    tensors["rng/data"] = generator.get_state()
-    scalars = {"identity": identity, "param_groups": groups, "schedule": schedule.state_dict(),
-               "diverged": diverged}
-    return tensors, scalars, _entries(checkpoints)
-
-
-def resume_model(store: StateStore | None, identity: dict[str, Any], model: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, schedule: Any,
-                 generator: torch.Generator) -> Resumed | None:
-    """Load a saved state into train_model's objects; None (nothing changed) if none is saved."""
-    state = _load_checked(store, identity)
-    if state is None:
-        return None
-    model.load_state_dict(_under("model/", state.tensors))
-    _restore_optimizer(optimizer, state.tensors, state.scalars["param_groups"])
-    schedule.load_state_dict(state.scalars["schedule"])
-    generator.set_state(state.tensors["rng/data"])
-    return Resumed(state.epoch, state.scalars, (_kept(state, model),))
-
-
-def pack_graphed(identity: dict[str, Any], model: torch.nn.Module, step: Any,
-                 generator: torch.Generator, diverged: bool,
-                 checkpoints: Sequence[Any]) -> tuple[Tensors, dict, list[Entry]]:
-    """A GraphedStep run's state (train_graphed's loop variables: the step's optimizer
-    tensors, step counter and finite flag) and its `Checkpoint`s as entries."""
-    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"optimizer/{i}/{j}": v for i, values in enumerate(step.state)
-                    for j, v in enumerate(values)})
-    tensors.update({"step/counter": step.counter, "step/finite": step.finite,
-                    "rng/data": generator.get_state()})
-    scalars = {"identity": identity, "diverged": diverged}
-    return tensors, scalars, _entries(checkpoints)
-
-
-def resume_graphed(store: StateStore | None, identity: dict[str, Any], model: torch.nn.Module,
-                   step: Any, generator: torch.Generator) -> Resumed | None:
-    """Load a saved state into train_graphed's objects in place (a captured graph keeps
-    its tensors' addresses); None (nothing changed) if none is saved."""
-    state = _load_checked(store, identity)
-    if state is None:
-        return None
-    saved = state.tensors
-    model.load_state_dict(_under("model/", saved))
-    with torch.no_grad():
-        for i, values in enumerate(step.state):
-            for j, value in enumerate(values):
-                value.copy_(saved[f"optimizer/{i}/{j}"])
-        step.counter.copy_(saved["step/counter"])
-        step.finite.copy_(saved["step/finite"])
-    generator.set_state(saved["rng/data"])
-    return Resumed(state.epoch, state.scalars, (_kept(state, model),))
-
-
-def pack_population(identity: dict[str, Any], population: Any, optimizer: Any,
-                    generators: Sequence[torch.Generator], active: torch.Tensor, step: int,
-                    checkpoints: Sequence[Sequence[Any]]) -> tuple[Tensors, dict, list[Entry]]:
-    """A stacked population's state (train_population's loop variables) and its members'
-    `Checkpoint`s, one entry per kept epoch (`<member>/<key>` tensors)."""
-    tensors = {f"params/{k}": v for k, v in population.params.items()}
-    tensors.update({f"buffers/{k}": v for k, v in population.buffers.items()})
-    tensors.update({f"optimizer/{k}/{i}": v for k, values in optimizer.state.items()
-                    for i, v in enumerate(values)})
-    tensors.update({f"rng/{i}": g.get_state() for i, g in enumerate(generators)})
-    scalars = {"identity": identity, "step": step, "active": [bool(a) for a in active.tolist()]}
-    entries = []
-    for same_epoch in zip(*checkpoints):
-        kept = {f"{m}/{k}": v for m, c in enumerate(same_epoch) for k, v in c.state_dict.items()}
-        facts = [{"train": c.train, "test": c.test, "finite": c.finite} for c in same_epoch]
-        entries.append((same_epoch[0].epoch, kept, {"members": facts}))
-    return tensors, scalars, entries
-
-
-def resume_population(store: StateStore | None, identity: dict[str, Any], population: Any,
-                      optimizer: Any, generators: Sequence[torch.Generator]) -> Resumed | None:
-    """Load a saved state into train_population's objects; None if none is saved."""
-    state = _load_checked(store, identity)
-    if state is None:
-        return None
-    saved = state.tensors
-    with torch.no_grad():
-        for name, param in population.params.items():
-            param.copy_(saved[f"params/{name}"])
-        for name, buffer in population.buffers.items():
-            buffer.copy_(saved[f"buffers/{name}"])
-        for name, values in optimizer.state.items():
-            for i, value in enumerate(values):
-                value.copy_(saved[f"optimizer/{name}/{i}"])
-    for i, generator in enumerate(generators):
-        generator.set_state(saved[f"rng/{i}"])
-    members: list[list[tuple]] = [[] for _ in generators]
-    for epoch, tensors, facts in state.checkpoints:
-        for m, fact in enumerate(facts["members"]):
-            values = _ordered(_under(f"{m}/", tensors), population.keys)
-            members[m].append((epoch, values, fact["train"], fact["test"], fact["finite"]))
-    return Resumed(state.epoch, state.scalars, tuple(members))
-
-
-def _load_checked(store: StateStore | None, identity: dict[str, Any]) -> SavedState | None:
+def load_checked(store: StateStore | None, identity: dict[str, Any]) -> SavedState | None:
+    """The store's saved state (None without a store or a state); TrainStateError when it was
+    saved by a run of another `identity`."""
     if store is None:
         return None
     state = load_state(store)
@@ -280,57 +172,37 @@ def _load_checked(store: StateStore | None, identity: dict[str, Any]) -> SavedSt
     return state
 
 
-def _entries(checkpoints: Sequence[Any]) -> list[Entry]:
+def entries(checkpoints: Sequence[Checkpoint]) -> list[Entry]:
     """One model's `Checkpoint`s as entries (epoch, state_dict, evaluations and finiteness)."""
     return [(c.epoch, c.state_dict, {"train": c.train, "test": c.test, "finite": c.finite})
             for c in checkpoints]
 
 
-def _kept(state: SavedState, model: torch.nn.Module) -> list[tuple]:
-    """One model's kept checkpoints as `Checkpoint` fields, state_dicts in `model`'s order."""
+def kept_checkpoints(state: SavedState, model: torch.nn.Module) -> list[Checkpoint]:
+    """One model's kept checkpoints, state_dicts in `model`'s order."""
     keys = list(model.state_dict())
-    return [(e, _ordered(t, keys), f["train"], f["test"], f["finite"])
+    return [Checkpoint(e, ordered(t, keys), f["train"], f["test"], f["finite"])
             for e, t, f in state.checkpoints]
 
 
-def _under(prefix: str, tensors: Tensors) -> Tensors:
+def under(prefix: str, tensors: Tensors) -> Tensors:
+    """The tensors whose key starts with `prefix`, under their key without it."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _ordered(tensors: Tensors, keys: Sequence[str]) -> Tensors:
+def ordered(tensors: Tensors, keys: Sequence[str]) -> Tensors:
     """A state_dict in the model's key order (safetensors files sort their keys); empty for a
     checkpoint whose weights went to a spool."""
     return {k: tensors[k] for k in keys} if tensors else {}
 
 
-def _optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[Tensors, list[dict[str, Any]]]:
-    """An optimizer's per-parameter tensors (`optimizer/<index>/<name>`) and param groups."""
-    body = optimizer.state_dict()
-    tensors = {f"optimizer/{index}/{name}": _cpu(value)
-               for index, values in body["state"].items() for name, value in values.items()}
-    return tensors, body["param_groups"]
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Tensors,
-                       groups: list[dict[str, Any]]) -> None:
-    """Load what `_optimizer_state` saved; JSON lists go back to tuples where torch had them."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer/"):
-            _, index, name = key.split("/", 2)
-            state.setdefault(int(index), {})[name] = value
-    fresh = optimizer.state_dict()["param_groups"]
-    groups = [{k: tuple(v) if isinstance(f.get(k), tuple) else v for k, v in g.items()}
-              for g, f in zip(groups, fresh)]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _cpu(tensor: torch.Tensor) -> torch.Tensor:
+def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy of `tensor`, detached (what a state file holds)."""
     return tensor.detach().to("cpu", copy=True).contiguous()
 
 
 def _write_tensors(path: Path, tensors: Tensors) -> None:
     from safetensors.torch import save
 
-    write_atomically(path, save({k: _cpu(v) for k, v in tensors.items()}))
+    write_atomically(path, save({k: cpu_copy(v) for k, v in tensors.items()}))
 

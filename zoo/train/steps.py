@@ -1,38 +1,50 @@
-"""One model's training step as a CUDA graph: forward, backward, optimizer and schedule replayed
-with no host work per step but copying the batch in (launch overhead off the hot path).
+"""One model's training step, two ways: eager (torch's optimizer and schedule) and as a CUDA
+graph (forward, backward, optimizer and schedule replayed with no host work per step but
+copying the batch in: launch overhead off the hot path). Each packs and restores its own
+optimizer state for zoo.train.state.
 
-The optimizer is functional over a per-step table of its coefficients (learning rate, momentum,
-bias corrections) read off train_model's own torch optimizer and schedule, indexed on the
-device by a step counter that the graph advances; divergence is a device flag read every
-CHECK_EVERY steps. The result is train_model's up to rounding (the stacked population's
-arithmetic); the same spec gives the same bits on the same GPU. Batches of another shape (an
-epoch's last, smaller batch) run the very same step eagerly. On the CPU nothing is captured:
-that path exists to test the arithmetic against train_model. With a store, the state (the
-step's optimizer tensors, counter and flag included) is saved and resumed through
-zoo.trainstate, restored in place so that a captured graph keeps its tensors.
+The graphed step's optimizer is functional (zoo.train.optimizers) over a per-step table of its
+coefficients read off the eager step's own optimizer and schedule, indexed on the device by a
+step counter that the graph advances; divergence is a device flag read every CHECK_EVERY
+steps. Its result is the eager step's up to rounding (the stacked population's arithmetic);
+the same spec gives the same bits on the same GPU. Batches of another shape (an epoch's last,
+smaller batch) run the very same step eagerly. On the CPU nothing is captured: that path
+exists to test the arithmetic against the eager step. Its state is restored in place, so that
+a captured graph keeps its tensors.
 """
 
 from __future__ import annotations
 
-import math
-import time
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from zoo import trainstate
-from zoo.augment import augment
-from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
-from zoo.population import adam_update, hyperparameters, sgd_update
 from zoo.precision import autocast
-from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
-from zoo.training import (Keep, TrainedModel, build_model, derive_seed, handed_over, snapshot,
-                          starting_point)
+from zoo.spec import Cell, TrainingSpec
+from zoo.train.base import make_optimizer, make_schedule
+from zoo.train.optimizers import hyperparameters, moments, update_of
+from zoo.train.state import Tensors, cpu_copy
 
 GRAPH_TASKS = ("classification", "language_model")  # PINN losses differentiate their inputs
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
 CHECK_EVERY = 64  # steps between host reads of the divergence flag (the only sync)
+
+
+class Step(Protocol):
+    """One model's training step: call with a batch; what a single-model run drives."""
+
+    model: nn.Module
+    check_every: int  # steps between reads of `diverged()` (each read may sync)
+
+    def __call__(self, batch: tuple[torch.Tensor, ...]) -> None: ...
+
+    def diverged(self) -> bool: ...
+
+    def pack(self) -> tuple[Tensors, dict[str, Any]]: ...
+
+    def restore(self, tensors: Tensors, scalars: dict[str, Any]) -> None: ...
 
 
 def use_graphs(recipe: TrainingSpec, task: str, device: torch.device | str) -> bool:
@@ -47,8 +59,71 @@ def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+def prepare(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """Channels-last memory for convolutional models on CUDA (values and results unchanged)."""
+    if torch.device(device).type == "cuda" and has_convolutions(model):
+        return model.to(memory_format=torch.channels_last)
+    return model
+
+
+class EagerStep:
+    """A step as torch trains: loss, backward, torch's optimizer, then the schedule. A batch
+    whose loss is not finite takes no step and marks the run diverged."""
+
+    check_every = 1  # the loss is checked every step anyway
+
+    def __init__(self, model: nn.Module, objective: Objective, recipe: TrainingSpec, cell: Cell,
+                 total_steps: int) -> None:
+        self.model, self.objective, self.recipe = model, objective, recipe
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.device = params[0].device
+        self.optimizer = make_optimizer(recipe, cell, params)
+        self.schedule = make_schedule(recipe, self.optimizer, cell, total_steps)
+        self.stopped = False
+
+    def __call__(self, batch: tuple[torch.Tensor, ...]) -> None:
+        """One step on `batch` (none when its loss is not finite)."""
+        with autocast(self.recipe.precision, self.device):
+            loss = self.objective.loss(self.model, batch)
+        if not torch.isfinite(loss):
+            self.stopped = True
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+
+    def diverged(self) -> bool:
+        """Whether a step met a non-finite loss."""
+        return self.stopped
+
+    def pack(self) -> tuple[Tensors, dict[str, Any]]:
+        """The optimizer's per-parameter tensors (`optimizer/<index>/<name>`), its param groups
+        and the schedule's state."""
+        body = self.optimizer.state_dict()
+        tensors = {f"optimizer/{index}/{name}": cpu_copy(value)
+                   for index, values in body["state"].items() for name, value in values.items()}
+        return tensors, {"param_groups": body["param_groups"],
+                         "schedule": self.schedule.state_dict()}
+
+    def restore(self, tensors: Tensors, scalars: dict[str, Any]) -> None:
+        """Load what `pack` saved; JSON lists go back to tuples where torch had them."""
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                state.setdefault(int(index), {})[name] = value
+        fresh = self.optimizer.state_dict()["param_groups"]
+        groups = [{k: tuple(v) if isinstance(f.get(k), tuple) else v for k, v in g.items()}
+                  for g, f in zip(scalars["param_groups"], fresh)]
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.schedule.load_state_dict(scalars["schedule"])
+
+
 class GraphedStep:
     """Call with a batch to take one training step; capture happens on CUDA after warm-up."""
+
+    check_every = CHECK_EVERY
 
     def __init__(self, model: nn.Module, objective: Objective, recipe: TrainingSpec, cell: Cell,
                  total_steps: int) -> None:
@@ -57,7 +132,7 @@ class GraphedStep:
         device = self.params[0].device
         rows = hyperparameters(recipe, cell, total_steps)
         self.table = torch.tensor(rows, dtype=self.params[0].dtype, device=device)
-        self.state = [[torch.zeros_like(p) for _ in range(1 if recipe.optimizer == "sgd" else 2)]
+        self.state = [[torch.zeros_like(p) for _ in range(moments(recipe.optimizer))]
                       for p in self.params]
         self.counter = torch.zeros(1, dtype=torch.long, device=device)
         self.finite = torch.ones((), dtype=torch.bool, device=device)
@@ -71,7 +146,7 @@ class GraphedStep:
             loss = self.objective.loss(self.model, batch)
         grads = torch.autograd.grad(loss, self.params)
         coefficients = self.table.index_select(0, self.counter).squeeze(0).unbind(0)
-        update = sgd_update if self.recipe.optimizer == "sgd" else adam_update
+        update = update_of(self.recipe.optimizer)
         with torch.no_grad():
             for param, grad, state in zip(self.params, grads, self.state):
                 update(param, grad, state, coefficients, self.recipe.optimizer == "adamw")
@@ -108,62 +183,18 @@ class GraphedStep:
         """Whether any step so far had a non-finite loss (reads the device flag: a sync)."""
         return not bool(self.finite)
 
+    def pack(self) -> tuple[Tensors, dict[str, Any]]:
+        """The optimizer tensors (`optimizer/<param>/<moment>`), step counter and finite flag."""
+        tensors = {f"optimizer/{i}/{j}": v for i, values in enumerate(self.state)
+                   for j, v in enumerate(values)}
+        tensors.update({"step/counter": self.counter, "step/finite": self.finite})
+        return tensors, {}
 
-def prepare(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Channels-last memory for convolutional models on CUDA (values and results unchanged)."""
-    if torch.device(device).type == "cuda" and has_convolutions(model):
-        return model.to(memory_format=torch.channels_last)
-    return model
-
-
-def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
-                  device: torch.device | str = "cuda",
-                  store: trainstate.StateStore | None = None,
-                  keep: Keep | None = None) -> TrainedModel:
-    """train_model through GraphedStep: the same init, data order, augmentation draws (padded
-    with the normalised raw zero) and kept checkpoints. A diverged run is found within
-    CHECK_EVERY steps; checkpoints after it are flagged non-finite as in train_model. With a
-    `store`, the state is saved and resumed as train_model's: the result equals an
-    uninterrupted graphed run's bit for bit. With `keep`, each kept checkpoint's weights are
-    handed to it as train_model does.
-    """
-    start = time.perf_counter()
-    recipe, cell = spec.training, job.cell
-    data = bundle.subsample(cell.data_fraction).to(device)
-    objective = Objective(data, beta=cell.beta)
-    model = prepare(build_model(spec, cell, data, job.seed).to(device), device)
-    steps_per_epoch = math.ceil(data.num_train / cell.batch_size)
-    step = GraphedStep(model, objective, recipe, cell, steps_per_epoch * recipe.epochs)
-    generator = torch.Generator().manual_seed(derive_seed(job.seed, "data"))
-    kept = spec.kept_epochs
-    identity = {"model_id": job.model_id, "epochs": recipe.epochs, "kept": sorted(kept),
-                "trained_by": "graphed"}  # its optimizer state is not train_model's
-    resumed = trainstate.resume_graphed(store, identity, model, step, generator)
-    checkpoints, first, diverged = starting_point(resumed, model, objective, kept, keep)
-    fill = data.normalization.raw_zero() if data.normalization else None  # pad like raw 0
-    autosave = trainstate.Autosave(store)
-    for epoch in range(first, recipe.epochs + 1):
-        diverged = _epoch(step, data, cell.batch_size, generator, fill, diverged)
-        if epoch in kept:
-            checkpoints.append(handed_over(snapshot(model, objective, epoch, diverged), keep))
-        autosave(epoch, epoch in kept, lambda: trainstate.pack_graphed(
-            identity, model, step, generator, diverged, checkpoints))
-    return TrainedModel(job, tuple(checkpoints), time.perf_counter() - start)
-
-
-def _epoch(step: GraphedStep, data: DataBundle, batch_size: int, generator: torch.Generator,
-           fill: torch.Tensor | None, diverged: bool) -> bool:
-    """One epoch of steps in train_model's order; returns whether the run has diverged."""
-    step.model.train()
-    augmentation = step.recipe.augmentation
-    order = torch.randperm(data.num_train, generator=generator).to(data.train[0].device)
-    for count, index in enumerate(order.split(batch_size), start=1):
-        if diverged:
-            break
-        batch = tuple(t[index] for t in data.train)
-        if augmentation != "none":
-            batch = (augment(batch[0], augmentation, generator, fill), *batch[1:])
-        step(batch)
-        if count % CHECK_EVERY == 0:
-            diverged = step.diverged()
-    return diverged or step.diverged()
+    def restore(self, tensors: Tensors, scalars: dict[str, Any]) -> None:
+        """Load what `pack` saved in place (a captured graph keeps its tensors' addresses)."""
+        with torch.no_grad():
+            for i, values in enumerate(self.state):
+                for j, value in enumerate(values):
+                    value.copy_(tensors[f"optimizer/{i}/{j}"])
+            self.counter.copy_(tensors["step/counter"])
+            self.finite.copy_(tensors["step/finite"])

@@ -10,12 +10,13 @@ from typing import Any, Sequence
 import torch
 
 from zoo.datasets.base import DataBundle
+from zoo.folder.cellresult import CellResult
 from zoo.folder.modelshards import INLINE_BYTES, write_models
 from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
 from zoo.objective import Objective
-from zoo.rows import CellResult, cell_row, model_row
+from zoo.rows import cell_row, model_row
 from zoo.spec import ModelJob, ZooSpec
 from zoo.train import Spool, TrainedModel, build_model, derive_seed, train_cell_models
 

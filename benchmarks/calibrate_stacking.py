@@ -2,10 +2,11 @@
 
 Times one training step of single models (zoo.train.steps.EagerStep, the step train_model
 takes) and of stacked populations (zoo.train.stacked.population_step) on mnist1d at one torch
-thread, the Ray worker setting, over a spread of widths, depths and batch sizes; fits seconds = overhead + per_tensor x
-parameter tensors + FLOPs / rate by non-negative least squares; prints the constants to paste
-into COST and writes benchmarks/results/calibration.json. The zoo never runs this: its choice
-must not depend on a clock.
+thread, the Ray worker setting, over a spread of widths, depths and batch sizes; fits
+seconds = overhead + per_tensor x parameter tensors + FLOPs / rate by non-negative least
+squares; prints the constants to paste into COST and writes
+benchmarks/results/calibration.json. The zoo never runs this: its choice must not depend on a
+clock.
 
     python -m benchmarks.calibrate_stacking [--quick]
 """

@@ -105,7 +105,7 @@ def test_kept_checkpoints_are_handed_to_keep_one_at_a_time(mnist1d, float64) -> 
     job = spec.jobs(mnist1d.fingerprint())[0]
     handed: dict[int, dict] = {}
     kept = train_graphed(spec, job, mnist1d, "cpu",
-                         keep=lambda epoch, state: handed.__setitem__(epoch, state))
+                         hand_off=lambda epoch, state: handed.__setitem__(epoch, state))
     whole = train_graphed(spec, job, mnist1d, "cpu")
     assert sorted(handed) == [c.epoch for c in whole.checkpoints]
     assert all(c.state_dict == {} for c in kept.checkpoints)  # held without weights

@@ -148,7 +148,8 @@ def test_a_circle_planted_in_a_copy_of_zoo_train_is_refused(tmp_path):
     shutil.copytree(ROOT / "zoo" / "train", tmp_path / "zoo" / "train")
     assert circles(import_graph(tmp_path, ("zoo",))) == []
     base = tmp_path / "zoo" / "train" / "base.py"
-    base.write_text(base.read_text() + "\n\ndef later():\n    from zoo.train.state import StateStore\n")
+    planted = "\n\ndef later():\n    from zoo.train.state import StateStore\n"
+    base.write_text(base.read_text() + planted)
     assert circles(import_graph(tmp_path, ("zoo",))) == [
         ["zoo.train.base", "zoo.train.state"]]
 

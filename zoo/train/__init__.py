@@ -14,7 +14,7 @@ Layers, each importing only those above it (tests/test_imports.py refuses any ci
     dispatch    train_cell_models: a cell's models, stacked or one by one
 """
 
-from zoo.train.base import (Checkpoint, Keep, TrainedModel, build_model, derive_seed,
+from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             is_finite_checkpoint, make_optimizer, make_schedule)
 from zoo.train.cost import COST, StepCost, choose_stacking, model_shape, predicted_speedup
 from zoo.train.dispatch import train_cell_models
@@ -25,7 +25,7 @@ from zoo.train.state import STATE_JSON, StateStore, load_state, save_state, stat
 from zoo.train.steps import EagerStep, GraphedStep, use_graphs
 
 __all__ = [
-    "COST", "STATE_JSON", "Checkpoint", "EagerStep", "GraphedStep", "Keep", "Spool",
+    "COST", "STATE_JSON", "Checkpoint", "EagerStep", "GraphedStep", "HandOff", "Spool",
     "StateStore", "StepCost", "TrainedModel", "build_model", "choose_stacking", "derive_seed",
     "is_finite_checkpoint", "load_state", "make_optimizer", "make_schedule", "model_shape",
     "predicted_speedup", "save_state", "state_keys", "train_cell_models", "train_graphed",

@@ -34,7 +34,7 @@ class Checkpoint:
     finite: bool
 
 
-Keep = Callable[[int, dict[str, torch.Tensor]], None]  # keep(epoch, state_dict): a spool
+HandOff = Callable[[int, dict[str, torch.Tensor]], None]  # hand_off(epoch, state_dict): a spool
 
 
 def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
@@ -48,12 +48,12 @@ def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
                         if t.is_floating_point()))
 
 
-def handed_over(checkpoint: Checkpoint, keep: Keep | None) -> Checkpoint:
-    """`checkpoint` as a run keeps it: whole, or (with `keep`) given to `keep` and held
+def handed_over(checkpoint: Checkpoint, hand_off: HandOff | None) -> Checkpoint:
+    """`checkpoint` as a run holds it: whole, or (with `hand_off`) given to `hand_off` and held
     without its state_dict, so a run holds one checkpoint's weights at a time."""
-    if keep is None:
+    if hand_off is None:
         return checkpoint
-    keep(checkpoint.epoch, checkpoint.state_dict)
+    hand_off(checkpoint.epoch, checkpoint.state_dict)
     return replace(checkpoint, state_dict={})
 
 

@@ -98,7 +98,7 @@ class PopulationOptimizer:
     def step(self, params: dict[str, torch.Tensor], grads: Sequence[torch.Tensor], index: int,
              mask: torch.Tensor | None) -> None:
         """Apply step `index` (0-based) in place, consuming `grads`; members where `mask` is
-        False keep every value."""
+        False stay as they were."""
         update = update_of(self.kind)
         row, shaped = self.table[index], {}
         for (name, param), grad in zip(params.items(), grads):
@@ -108,6 +108,6 @@ class PopulationOptimizer:
             saved = None if mask is None else [t.clone() for t in tensors]
             update(param, grad, self.state[name], shaped[param.dim()], self.kind == "adamw")
             if saved is not None:  # rare: only after a member diverged
-                keep = mask.view(-1, *[1] * (param.dim() - 1))
+                moving = mask.view(-1, *[1] * (param.dim() - 1))
                 for tensor, old in zip(tensors, saved):
-                    tensor.copy_(torch.where(keep, tensor, old))
+                    tensor.copy_(torch.where(moving, tensor, old))

@@ -14,7 +14,7 @@ from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
 from zoo.precision import autocast
 from zoo.spec import ModelJob, ZooSpec
-from zoo.train.base import (Checkpoint, Keep, TrainedModel, build_model, derive_seed,
+from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             handed_over, is_finite_checkpoint)
 from zoo.train.loop import run_epochs
 from zoo.train.optimizers import PopulationOptimizer, schedule_table
@@ -27,7 +27,7 @@ class PopulationRun:
     checkpoints (a loop.Run)."""
 
     def __init__(self, spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
-                 device: torch.device | str, keeps: Sequence[Keep | None]) -> None:
+                 device: torch.device | str, hand_offs: Sequence[HandOff | None]) -> None:
         recipe, cell = spec.training, jobs[0].cell
         self.data = bundle.subsample(cell.data_fraction).to(device)
         self.members = [build_model(spec, job.cell, self.data, job.seed).to(device)
@@ -45,7 +45,7 @@ class PopulationRun:
         self.active = torch.ones(len(jobs), dtype=torch.bool, device=device)
         self.step = 0
         self.checkpoints: list[list[Checkpoint]] = [[] for _ in jobs]
-        self.keeps = keeps
+        self.hand_offs = hand_offs
 
     def resume(self, store: StateStore | None) -> int | None:
         state = load_checked(store, self.identity)
@@ -94,14 +94,14 @@ class PopulationRun:
         """Every member's checkpoint; inactive (diverged) members are not finite. Each member
         is evaluated as a single module by `Objective.evaluate`, the very code a reader uses,
         so a stored checkpoint reproduces its recorded metrics bit for bit."""
-        for member, (kept, module, keep) in enumerate(zip(self.checkpoints, self.members,
-                                                          self.keeps)):
+        for member, (held, module, hand_off) in enumerate(zip(self.checkpoints, self.members,
+                                                              self.hand_offs)):
             state = self.population.state_dict(member)
             module.load_state_dict(state)
             train = self.objective.evaluate(module, "train")
             test = self.objective.evaluate(module, "test")
             finite = is_finite_checkpoint(state, [train, test], bool(self.active[member]))
-            kept.append(handed_over(Checkpoint(epoch, state, train, test, finite), keep))
+            held.append(handed_over(Checkpoint(epoch, state, train, test, finite), hand_off))
 
     def pack(self) -> tuple[Tensors, dict[str, Any], list[Entry]]:
         """The population's tensors and its members' checkpoints, one entry per kept epoch
@@ -114,27 +114,27 @@ class PopulationRun:
         tensors.update({f"rng/{i}": g.get_state() for i, g in enumerate(self.generators)})
         scalars = {"identity": self.identity, "step": self.step,
                    "active": [bool(a) for a in self.active.tolist()]}
-        kept = []
+        saved = []
         for same_epoch in zip(*self.checkpoints):
             weights = {f"{m}/{k}": v for m, c in enumerate(same_epoch)
                        for k, v in c.state_dict.items()}
             facts = [{"train": c.train, "test": c.test, "finite": c.finite} for c in same_epoch]
-            kept.append((same_epoch[0].epoch, weights, {"members": facts}))
-        return tensors, scalars, kept
+            saved.append((same_epoch[0].epoch, weights, {"members": facts}))
+        return tensors, scalars, saved
 
 
 def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
                      device: torch.device | str = "cpu", store: StateStore | None = None,
-                     keeps: Sequence[Keep | None] | None = None) -> list[TrainedModel]:
+                     hand_offs: Sequence[HandOff | None] | None = None) -> list[TrainedModel]:
     """Train `jobs` (one architecture, width, batch size; any seeds, learning rates, weight
     decays) as one population on `device`; each result is train_model's up to rounding, in job
     order, trained_by "stacked", with `seconds` the population's time shared equally. With a
-    `store`, the state is saved and resumed as in train_model (bit for bit). `keeps`: per job,
-    where its checkpoints go (train_model's `keep`)."""
+    `store`, the state is saved and resumed as in train_model (bit for bit). `hand_offs`:
+    per job, where its checkpoints go (train_model's `hand_off`)."""
     start = time.perf_counter()
     check_jobs(jobs, bundle.info.task)
     run = PopulationRun(spec, jobs, bundle, device,
-                        list(keeps) if keeps is not None else [None] * len(jobs))
+                        list(hand_offs) if hand_offs is not None else [None] * len(jobs))
     run_epochs(run, spec.training.epochs, spec.kept_epochs, store)
     seconds = (time.perf_counter() - start) / len(jobs)
     return [TrainedModel(job, tuple(c), seconds, trained_by="stacked")

@@ -12,7 +12,7 @@ from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
 from zoo.spec import ModelJob, ZooSpec
-from zoo.train.base import (Checkpoint, Keep, TrainedModel, build_model, derive_seed,
+from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             handed_over, snapshot)
 from zoo.train.loop import run_epochs
 from zoo.train.state import (Entry, StateStore, Tensors, entries, kept_checkpoints, load_checked,
@@ -24,7 +24,7 @@ class SingleRun:
     """One model, its step (eager or graphed), data order and kept checkpoints (a loop.Run)."""
 
     def __init__(self, spec: ZooSpec, job: ModelJob, bundle: DataBundle,
-                 device: torch.device | str, keep: Keep | None, graphed: bool) -> None:
+                 device: torch.device | str, hand_off: HandOff | None, graphed: bool) -> None:
         recipe, cell = spec.training, job.cell
         self.data = bundle.subsample(cell.data_fraction).to(device)
         self.objective = Objective(self.data, beta=cell.beta)
@@ -40,7 +40,7 @@ class SingleRun:
             self.identity["trained_by"] = "graphed"  # its optimizer state is not the eager one's
         self.fill = self.data.normalization.raw_zero() if self.data.normalization else None
         self.batch_size, self.augmentation = cell.batch_size, recipe.augmentation
-        self.keep, self.diverged = keep, False
+        self.hand_off, self.diverged = hand_off, False
         self.checkpoints: list[Checkpoint] = []
 
     def resume(self, store: StateStore | None) -> int | None:
@@ -73,7 +73,7 @@ class SingleRun:
 
     def checkpoint(self, epoch: int) -> None:
         self.checkpoints.append(handed_over(
-            snapshot(self.step.model, self.objective, epoch, self.diverged), self.keep))
+            snapshot(self.step.model, self.objective, epoch, self.diverged), self.hand_off))
 
     def pack(self) -> tuple[Tensors, dict[str, Any], list[Entry]]:
         tensors, scalars = self.step.pack()
@@ -85,7 +85,7 @@ class SingleRun:
 
 def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                 device: torch.device | str = "cpu", store: StateStore | None = None,
-                keep: Keep | None = None) -> TrainedModel:
+                hand_off: HandOff | None = None) -> TrainedModel:
     """Train one model; a run that diverges stops and its later checkpoints are non-finite.
 
     The same spec, job and data give bitwise the same checkpoints on the same machine and
@@ -94,24 +94,24 @@ def train_model(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
     where `use_graphs` says so (CUDA only). With a `store`, the training state is saved there
     (see zoo.train.state) and a saved state is resumed: the result equals an uninterrupted
     run's bit for bit. With `keep`, each kept checkpoint's weights go to
-    `keep(epoch, state_dict)` and the returned checkpoints hold empty state_dicts.
+    `hand_off(epoch, state_dict)` and the returned checkpoints hold empty state_dicts.
     """
     graphed = use_graphs(spec.training, bundle.info.task, device)
-    return _train(spec, job, bundle, device, store, keep, graphed)
+    return _train(spec, job, bundle, device, store, hand_off, graphed)
 
 
 def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
                   device: torch.device | str = "cuda", store: StateStore | None = None,
-                  keep: Keep | None = None) -> TrainedModel:
+                  hand_off: HandOff | None = None) -> TrainedModel:
     """train_model through GraphedStep on any device (on the CPU nothing is captured): the
     same init, data order, augmentation draws and kept checkpoints; a diverged run is found
     within CHECK_EVERY steps."""
-    return _train(spec, job, bundle, device, store, keep, graphed=True)
+    return _train(spec, job, bundle, device, store, hand_off, graphed=True)
 
 
 def _train(spec: ZooSpec, job: ModelJob, bundle: DataBundle, device: torch.device | str,
-           store: StateStore | None, keep: Keep | None, graphed: bool) -> TrainedModel:
+           store: StateStore | None, hand_off: HandOff | None, graphed: bool) -> TrainedModel:
     start = time.perf_counter()
-    run = SingleRun(spec, job, bundle, device, keep, graphed)
+    run = SingleRun(spec, job, bundle, device, hand_off, graphed)
     run_epochs(run, spec.training.epochs, spec.kept_epochs, store)
     return TrainedModel(job, tuple(run.checkpoints), time.perf_counter() - start)

@@ -112,7 +112,7 @@ def population_step(population: Population, optimizer: PopulationOptimizer,
     alive = active & torch.isfinite(losses.detach())
     grads = torch.autograd.grad(losses.sum(), list(population.params.values()))
     for key, old in before.items():  # after backward: BatchNorm saved its buffers for it
-        keep = active.view(-1, *[1] * (old.dim() - 1))
-        population.buffers[key].copy_(torch.where(keep, population.buffers[key], old))
+        was_active = active.view(-1, *[1] * (old.dim() - 1))
+        population.buffers[key].copy_(torch.where(was_active, population.buffers[key], old))
     optimizer.step(population.params, grads, index, None if bool(alive.all()) else alive)
     return alive

@@ -1,6 +1,6 @@
 """Resumable training state: save a run between epochs and restore it, without pickle.
 
-A store keeps one run in `<folder>/<key>/`: `state-<epoch>.safetensors` holds every tensor
+A store holds one run in `<folder>/<key>/`: `state-<epoch>.safetensors` holds every tensor
 (weights, buffers, optimizer moments, RNG states), `checkpoint-<epoch>.safetensors` each kept
 checkpoint so far (empty when the run hands its checkpoints to a `zoo.train.spool.Spool`),
 and `state.json` the scalars (schedule, optimizer numbers, epoch, the evaluations of the kept

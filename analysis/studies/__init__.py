@@ -49,7 +49,14 @@ def run_study(name: str, root: str | Path, out: str | Path | None = None, *,
     study = STUDIES[name]
     zoo = StudyZoo(root)
     rows = study.measure(zoo, show_progress=show_progress, **options)
-    folder = Path(out) if out is not None else Path(root) / "studies" / name
-    folder.mkdir(parents=True, exist_ok=True)
+    if out is None:  # inside the zoo: confined (no link on the way, regular files only)
+        from zoo.folder.names import STUDIES
+        from zoo.folder.zoofolder import ZooFolder
+
+        folder = ZooFolder(root).makedirs(f"{STUDIES}/{name}")
+        ZooFolder(root).check_tree(f"{STUDIES}/{name}")
+    else:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
     table = write_table(rows, folder / f"{name}.parquet")
     return [table, study.figure(rows, score_name(zoo.task), folder / f"{name}.png")]

@@ -19,6 +19,7 @@ from zoo.folder.checkpoints import (CHECKPOINTS_FOLDER, CHECKPOINTS_FORMAT, Chec
                                     flat_sha256)
 from zoo.folder.manifest import Shard
 from zoo.folder.names import HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
+from zoo.folder.zoofolder import ZooFolder
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
 from zoo.layout import Layout
 
@@ -48,7 +49,7 @@ class ModelsWriter:
     file it began is removed.
 
     Args:
-        root: the zoo folder.
+        folder: the zoo folder (every file goes through its confined methods).
         cell_id: the cell the rows belong to.
         layout: the layout of every row.
         rows: how many rows `add` will get (the cell HDF5 shard is allocated up front).
@@ -57,15 +58,16 @@ class ModelsWriter:
         joined: the cell's cells-table row; its CELL_JOINED columns are copied into every row.
     """
 
-    def __init__(self, root: Path, cell_id: str, layout: Layout, rows: int, *,
+    def __init__(self, folder: ZooFolder | Path, cell_id: str, layout: Layout, rows: int, *,
                  cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
                  joined: dict[str, Any] | None = None) -> None:
-        self.root, self.cell_id, self.layout, self.rows = Path(root), cell_id, layout, rows
+        self.folder = ZooFolder.of(folder)
+        self.root, self.cell_id, self.layout, self.rows = self.folder.root, cell_id, layout, rows
         self.inline = is_inline(layout, inline_bytes)
         self.joined = {n: (joined or {}).get(n) for n in CELL_JOINED}
         self.token = secrets.token_hex(4)
         self.done: list[Shard] = []
-        self.begun: list[Path] = []
+        self.begun: list[str] = []
         self.buffer: list[dict[str, Any]] = []
         self.buffered = 0
         self.written = 0
@@ -77,16 +79,13 @@ class ModelsWriter:
         self.cell_hdf5 = cell_hdf5 and self.inline and rows > 0
 
     def _begin(self, relative: str) -> Path:
-        path = self.root / (relative + TEMPORARY_SUFFIX)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.begun.append(path)
+        path = self.folder.create(relative + TEMPORARY_SUFFIX)
+        self.begun.append(relative + TEMPORARY_SUFFIX)
         return path
 
     def _finish(self, relative: str, table: str, fmt: str, rows: int) -> None:
-        temporary = self.root / (relative + TEMPORARY_SUFFIX)
-        temporary.replace(self.root / relative)
-        self.begun.remove(temporary)
-        path = self.root / relative
+        path = self.folder.replace(relative + TEMPORARY_SUFFIX, relative)
+        self.begun.remove(relative + TEMPORARY_SUFFIX)
         self.done.append(Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path),
                                self.cell_id))
 
@@ -186,8 +185,8 @@ class ModelsWriter:
         for handle in (self.parquet, self.hdf5, self.file):
             if handle is not None:
                 handle.close()
-        for path in self.begun + [self.root / s.path for s in self.done]:
-            path.unlink(missing_ok=True)
+        for relative in self.begun + [s.path for s in self.done]:
+            self.folder.delete(relative)
 
     def __enter__(self) -> ModelsWriter:
         return self
@@ -197,11 +196,11 @@ class ModelsWriter:
             self.abort()
 
 
-def write_models(root: Path, cell_id: str, layout: Layout, rows: Iterable[dict[str, Any]],
+def write_models(folder: ZooFolder | Path, cell_id: str, layout: Layout, rows: Iterable[dict[str, Any]],
                  count: int, *, cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
                  joined: dict[str, Any] | None = None) -> tuple[list[Shard], list[dict]]:
     """Write `count` models rows of one cell; returns the shards and the rows without weights."""
-    with ModelsWriter(root, cell_id, layout, count, cell_hdf5=cell_hdf5,
+    with ModelsWriter(folder, cell_id, layout, count, cell_hdf5=cell_hdf5,
                       inline_bytes=inline_bytes, joined=joined) as writer:
         small = [writer.add(row) for row in rows]
         return writer.close(), small

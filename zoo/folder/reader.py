@@ -48,6 +48,15 @@ class ZooReader:
             check_record_hash(self.root, manifest, record.spec_hash)
             check_readme(self.root, manifest)
 
+    @classmethod
+    def opened(cls, root: str | Path, manifest: Manifest, record: ZooRecord) -> ZooReader:
+        """A reader over a manifest and record already read (by a `ZooFolder`), documents
+        not checked."""
+        reader = cls.__new__(cls)
+        reader.root, reader.manifest, reader.record = Path(root), manifest, record
+        reader._verified, reader._layouts = set(), {}
+        return reader
+
     def path(self, shard: Shard) -> Path:
         """The shard's file, verified against the manifest's sha256 the first time."""
         path = confined(self.root, shard.path)

@@ -1,4 +1,7 @@
-"""Write one cell's models rows as they come, holding one checkpoint at a time.
+"""A cell's models shards, written and read here: the Parquet models shard (`weights` inline
+or naming a per-model checkpoint file, `zoo.folder.checkpoints`) and the cell HDF5 shard.
+
+Writing holds one checkpoint at a time.
 
 Used by the worker that trains the cell (rows straight from its training spool) and by the
 driver for rows it holds (imports). Every file gets a name no other writer uses (a random
@@ -10,13 +13,14 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from zoo.folder.checkpoints import (CHECKPOINTS_FOLDER, CHECKPOINTS_FORMAT, CheckpointFile,
                                     flat_sha256)
+from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Shard
 from zoo.folder.names import HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
 from zoo.folder.zoofolder import ZooFolder
@@ -204,3 +208,34 @@ def write_models(folder: ZooFolder | Path, cell_id: str, layout: Layout, rows: I
                       inline_bytes=inline_bytes, joined=joined) as writer:
         small = [writer.add(row) for row in rows]
         return writer.close(), small
+
+
+def inline_weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The `weights` column of a models shard's table as its flat float32 values (zero-copy
+    where Arrow allows) and row offsets: row i holds values[offsets[i]:offsets[i + 1]]."""
+    array = table.column("weights").combine_chunks()
+    return array.values.to_numpy(zero_copy_only=False), array.offsets.to_numpy()
+
+
+def cell_hdf5_shapes(layout: Layout, rows: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Every dataset of a cell HDF5 shard of `rows` rows of `layout`, with its shape."""
+    return [("model_id", (rows,)), ("epoch", (rows,)),
+            *((f"columns/{name}", (rows,)) for name in HDF5_COLUMNS),
+            *((f"weights/{e.name}", (rows, *e.shape)) for e in layout.entries)]
+
+
+def read_cell_hdf5(path: Path, layout: Layout, rows: int) -> Iterator[tuple[str, np.ndarray]]:
+    """A cell HDF5 shard's datasets (`cell_hdf5_shapes` order), one at a time, each checked
+    against its shape before it is read; ZooFolderError names the first that differs."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        if handle.attrs.get("layout") != layout.key:
+            raise ZooFolderError(f"{path}: layout {handle.attrs.get('layout')!r}, Parquet "
+                                 f"rows {layout.key}")
+        for name, shape in cell_hdf5_shapes(layout, rows):
+            dataset = handle.get(name)
+            if not isinstance(dataset, h5py.Dataset) or dataset.shape != shape:
+                found = getattr(dataset, "shape", "nothing")
+                raise ZooFolderError(f"{path}: /{name} is {found}; expected shape {shape}")
+            yield name, dataset[()]

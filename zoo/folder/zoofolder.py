@@ -126,6 +126,7 @@ class ZooFolder:
 
     def makedirs(self, relative: str) -> Path:
         """Create `relative` and its missing parents, refusing a link on the way."""
+        self.check(relative, folder=True)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root
         for part in PurePosixPath(relative).parts:

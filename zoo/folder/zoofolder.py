@@ -153,8 +153,7 @@ class ZooFolder:
     def write(self, relative: str, data: bytes | Callable[[Path], None]) -> Path:
         """Write `data` (bytes, or a function writing a file at the path it is given) to a
         temporary sibling and rename it over `relative`; the folder is made if missing."""
-        self.target(relative)
-        path = self.check(relative)
+        path = self.target(relative)
         write_atomically(path, data)
         return path
 

@@ -25,8 +25,9 @@ from tests.conftest import write_spec
 from zoo import datasets
 from zoo.cell import CellOutput, run_cell_group
 from zoo.errors import DataError, IntegrityError
-from zoo.folder.checkpoints import CHECKPOINTS_FOLDER, read_checkpoint
-from zoo.folder.lock import LOCK, FolderLock, FolderLocked
+from zoo.folder.checkpoints import read_checkpoint
+from zoo.folder.lock import FolderLock, FolderLocked
+from zoo.folder.names import CHECKPOINTS_FOLDER, LOCK
 from zoo.folder.reader import ZooReader
 from zoo.folder.writer import ZooWriter
 from zoo.layout import layout_of

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder.names import CHECKPOINTS_FOLDER, confined, open_regular
+from zoo.folder.names import confined, open_regular
 from zoo.layout import Layout
 
 CHECKPOINTS_FORMAT = "checkpoints"  # the manifest's format of a per-model file

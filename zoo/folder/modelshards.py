@@ -18,13 +18,13 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from zoo.folder.checkpoints import (CHECKPOINTS_FOLDER, CHECKPOINTS_FORMAT, CheckpointFile,
-                                    flat_sha256)
+from zoo.folder.checkpoints import CHECKPOINTS_FORMAT, CheckpointFile, flat_sha256
 from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Shard
-from zoo.folder.names import HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
-from zoo.folder.zoofolder import ZooFolder
+from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX,
+                              sha256_of)
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
+from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout
 
 INLINE_BYTES = 16 << 20  # default: checkpoints up to 16 MiB stay in the Parquet row

@@ -82,8 +82,11 @@ def test_a_tampered_object_in_the_store_is_refused_naming_it(tiny_zoo, s3_store)
 
 
 def test_a_file_the_manifest_does_not_list_is_never_fetched(stored):
-    with pytest.raises(ZooFolderError, match="the manifest does not list"):
-        ZooReader(stored).local("hdf5/models/other.h5")
+    reader = ZooReader(stored)
+    shard = reader.manifest.shards_of("models")[0]
+    with pytest.raises(ZooFolderError, match="is not a checkpoints shard"):
+        reader.weights_source(shard, "hdf5/models/other.h5")
+    assert not (reader.root / "hdf5/models/other.h5").exists()
 
 
 def test_load_dataset_reads_the_store_with_storage_options(stored, tiny_zoo, s3_store, tmp_path,

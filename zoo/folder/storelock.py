@@ -11,7 +11,8 @@ from typing import Callable
 
 from zoo.errors import ZooFolderError
 from zoo.folder.location import StorePrefix
-from zoo.folder.lock import LOCK, FolderLocked, _alive
+from zoo.folder.lock import FolderLocked, _alive
+from zoo.folder.names import LOCK
 
 
 class StoreLock:

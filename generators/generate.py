@@ -18,11 +18,11 @@ from zoo import architectures, datasets, limits
 from zoo.cell import CellOutput
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
-from zoo.folder.lock import FolderLock
 from zoo.folder.modelshards import INLINE_BYTES
 from zoo.folder.names import FAILURES, README, SPOOL, STATE
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
+from zoo.folder.storefolder import StoreFolder, open_folder, writer_lock
 from zoo.folder.zoofolder import ZooFolder
 from zoo.precision import precision_record
 from zoo.spec import ZooSpec
@@ -74,12 +74,13 @@ def _load_while_ray_starts(spec: ZooSpec, address: str | None,
         return loading.result()
 
 
-def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
+def generate(spec: ZooSpec, out: str | Path, *, address: str | None = None,
              workers: int | None = None, formats: Iterable[str] = FORMATS,
              gpus_per_task: float | str = 0.0, dry_run: bool = False, progress: bool = True,
              stream: TextIO | None = None, prune: bool = False,
              inline_bytes: int = INLINE_BYTES) -> Generation:
-    """Generate (or complete, or grow) the zoo of `spec` in `out`; only missing cells train.
+    """Generate (or complete, or grow) the zoo of `spec` in `out` (a folder, or a URI such as
+    s3://bucket/prefix: zoo.folder.storefolder); only missing cells train.
 
     A cell whose training raises is recorded in failures/<cell_id>.json and the run goes on;
     the caller decides the exit code from `Generation.failures`. A spec with fewer seeds or
@@ -95,14 +96,14 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         raise ZooError(f"--inline-bytes: {inline_bytes!r} is not allowed; expected an "
                        f"integer >= 0")
     counts = count_parameters(spec, datasets.describe(spec.data.name, spec.data.args))
-    folder = ZooFolder(out)  # refuses a file; read once: a broken zoo.json fails before data
+    folder = open_folder(out)  # refuses a file; read once: a broken zoo.json fails before data
     folder.record()
     settings = dict(address=address, workers=workers, formats=formats,
                     gpus_per_task=gpus_per_task, dry_run=dry_run, progress=progress,
                     stream=stream, prune=prune, inline_bytes=inline_bytes)
     if dry_run:
         return _generate(spec, folder, counts, **settings)
-    with FolderLock(folder, on_stale=lambda line: print(line, file=stream)):
+    with writer_lock(folder, on_stale=lambda line: print(line, file=stream)):
         return _generate(spec, folder, counts, **settings)
 
 
@@ -112,7 +113,7 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int], *,
               dry_run: bool, progress: bool, stream: TextIO, prune: bool,
               inline_bytes: int) -> Generation:
     """generate() once the folder is locked (or for a dry run, which writes nothing)."""
-    out = folder.root
+    out = folder.root  # the scratch folder of a zoo on a store
     if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
         plan = make_plan(spec, "(data not loaded)", None)
         print(plan.describe(counts, len(formats)), file=stream)
@@ -127,13 +128,13 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int], *,
         return generation
     if plan.shrink is not None:
         prune_cells(folder, plan.shrink, spec.spec_hash())
-        print(f"pruned {plan.shrink.what()} from {out}: {plan.shrink.counts()}", file=stream)
+        print(f"pruned {plan.shrink.what()} from {folder}: {plan.shrink.counts()}", file=stream)
     writer = ZooWriter(folder, spec.spec_hash(), formats, inline_bytes)
     removed = writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
                                      bundle.info, normalization=bundle.normalization,
                                      precision=precision_record(spec.training.precision)))
     if removed:
-        print(f"removed {len(removed)} unlisted files of an interrupted run from {out}",
+        print(f"removed {len(removed)} unlisted files of an interrupted run from {folder}",
               file=stream)
     if plan.missing:
         from tqdm import tqdm
@@ -171,7 +172,9 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int], *,
             folder.makedirs(SPOOL)  # workers write below: no link on the way, none inside
             folder.check_tree(STATE)
             state = out.resolve() / STATE
-            output = CellOutput(out.resolve(), out.resolve() / SPOOL, inline_bytes,
+            # a store's workers write shards through a scratch of their own (StoreFolder)
+            shards_to = folder if isinstance(folder, StoreFolder) else out.resolve()
+            output = CellOutput(shards_to, out.resolve() / SPOOL, inline_bytes,
                                 "hdf5" in formats)
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=state, output=output)

@@ -91,7 +91,7 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: ZooFolder | Path | None, *,
     if out is None:
         return plan
     folder = ZooFolder.of(out)
-    out = folder.root
+    out = folder  # in messages: its path, or its URI
     if folder.is_empty():
         return plan
     previous = folder.record()
@@ -108,7 +108,7 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: ZooFolder | Path | None, *,
     if manifest is None:
         return plan
     changed = previous.spec_hash != spec.spec_hash()
-    shrink = find_shrink(out, previous.spec, spec, manifest, cells) if changed else None
+    shrink = find_shrink(folder, previous.spec, spec, manifest, cells) if changed else None
     if shrink is not None and not prune:
         raise refuse_shrink(out, shrink)
     held = manifest

@@ -14,7 +14,7 @@ from typing import Any
 
 from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Manifest
-from zoo.folder.names import FAILURES, confined, open_regular
+from zoo.folder.names import FAILURES
 from zoo.folder.zoofolder import ZooFolder
 from zoo.spec import ModelJob, ZooSpec
 
@@ -67,23 +67,22 @@ def _axis_values(resolved: dict[str, Any], spec: ZooSpec) -> dict[str, tuple[Any
     return out
 
 
-def _seeds_of(out: Path, path: str) -> list[int]:
+def _seeds_of(folder: ZooFolder, path: str) -> list[int]:
     """The seed of every row of a committed models shard."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    file = confined(out, path)
     try:
-        with open_regular(file) as handle:  # a FIFO or folder is refused, not waited on
+        with folder.open_read(path) as handle:  # a FIFO or folder is refused, not waited on
             return pq.read_table(handle, columns=["seed"]).column("seed").to_pylist()
     except (OSError, ValueError, KeyError, pa.ArrowException) as error:
-        raise ZooFolderError(f"{file}: cannot read its seed column ({error}); run "
+        raise ZooFolderError(f"{folder}/{path}: cannot read its seed column ({error}); run "
                              f"`zoo verify` on the folder") from None
 
 
-def find_shrink(out: Path, previous: dict[str, Any], spec: ZooSpec, manifest: Manifest,
+def find_shrink(folder: ZooFolder, previous: dict[str, Any], spec: ZooSpec, manifest: Manifest,
                 cells: dict[str, list[ModelJob]]) -> Shrink | None:
-    """What `spec` drops from the committed zoo in `out` (None when it drops nothing).
+    """What `spec` drops from the committed zoo in `folder` (None when it drops nothing).
 
     Args:
         previous: the zoo's resolved spec (zoo.json's "spec").
@@ -99,11 +98,11 @@ def find_shrink(out: Path, previous: dict[str, Any], spec: ZooSpec, manifest: Ma
         if shard.cell_id not in committed:
             continue
         if shard.cell_id not in cells:
-            seeds = _seeds_of(out, shard.path)
+            seeds = _seeds_of(folder, shard.path)
             gone.add(shard.cell_id)
             models, rows = models + len(set(seeds)), rows + len(seeds)
         elif dropped_seeds:
-            lost = [s for s in _seeds_of(out, shard.path) if s not in spec.seeds]
+            lost = [s for s in _seeds_of(folder, shard.path) if s not in spec.seeds]
             if lost:
                 gone.add(shard.cell_id)
                 kept.add(shard.cell_id)
@@ -113,7 +112,7 @@ def find_shrink(out: Path, previous: dict[str, Any], spec: ZooSpec, manifest: Ma
     return Shrink(dropped_seeds, values, frozenset(gone), frozenset(kept), models, rows)
 
 
-def refuse_shrink(out: Path, shrink: Shrink) -> ZooFolderError:
+def refuse_shrink(out: object, shrink: Shrink) -> ZooFolderError:
     """The one-line error for a smaller spec given without --prune."""
     return ZooFolderError(
         f"{out}: this spec drops {shrink.what()} from the zoo there, which would delete "

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from tests.s3server import point_environment
+
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+if "PHASE_ZOO_CACHE" not in os.environ:  # caches and scratch folders of zoos on a store
+    os.environ["PHASE_ZOO_CACHE"] = tempfile.mkdtemp(prefix="phase-zoo-cache-")
+    atexit.register(shutil.rmtree, os.environ["PHASE_ZOO_CACHE"], True)
+point_environment()  # AWS_* at a loopback S3 server (started by s3_store), for Ray workers too
 torch.set_num_threads(1)  # the same thread count as Ray workers: evaluations match bit for bit
 
 TINY_SPEC = {

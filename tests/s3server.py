@@ -1,8 +1,9 @@
 """A real S3-API server (moto) on loopback for the object-store tests; the client is not mocked.
 
-`s3_store` (a session fixture in conftest.py) starts one on 127.0.0.1 at a free port, creates a
-bucket and points the AWS_* variables of this process (and of the subprocesses it starts) at
-it; `S3Store.url(name)` is a fresh `s3://bucket/name` prefix.
+`point_environment()` (conftest.py, before Ray starts, so that Ray workers inherit it) picks a
+free port on 127.0.0.1 and points the AWS_* variables at it; `s3_store` (a session fixture)
+starts the server there and creates a bucket. `S3Store.url(name)` is an `s3://bucket/name`
+prefix.
 """
 
 from __future__ import annotations
@@ -46,25 +47,23 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def point_environment() -> None:
+    """Point the AWS_* variables at a free loopback port (the server is not started yet)."""
+    os.environ.update(ENVIRONMENT, AWS_ENDPOINT_URL=f"http://127.0.0.1:{_free_port()}")
+
+
 def serve() -> Iterator[S3Store]:
-    """Start the server, create the bucket, set the environment; undo all three after."""
+    """Start the server where the environment points, create the bucket; stop it after."""
     import boto3
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    port = _free_port()
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    port = int(endpoint.rsplit(":", 1)[1])
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {name: os.environ.get(name) for name in (*ENVIRONMENT, "AWS_ENDPOINT_URL")}
-    os.environ.update(ENVIRONMENT, AWS_ENDPOINT_URL=endpoint)
     try:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
         yield S3Store(endpoint, BUCKET)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         server.stop()

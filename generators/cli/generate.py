@@ -48,7 +48,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                          description="Train every model of a spec on Ray and write a zoo folder;"
                                      " rerunning on the same folder trains only what is missing.")
     gen.add_argument("spec", help="built-in spec name (see `zoo specs`) or a YAML file")
-    gen.add_argument("--out", help="zoo folder to write (default: zoo-<spec name>)")
+    gen.add_argument("--out", help="zoo folder, or URI such as s3://bucket/prefix, to write "
+                                    "(default: zoo-<spec name>)")
     gen.add_argument("--data-root", default=None, metavar="DIR",
                      help="folder of a local data set (CIFAR, SVHN, Tiny-ImageNet, text); "
                           "replaces the spec's data.root")
@@ -76,13 +77,15 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from generators.generate import generate
+    from zoo.folder.location import is_uri
     from zoo.folder.names import FAILURES
     from zoo.specfile import load_spec
 
-    if args.out is not None:
+    remote = args.out is not None and is_uri(args.out)
+    if args.out is not None and not remote:
         folder_option(args.out, "a zoo folder (new, or one to complete)")
     spec = load_spec(args.spec, data_root=args.data_root)
-    out = Path(args.out or f"zoo-{spec.name}")
+    out = args.out.rstrip("/") if remote else Path(args.out or f"zoo-{spec.name}")
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     if "parquet" not in formats:
         raise ZooError(f"--formats: {args.formats!r} must include parquet (the tables)")
@@ -95,11 +98,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 0
     if result.committed or result.plan.done:
         print(summary_table(out))
-    print(f"zoo written to {out.resolve()} ({result.committed} cells trained this run "
-          f"on {len(result.nodes)} Ray nodes)")
+    print(f"zoo written to {out if remote else out.resolve()} ({result.committed} cells "
+          f"trained this run on {len(result.nodes)} Ray nodes)")
     for failure in result.failures:
         print(f"failed: cell {failure.cell_id} ({len(failure.model_ids)} models): "
-              f"{failure.error}; details in {out / FAILURES / failure.cell_id}.json",
+              f"{failure.error}; details in {out}/{FAILURES}/{failure.cell_id}.json",
               file=sys.stderr)
     if result.failures:
         print(f"zoo: {len(result.failures)} cells failed; rerun the same command to retry them",

@@ -17,8 +17,8 @@ from zoo.errors import IntegrityError, ZooFolderError
 from zoo.folder.location import open_location, scratch_name
 from zoo.folder.manifest import Manifest
 from zoo.folder.sync import read_manifest_at
-from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, MANIFEST, TABLE_FOLDERS, inside,
-                              sha256_of, write_atomically)
+from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, MANIFEST, TABLE_FOLDERS, ZOO_JSON,
+                              inside, sha256_of, write_atomically)
 
 CACHE_ENV = "PHASE_ZOO_CACHE"  # the cache's folder (default: ~/.cache/phase-zoo)
 BYTES_ENV = "PHASE_ZOO_CACHE_BYTES"  # its bound in bytes
@@ -53,9 +53,12 @@ class StoreCache:
         url: the zoo's location, e.g. s3://bucket/prefix.
         max_bytes: the bound on the shards kept (default: $PHASE_ZOO_CACHE_BYTES or 8 GiB).
         home: the folder holding every location's cache (default: `cache_home()`).
+        check_documents: check zoo.json and README.md against the manifest (without it,
+            only zoo.json is fetched, unchecked: a writer whose card is about to change).
     """
 
-    def __init__(self, url: str, max_bytes: int | None = None, home: Path | None = None) -> None:
+    def __init__(self, url: str, max_bytes: int | None = None, home: Path | None = None,
+                 check_documents: bool = True) -> None:
         self.store = open_location(url)
         self.max_bytes = cache_bytes() if max_bytes is None else max_bytes
         name = hashlib.sha256(self.store.url.encode()).hexdigest()[:20]
@@ -67,7 +70,10 @@ class StoreCache:
                        **self.manifest.documents}  # fetched now, never evicted
         (self.root / STAGING).mkdir(parents=True, exist_ok=True)
         for relative, digest in self.small.items():
-            self.fetch(relative, digest)
+            if check_documents or relative not in self.manifest.documents:
+                self.fetch(relative, digest)
+        if not check_documents:
+            self.store.get(ZOO_JSON, self.root / ZOO_JSON)
         write_atomically(self.root / MANIFEST, data)
 
     def fetch(self, relative: str, digest: str) -> Path:

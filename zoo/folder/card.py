@@ -15,6 +15,7 @@ from zoo.folder.names import README
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
 from zoo.folder.splits import FRACTIONS, SPLITS, owners
+from zoo.folder.storefolder import StoreFolder
 from zoo.folder.zoofolder import ZooFolder
 
 if TYPE_CHECKING:
@@ -159,6 +160,8 @@ def metrics_section(spec: dict) -> list[str]:
 def _held_reader(folder: ZooFolder) -> ZooReader:
     """A ZooReader over the folder's held manifest and record (documents not checked: the
     card about to be rewritten may be stale)."""
+    if isinstance(folder, StoreFolder):  # committed shards are in the store, not the scratch
+        return ZooReader(folder.url, check_documents=False)
     manifest, record = folder.manifest(), folder.record()
     if manifest is None or record is None:
         raise ZooFolderError(f"{folder.root}: no manifest.json or zoo.json; not a zoo folder")

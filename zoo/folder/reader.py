@@ -36,7 +36,8 @@ class ZooReader:
         # a URI (s3://bucket/prefix, ...) is read through a local cache of at most
         # `cache_bytes` of shards, which mirrors the zoo's layout (zoo.folder.cache)
         self.location = str(root)
-        self.cache = StoreCache(str(root), cache_bytes) if is_uri(root) else None
+        self.cache = StoreCache(str(root), cache_bytes, check_documents=check_documents) \
+            if is_uri(root) else None
         self.root = self.cache.root if self.cache is not None else Path(root)
         manifest = read_manifest(self.root)
         if manifest is None:

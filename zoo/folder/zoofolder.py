@@ -48,6 +48,9 @@ class ZooFolder:
         """`folder` itself, or the folder at that path opened."""
         return folder if isinstance(folder, ZooFolder) else cls(folder)
 
+    def __str__(self) -> str:  # where the zoo is, for messages
+        return str(self.root)
+
     def __reduce__(self) -> tuple:  # Ray workers get the root, not the held documents
         return (ZooFolder, (self.root,))
 

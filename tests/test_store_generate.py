@@ -3,6 +3,9 @@ the one generated locally, shard for shard; one writer; unlisted objects removed
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,9 @@ from zoo.folder.manifest import Manifest
 from zoo.folder.reader import ZooReader
 from zoo.folder.location import open_location
 from zoo.folder.storelock import StoreLock
+from zoo.folder.sync import sync
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 WALL_CLOCK = "train_seconds"  # the one column that differs between two runs of a spec
@@ -79,3 +85,74 @@ def test_a_rerun_trains_nothing_and_removes_unlisted_objects(generated, tiny_zoo
     assert "(0 cells trained this run" in captured.out
     assert f"removed 1 unlisted files of an interrupted run from {generated}" in captured.err
     assert s3_store.keys("generated") == before
+
+
+@pytest.fixture(scope="module")
+def address(ray_runtime) -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def _generate(spec: Path, url: str, address: str, fault: str | None = None,
+              *extra: str) -> subprocess.CompletedProcess:
+    """`zoo generate --out url` in a subprocess joined to the session's Ray runtime; `fault`
+    runs it through tests.faults."""
+    cli = ["generators.cli"] if fault is None else ["tests.faults", fault]
+    return subprocess.run([sys.executable, "-m", *cli, "generate", str(spec), "--out", url,
+                           "--address", address, "--no-progress", *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+
+
+def _weights(root: str | Path) -> dict:
+    table = ZooReader(root).table("models", columns=["model_id", "epoch", "weights"])
+    return {(m, e): w for m, e, w in zip(*(table.column(c).to_pylist() for c in table.schema.names))}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_inside_a_model_resumes_to_the_same_zoo(tiny_zoo, s3_store, address,
+                                                                tmp_path):
+    url, marker = s3_store.url("resumed"), tmp_path / "killed-once"
+    done = _generate(tiny_zoo.parent / "tiny.yaml", url, address, f"kill-once-saved:{marker}")
+    assert done.returncode == 0, done.stderr
+    assert marker.exists()  # a worker died while a training state was saved
+    stored, local = ZooReader(url), ZooReader(tiny_zoo)
+    assert digests(stored.manifest) == digests(local.manifest)
+    assert models_rows(stored) == models_rows(local)
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_recorded_in_the_store_and_a_rerun_retries_it(tiny_zoo, s3_store,
+                                                                        address):
+    url, spec = s3_store.url("faulty"), tiny_zoo.parent / "tiny.yaml"
+    victim = sorted(ZooReader(tiny_zoo).manifest.cell_ids())[0]
+    failed = _generate(spec, url, address, f"raise:{victim}")
+    assert failed.returncode == 1
+    assert f"details in {url}/failures/{victim}.json" in failed.stderr
+    record = json.loads(open_location(url).read_bytes(f"failures/{victim}.json", "failure"))
+    assert "Traceback" in record["traceback"]
+    rerun = _generate(spec, url, address)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "3 cells done, 1 to run" in rerun.stderr
+    assert not any(k.startswith("failures/") for k in s3_store.keys("faulty"))
+    assert _weights(url) == _weights(tiny_zoo)
+
+
+@pytest.mark.slow
+def test_a_zoo_on_the_store_grows_by_a_seed_and_prunes_back(tiny_zoo, s3_store, address,
+                                                            tmp_path):
+    url = s3_store.url("grown")
+    sync(tiny_zoo, url)
+    grown = _generate(write_spec(tmp_path, seeds=[0, 1, 2]), url, address)
+    assert grown.returncode == 0, grown.stderr
+    assert "growing an existing zoo" in grown.stderr
+    before, after = _weights(tiny_zoo), _weights(url)
+    assert len(after) == len(before) * 3 // 2
+    assert all(after[key] == value for key, value in before.items())
+    refused = _generate(tiny_zoo.parent / "tiny.yaml", url, address)
+    assert refused.returncode == 2 and "rerun with --prune" in refused.stderr
+    pruned = _generate(tiny_zoo.parent / "tiny.yaml", url, address, None, "--prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert _weights(url) == before
+    listed = {s.path for s in ZooReader(url).manifest.shards}
+    assert {k for k in s3_store.keys("grown") if k.startswith(("data/", "hdf5/"))} == listed

@@ -70,6 +70,7 @@ class StoreFolder(ZooFolder):
             home.mkdir(parents=True, exist_ok=True)
             scratch = Path(tempfile.mkdtemp(prefix="worker-", dir=home))
             weakref.finalize(self, shutil.rmtree, scratch, True)
+        Path(scratch).mkdir(parents=True, exist_ok=True)
         super().__init__(scratch)
         self._pulled: set[str] = set()
 

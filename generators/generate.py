@@ -133,7 +133,9 @@ def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], *, address: str 
     writer = ZooWriter(out, spec.spec_hash(), formats, inline_bytes)
     removed = writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
                                      bundle.info, normalization=bundle.normalization,
-                                     precision=precision_record(spec.training.precision)))
+                                     precision=precision_record(
+                                         spec.training.precision,
+                                         "cpu" if gpus_per_task == 0 else "cuda")))
     if removed:
         print(f"removed {len(removed)} unlisted files of an interrupted run from {out}",
               file=stream)

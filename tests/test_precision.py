@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -26,7 +27,7 @@ def test_autocast_bf16_only_when_asked() -> None:
 
 def test_precision_record_reports_torch_flags() -> None:
     record = precision_record("bf16")
-    assert record == {"training": "bf16",
+    assert record == {"training": "bf16", "device": "cpu",
                       "float32_matmul_precision": torch.get_float32_matmul_precision(),
                       "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
                       "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
@@ -50,3 +51,27 @@ def test_bf16_training_differs_from_fp32_and_trains() -> None:
     assert last.finite and last.train["loss"] < low.checkpoints[0].train["loss"]
     assert last.state_dict["1.weight"].dtype == torch.float32  # weights stay fp32
     assert not torch.equal(last.state_dict["1.weight"], reference.state_dict["1.weight"])
+
+
+def test_recompute_tolerance_follows_device_and_precision() -> None:
+    from zoo.precision import CPU_FP32, CUDA_FP32, CUDA_REDUCED, recompute_tolerance
+
+    record = precision_record("fp32")
+    assert record["device"] == "cpu" and precision_record("fp32", "cuda:0")["device"] == "cuda"
+    strict = {"cudnn_allow_tf32": False, "cuda_matmul_allow_tf32": False,
+              "float32_matmul_precision": "highest"}
+    cases = [(None, CPU_FP32), ({}, CPU_FP32), ({**record, "cudnn_allow_tf32": True}, CPU_FP32),
+             ({**record, "training": "bf16"}, CPU_FP32),  # evaluation runs fp32 anyway
+             ({**record, **strict, "device": "cuda"}, CUDA_FP32),
+             ({**record, **strict, "device": "cuda", "cudnn_allow_tf32": True}, CUDA_REDUCED),
+             ({**record, **strict, "device": "cuda", "float32_matmul_precision": "high"},
+              CUDA_REDUCED),
+             ({**record, **strict, "device": "cuda", "training": "bf16"}, CUDA_REDUCED)]
+    for given, expected in cases:
+        assert recompute_tolerance(given) == expected, given
+    assert CPU_FP32.rel == 1e-6
+    for tolerance, passes in ((CPU_FP32, False), (CUDA_FP32, False), (CUDA_REDUCED, True)):
+        assert tolerance.accepts("loss", 1.0001, 1.0) is passes
+        assert tolerance.accepts("error", 0.302, 0.3) is passes  # two of 1000 samples flipped
+    assert CPU_FP32.accepts("loss", math.nan, math.nan)
+    assert not CUDA_REDUCED.accepts("loss", math.nan, 1.0)

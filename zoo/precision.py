@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager
+import math
+from dataclasses import dataclass
+from typing import Any, ContextManager, Mapping
 
 import torch
 
@@ -17,11 +19,45 @@ def autocast(precision: str, device: torch.device | str) -> ContextManager[Any]:
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
-def precision_record(precision: str) -> dict[str, Any]:
-    """What zoo.json records: the spec's training precision and torch's float32 flags as this
-    process reports them (TF32 in cuDNN convolutions is on by PyTorch's default)."""
-    return {"training": precision,
+def precision_record(precision: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What zoo.json records: the spec's training precision, the device type that trained and
+    evaluated, and torch's float32 flags as this process reports them (TF32 in cuDNN
+    convolutions is on by PyTorch's default)."""
+    return {"training": precision, "device": torch.device(device).type,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
             "cudnn_deterministic": bool(torch.backends.cudnn.deterministic)}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a CPU re-evaluation of a stored checkpoint may fall from its recorded metrics."""
+
+    rel: float  # relative, of loss and error
+    error_abs: float  # absolute, of the error: near-tie predictions flip between devices
+    made: str  # how the recorded metrics were computed, for messages
+
+    def accepts(self, name: str, value: float, recorded: float) -> bool:
+        """Whether `value` recomputes `recorded` (metric `name`: "loss" or "error")."""
+        if math.isnan(value) and math.isnan(recorded):
+            return True
+        return math.isclose(value, recorded, rel_tol=self.rel,
+                            abs_tol=self.error_abs if name == "error" else 1e-9)
+
+
+CPU_FP32 = Tolerance(1e-6, 1e-9, "fp32 on the CPU")
+CUDA_FP32 = Tolerance(1e-5, 1e-3, "fp32 on CUDA")
+CUDA_REDUCED = Tolerance(1e-2, 5e-3, "TF32 or bf16 on CUDA")
+
+
+def recompute_tolerance(record: Mapping[str, Any] | None) -> Tolerance:
+    """The tolerance of a zoo whose zoo.json records `record` (its "precision"). Evaluation
+    runs in fp32 (bf16 autocasts training only), so a CPU zoo recomputes to 1e-6 whatever it
+    trained in; on CUDA, TF32 (cuDNN's default for convolutions) or bf16 loosen it. A record
+    without a device (older zoos) is held to the CPU's."""
+    if not record or record.get("device") != "cuda":
+        return CPU_FP32
+    tf32 = bool(record.get("cudnn_allow_tf32") or record.get("cuda_matmul_allow_tf32")) or \
+        record.get("float32_matmul_precision", "highest") != "highest"
+    return CUDA_REDUCED if tf32 or record.get("training") == "bf16" else CUDA_FP32

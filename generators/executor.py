@@ -1,13 +1,18 @@
-"""Run cells on Ray workers (a local runtime by default, a cluster via an address)."""
+"""Run cells on Ray workers (a local runtime by default, a cluster via an address).
+
+Tasks go to long-lived workers (Ray actors, one per slot: a CPU, or a GPU share of
+`--gpus-per-task`), which keep the imports, the data set and, on a GPU, the CUDA context
+across the cells they run. A worker that dies is restarted and its cell is run again, resuming
+from its saved training state. Plain Ray tasks remain (`actors=False`).
+"""
 
 from __future__ import annotations
 
 import os
 import traceback
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from zoo import datasets
 from zoo.cell import CellOutput, CellResult, run_cell_group
@@ -114,41 +119,141 @@ def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,
                 for jobs in task.cells]
 
 
+class CellWorker:
+    """A long-lived worker (a Ray actor): runs tasks with `function` (`_task`) on the data it
+    got once, loading a folder data set on its first task and keeping it."""
+
+    def __init__(self, function: Callable[..., list[TaskOutcome]],
+                 data: WorkerData | DataBundle) -> None:
+        self.function, self.data = function, data
+
+    def run(self, spec: ZooSpec, task: Task, state_folder: Path | None,
+            output: CellOutput | None) -> list[TaskOutcome]:
+        if isinstance(self.data, WorkerData) and self.data.bundle is None:
+            try:
+                self.data = self.data.load(spec)
+            except Exception:  # noqa: BLE001 - the task loads again and fails its cells by name
+                pass
+        return self.function(spec, task, self.data, state_folder, output)
+
+
+class _Workers:
+    """Tasks handed to `slots` CellWorker actors, one task each at a time."""
+
+    def __init__(self, slots: int, gpus: float, data_ref: Any) -> None:
+        import ray
+
+        actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1,
+                           max_task_retries=TASK_RETRIES)(CellWorker)
+        self.idle = [actor.remote(_task, data_ref) for _ in range(slots)]
+        self.busy: dict = {}  # object ref -> its actor
+
+    def submit(self, spec: ZooSpec, task: Task, state_folder: Path | None,
+               output: CellOutput | None) -> Any:
+        actor = self.idle.pop()
+        ref = actor.run.remote(spec, task, state_folder, output)
+        self.busy[ref] = actor
+        return ref
+
+    def done(self, ref: Any) -> None:
+        self.idle.append(self.busy.pop(ref))
+
+    def close(self) -> None:
+        import ray
+
+        for actor in [*self.idle, *self.busy.values()]:
+            ray.kill(actor)
+
+
+class _Tasks:
+    """Each task a Ray task (a worker process Ray picks; a fresh one per GPU task)."""
+
+    def __init__(self, gpus: float, data_ref: Any) -> None:
+        import ray
+
+        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=TASK_RETRIES)(_task)
+        self.data_ref = data_ref
+
+    def submit(self, spec: ZooSpec, task: Task, state_folder: Path | None,
+               output: CellOutput | None) -> Any:
+        return self.remote.remote(spec, task, self.data_ref, state_folder, output)
+
+    def done(self, ref: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def worker_slots(tasks: int, workers: int | None, gpus_per_task: float) -> int:
+    """How many tasks run at once: `workers` (default: the cluster's free CPUs), no more than
+    there are tasks, nor GPU shares of `gpus_per_task` in the cluster (an actor that cannot
+    be placed would hold its task forever)."""
+    import ray
+
+    slots = workers or max(1, int(ray.available_resources().get("CPU", 1)))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_task > 0 and gpus > 0:
+        slots = min(slots, max(1, int(gpus / gpus_per_task + 1e-9)))
+    return max(1, min(slots, tasks))
+
+
 def run_tasks(spec: ZooSpec, tasks: Sequence[Task], data: WorkerData | DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
               on_outcome: Callable[[TaskOutcome], None],
-              state_folder: Path | None = None, output: CellOutput | None = None) -> None:
+              state_folder: Path | None = None, output: CellOutput | None = None,
+              actors: bool = True) -> None:
     """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
     `on_outcome`. The caller commits each result as it arrives, so a crash loses only
     unfinished cells. With `state_folder` (shared by the workers), tasks save training states
     there and a retried task resumes inside its models; a task's states are deleted once
     `on_outcome` has taken all its cells (a failed task keeps them for the next run). With
-    `output`, workers write their models shards into the zoo folder and return small rows."""
+    `output`, workers write their models shards into the zoo folder and return small rows.
+    `actors`: long-lived CellWorker actors (default), else a Ray task per task. A task whose
+    worker died more than TASK_RETRIES times fails its cells."""
     import ray
 
-    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_task)
-    limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
+    if not tasks:
+        return
     data_ref = ray.put(data)
-    pending = iter(tasks)
+    slots = worker_slots(len(tasks), workers, gpus_per_task)
+    pool = _Workers(slots, gpus_per_task, data_ref) if actors else _Tasks(gpus_per_task,
+                                                                         data_ref)
+    pending = list(reversed(tasks))
     running: dict = {}  # object ref -> its task
+    try:
+        while pending and len(running) < slots:
+            task = pending.pop()
+            running[pool.submit(spec, task, state_folder, output)] = task
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            task = running.pop(ready[0])
+            outcomes = _outcomes(ready[0], task)
+            pool.done(ready[0])
+            for outcome in outcomes:
+                on_outcome(outcome)
+            if state_folder is not None and all(o.failure is None for o in outcomes):
+                _clear_states(state_folder, task, output)
+            if pending:
+                task = pending.pop()
+                running[pool.submit(spec, task, state_folder, output)] = task
+    finally:
+        pool.close()
 
-    def submit(count: int) -> list:
-        refs = []
-        for task in islice(pending, count):
-            refs.append(remote.remote(spec, task, data_ref, state_folder, output))
-            running[refs[-1]] = task
-        return refs
 
-    in_flight = submit(limit)
-    while in_flight:
-        ready, in_flight = ray.wait(in_flight, num_returns=1)
-        outcomes = ray.get(ready[0])
-        for outcome in outcomes:
-            on_outcome(outcome)
-        task = running.pop(ready[0])
-        if state_folder is not None and all(o.failure is None for o in outcomes):
-            _clear_states(state_folder, task, output)
-        in_flight += submit(1)
+def _outcomes(ref: Any, task: Task) -> list[TaskOutcome]:
+    """The task's outcomes; a worker that kept dying fails the task's cells."""
+    import ray
+    from ray.exceptions import RayActorError, WorkerCrashedError
+
+    try:
+        return ray.get(ref)
+    except (RayActorError, WorkerCrashedError) as error:
+        text = f"{type(error).__name__}: the worker died {TASK_RETRIES + 1} times running it"
+        return [TaskOutcome("", failure=CellFailure(jobs[0].cell_id,
+                                                    tuple(j.model_id for j in jobs), text,
+                                                    str(error)))
+                for jobs in task.cells]
 
 
 def _clear_states(folder: Path, task: Task, output: CellOutput | None) -> None:

@@ -2,8 +2,9 @@
 
 Tasks go to long-lived workers (Ray actors, one per slot: a CPU, or a GPU share of
 `--gpus-per-task`), which keep the imports, the data set and, on a GPU, the CUDA context
-across the cells they run. A worker that dies is restarted and its cell is run again, resuming
-from its saved training state. Plain Ray tasks remain (`actors=False`).
+across the cells they run (on the CPU too: a folder data set is loaded and checked once per
+worker, not once per cell). A worker that dies is restarted and its cell is run again, resuming
+from its saved training state.
 """
 
 from __future__ import annotations
@@ -165,26 +166,6 @@ class _Workers:
             ray.kill(actor)
 
 
-class _Tasks:
-    """Each task a Ray task (a worker process Ray picks; a fresh one per GPU task)."""
-
-    def __init__(self, gpus: float, data_ref: Any) -> None:
-        import ray
-
-        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=TASK_RETRIES)(_task)
-        self.data_ref = data_ref
-
-    def submit(self, spec: ZooSpec, task: Task, state_folder: Path | None,
-               output: CellOutput | None) -> Any:
-        return self.remote.remote(spec, task, self.data_ref, state_folder, output)
-
-    def done(self, ref: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def worker_slots(tasks: int, workers: int | None, gpus_per_task: float) -> int:
     """How many tasks run at once: `workers` (default: the cluster's free CPUs), no more than
     there are tasks, nor GPU shares of `gpus_per_task` in the cluster (an actor that cannot
@@ -201,24 +182,22 @@ def worker_slots(tasks: int, workers: int | None, gpus_per_task: float) -> int:
 def run_tasks(spec: ZooSpec, tasks: Sequence[Task], data: WorkerData | DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
               on_outcome: Callable[[TaskOutcome], None],
-              state_folder: Path | None = None, output: CellOutput | None = None,
-              actors: bool = True) -> None:
+              state_folder: Path | None = None, output: CellOutput | None = None) -> None:
     """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
     `on_outcome`. The caller commits each result as it arrives, so a crash loses only
     unfinished cells. With `state_folder` (shared by the workers), tasks save training states
     there and a retried task resumes inside its models; a task's states are deleted once
     `on_outcome` has taken all its cells (a failed task keeps them for the next run). With
     `output`, workers write their models shards into the zoo folder and return small rows.
-    `actors`: long-lived CellWorker actors (default), else a Ray task per task. A task whose
-    worker died more than TASK_RETRIES times fails its cells."""
+    Tasks run on long-lived CellWorker actors; a task whose worker died more than
+    TASK_RETRIES times fails its cells."""
     import ray
 
     if not tasks:
         return
     data_ref = ray.put(data)
     slots = worker_slots(len(tasks), workers, gpus_per_task)
-    pool = _Workers(slots, gpus_per_task, data_ref) if actors else _Tasks(gpus_per_task,
-                                                                         data_ref)
+    pool = _Workers(slots, gpus_per_task, data_ref)
     pending = list(reversed(tasks))
     running: dict = {}  # object ref -> its task
     try:

@@ -121,15 +121,23 @@ def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,
 
 
 class CellWorker:
-    """A long-lived worker (a Ray actor): runs tasks with `function` (`_task`) on the data it
-    got once, loading a folder data set on its first task and keeping it."""
+    """A long-lived worker (a Ray actor) running tasks with `function` (`_task`). Created
+    before the data exist, it imports torch and the training code while the driver plans;
+    the data come with each task as a reference, fetched once and kept (a folder data set is
+    loaded on its first task and kept too)."""
 
-    def __init__(self, function: Callable[..., list[TaskOutcome]],
-                 data: WorkerData | DataBundle) -> None:
-        self.function, self.data = function, data
+    def __init__(self, function: Callable[..., list[TaskOutcome]]) -> None:
+        self.function = function
+        self.ref: Any = None
+        self.data: WorkerData | DataBundle | None = None
 
-    def run(self, spec: ZooSpec, task: Task, state_folder: Path | None,
+    def run(self, spec: ZooSpec, task: Task, data: list[Any], state_folder: Path | None,
             output: CellOutput | None) -> list[TaskOutcome]:
+        """Run `task` on the data `data[0]` refers to (a list, so Ray leaves it unfetched)."""
+        import ray
+
+        if data[0] != self.ref:
+            self.ref, self.data = data[0], ray.get(data[0])
         if isinstance(self.data, WorkerData) and self.data.bundle is None:
             try:
                 self.data = self.data.load(spec)
@@ -138,21 +146,27 @@ class CellWorker:
         return self.function(spec, task, self.data, state_folder, output)
 
 
-class _Workers:
-    """Tasks handed to `slots` CellWorker actors, one task each at a time."""
+class WorkerPool:
+    """`slots` CellWorker actors with `gpus` of a GPU each, one task each at a time; start it
+    as soon as Ray runs, so the workers start while the driver loads and plans."""
 
-    def __init__(self, slots: int, gpus: float, data_ref: Any) -> None:
+    def __init__(self, slots: int, gpus: float) -> None:
         import ray
 
         actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1,
                            max_task_retries=TASK_RETRIES)(CellWorker)
-        self.idle = [actor.remote(_task, data_ref) for _ in range(slots)]
+        self.gpus = gpus
+        self.idle = [actor.remote(_task) for _ in range(slots)]
         self.busy: dict = {}  # object ref -> its actor
 
-    def submit(self, spec: ZooSpec, task: Task, state_folder: Path | None,
+    @property
+    def slots(self) -> int:
+        return len(self.idle) + len(self.busy)
+
+    def submit(self, spec: ZooSpec, task: Task, data_ref: Any, state_folder: Path | None,
                output: CellOutput | None) -> Any:
         actor = self.idle.pop()
-        ref = actor.run.remote(spec, task, state_folder, output)
+        ref = actor.run.remote(spec, task, [data_ref], state_folder, output)
         self.busy[ref] = actor
         return ref
 
@@ -164,46 +178,53 @@ class _Workers:
 
         for actor in [*self.idle, *self.busy.values()]:
             ray.kill(actor)
+        self.idle, self.busy = [], {}
 
 
-def worker_slots(tasks: int, workers: int | None, gpus_per_task: float) -> int:
+def worker_slots(workers: int | None, gpus_per_task: float) -> int:
     """How many tasks run at once: `workers` (default: the cluster's free CPUs), no more than
-    there are tasks, nor GPU shares of `gpus_per_task` in the cluster (an actor that cannot
-    be placed would hold its task forever)."""
+    GPU shares of `gpus_per_task` in the cluster (an actor that cannot be placed would hold
+    its task forever)."""
     import ray
 
     slots = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus_per_task > 0 and gpus > 0:
         slots = min(slots, max(1, int(gpus / gpus_per_task + 1e-9)))
-    return max(1, min(slots, tasks))
+    return slots
 
 
 def run_tasks(spec: ZooSpec, tasks: Sequence[Task], data: WorkerData | DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
               on_outcome: Callable[[TaskOutcome], None],
-              state_folder: Path | None = None, output: CellOutput | None = None) -> None:
+              state_folder: Path | None = None, output: CellOutput | None = None,
+              pool: WorkerPool | None = None) -> None:
     """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
     `on_outcome`. The caller commits each result as it arrives, so a crash loses only
     unfinished cells. With `state_folder` (shared by the workers), tasks save training states
     there and a retried task resumes inside its models; a task's states are deleted once
     `on_outcome` has taken all its cells (a failed task keeps them for the next run). With
     `output`, workers write their models shards into the zoo folder and return small rows.
-    Tasks run on long-lived CellWorker actors; a task whose worker died more than
-    TASK_RETRIES times fails its cells."""
+    Tasks run on the CellWorker actors of `pool` (the caller's, started early and closed by
+    it; else one started here); a task whose worker died more than TASK_RETRIES times fails
+    its cells."""
     import ray
 
-    if not tasks:
-        return
+    own = pool is None
+    if pool is None:
+        pool = WorkerPool(min(worker_slots(workers, gpus_per_task), max(1, len(tasks))),
+                          gpus_per_task)
     data_ref = ray.put(data)
-    slots = worker_slots(len(tasks), workers, gpus_per_task)
-    pool = _Workers(slots, gpus_per_task, data_ref)
     pending = list(reversed(tasks))
     running: dict = {}  # object ref -> its task
+
+    def submit() -> None:
+        task = pending.pop()
+        running[pool.submit(spec, task, data_ref, state_folder, output)] = task
+
     try:
-        while pending and len(running) < slots:
-            task = pending.pop()
-            running[pool.submit(spec, task, state_folder, output)] = task
+        while pending and len(running) < pool.slots:
+            submit()
         while running:
             ready, _ = ray.wait(list(running), num_returns=1)
             task = running.pop(ready[0])
@@ -214,10 +235,10 @@ def run_tasks(spec: ZooSpec, tasks: Sequence[Task], data: WorkerData | DataBundl
             if state_folder is not None and all(o.failure is None for o in outcomes):
                 _clear_states(state_folder, task, output)
             if pending:
-                task = pending.pop()
-                running[pool.submit(spec, task, state_folder, output)] = task
+                submit()
     finally:
-        pool.close()
+        if own:
+            pool.close()
 
 
 def _outcomes(ref: Any, task: Task) -> list[TaskOutcome]:

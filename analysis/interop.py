@@ -28,14 +28,16 @@ from zoo.architectures import REGISTRY, families
 from zoo.datasets.base import DataInfo
 from zoo.errors import ZooError
 from zoo.folder.card import write_card
+from zoo.folder.cellresult import CellResult
 from zoo.folder.reader import ZooReader
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.schema import CELL_MEANS
 from zoo.folder.writer import ZooWriter
 from zoo.layout import Layout, layout_of
-from zoo.rows import CellResult, cell_row, is_finite_checkpoint, model_row
+from zoo.rows import cell_row, model_row
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
 from zoo.specfile import parse_spec
+from zoo.train import is_finite_checkpoint
 
 
 def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:

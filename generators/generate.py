@@ -153,7 +153,8 @@ def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], stack: ExitStack
                                      bundle.info, normalization=bundle.normalization,
                                      precision=precision_record(
                                          spec.training.precision,
-                                         "cpu" if gpus_per_task == 0 else "cuda")))
+                                         "cpu" if gpus_per_task == 0 else "cuda",
+                                         spec.training.deterministic)))
     if removed:
         print(f"removed {len(removed)} unlisted files of an interrupted run from {out}",
               file=stream)

@@ -27,11 +27,12 @@ def test_autocast_bf16_only_when_asked() -> None:
 
 def test_precision_record_reports_torch_flags() -> None:
     record = precision_record("bf16")
-    assert record == {"training": "bf16", "device": "cpu",
+    assert record == {"training": "bf16", "device": "cpu", "deterministic": True,
                       "float32_matmul_precision": torch.get_float32_matmul_precision(),
                       "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-                      "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-                      "cudnn_deterministic": torch.backends.cudnn.deterministic}
+                      "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+    assert precision_record("fp32", "cuda", deterministic=False)["deterministic"] is False
+    assert precision_record("fp32", "cpu", deterministic=False)["deterministic"] is True
 
 
 def test_bf16_training_differs_from_fp32_and_trains() -> None:
@@ -75,3 +76,22 @@ def test_recompute_tolerance_follows_device_and_precision() -> None:
         assert tolerance.accepts("error", 0.302, 0.3) is passes  # two of 1000 samples flipped
     assert CPU_FP32.accepts("loss", math.nan, math.nan)
     assert not CUDA_REDUCED.accepts("loss", math.nan, 1.0)
+
+
+def test_deterministic_is_on_by_default_and_leaves_ids_and_the_cpu_alone() -> None:
+    from zoo.precision import set_deterministic
+
+    body = {"name": "d", "data": {"name": "mnist1d"},
+            "architecture": {"family": "mlp", "args": {"depth": 1}},
+            "grid": {"load": {"axis": "width", "values": [8]},
+                     "temperature": {"axis": "batch_size", "values": [32]}}, "seeds": [0]}
+    default = parse_spec(body)
+    off = parse_spec({**body, "training": {"deterministic": False}})
+    assert default.training.deterministic and not off.training.deterministic
+    assert "deterministic" not in default.to_dict()["training"]  # old zoos keep their hash
+    assert off.to_dict()["training"]["deterministic"] is False
+    assert [j.model_id for j in default.jobs("fp")] == [j.model_id for j in off.jobs("fp")]
+    flags = (torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    set_deterministic(True, "cpu")
+    assert (torch.backends.cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled()) == flags

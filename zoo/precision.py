@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, ContextManager, Mapping
 
@@ -19,15 +20,34 @@ def autocast(precision: str, device: torch.device | str) -> ContextManager[Any]:
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
-def precision_record(precision: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (CUDA >= 10.2)
+
+
+def set_deterministic(deterministic: bool, device: torch.device | str) -> None:
+    """On CUDA with `deterministic` (training.deterministic, on by default): deterministic
+    cuDNN kernels (no benchmark autotuning), torch's deterministic algorithms (warning, not
+    raising, where an op has none) and cuBLAS's fixed workspace, so the same spec gives the
+    same weights on the same GPU. Nothing changes on the CPU, whose kernels are deterministic."""
+    if torch.device(device).type != "cuda" or not deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def precision_record(precision: str, device: torch.device | str = "cpu",
+                     deterministic: bool = True) -> dict[str, Any]:
     """What zoo.json records: the spec's training precision, the device type that trained and
-    evaluated, and torch's float32 flags as this process reports them (TF32 in cuDNN
+    evaluated, whether CUDA kernels were deterministic (training.deterministic; the CPU's
+    always are) and torch's float32 flags as this process reports them (TF32 in cuDNN
     convolutions is on by PyTorch's default)."""
-    return {"training": precision, "device": torch.device(device).type,
+    kind = torch.device(device).type
+    return {"training": precision, "device": kind,
+            "deterministic": deterministic or kind == "cpu",
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic)}
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
 
 
 @dataclass(frozen=True)

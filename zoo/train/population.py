@@ -12,7 +12,7 @@ import torch
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
-from zoo.precision import autocast
+from zoo.precision import autocast, set_deterministic
 from zoo.spec import ModelJob, ZooSpec
 from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             handed_over, is_finite_checkpoint)
@@ -133,6 +133,7 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     per job, where its checkpoints go (train_model's `hand_off`)."""
     start = time.perf_counter()
     check_jobs(jobs, bundle.info.task)
+    set_deterministic(spec.training.deterministic, device)
     run = PopulationRun(spec, jobs, bundle, device,
                         list(hand_offs) if hand_offs is not None else [None] * len(jobs))
     run_epochs(run, spec.training.epochs, spec.kept_epochs, store)

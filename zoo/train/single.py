@@ -11,6 +11,7 @@ import torch
 from zoo.augment import augment
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
+from zoo.precision import set_deterministic
 from zoo.spec import ModelJob, ZooSpec
 from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             handed_over, snapshot)
@@ -112,6 +113,7 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
 def _train(spec: ZooSpec, job: ModelJob, bundle: DataBundle, device: torch.device | str,
            store: StateStore | None, hand_off: HandOff | None, graphed: bool) -> TrainedModel:
     start = time.perf_counter()
+    set_deterministic(spec.training.deterministic, device)
     run = SingleRun(spec, job, bundle, device, hand_off, graphed)
     run_epochs(run, spec.training.epochs, spec.kept_epochs, store)
     return TrainedModel(job, tuple(run.checkpoints), time.perf_counter() - start)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from zoo.augment import augment
+from zoo.augment import apply, epoch_draws, joined
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
 from zoo.precision import autocast, set_deterministic
@@ -72,20 +72,26 @@ class PopulationRun:
         return state.epoch
 
     def epoch(self) -> None:
-        """Each member draws its permutation, then per batch its augmentation, from its own
-        generator as a single model does."""
+        """Each member draws its permutation, then its epoch's augmentation draws, from its own
+        generator as a single model does; each batch's draws are applied to all members' images
+        at once."""
         data, generators, augmentation = self.data, self.generators, self.recipe.augmentation
+        fill = data.normalization.raw_zero() if data.normalization else None
         with autocast(self.recipe.precision, self.device):
             orders = torch.stack([torch.randperm(data.num_train, generator=g)
                                   for g in generators])
-            for index in orders.to(self.active.device).split(self.batch_size, dim=1):
+            indices = orders.to(self.active.device).split(self.batch_size, dim=1)
+            sizes = [i.shape[1] for i in indices]
+            members = [epoch_draws(augmentation, sizes, g, self.active.device)
+                       for g in generators]
+            for k, index in enumerate(indices):
                 if not bool(self.active.any()):
                     break
                 batch = [t[index] for t in data.train]
                 if augmentation != "none":
-                    fill = data.normalization.raw_zero() if data.normalization else None
-                    batch[0] = torch.stack([augment(x, augmentation, g, fill)
-                                            for x, g in zip(batch[0], generators)])
+                    images = batch[0].flatten(0, 1)  # (members * B, C, H, W)
+                    drawn = joined([draws[k] for draws in members])
+                    batch[0] = apply(images, augmentation, drawn, fill).reshape(batch[0].shape)
                 self.active = population_step(self.population, self.optimizer, batch,
                                               self.active, self.step)
                 self.step += 1

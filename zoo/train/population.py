@@ -20,6 +20,7 @@ from zoo.train.loop import run_epochs
 from zoo.train.optimizers import PopulationOptimizer, schedule_table
 from zoo.train.stacked import Population, check_jobs, population_step
 from zoo.train.state import Entry, StateStore, Tensors, load_checked, ordered, under
+from zoo.train.steps import CHECK_EVERY
 
 
 class PopulationRun:
@@ -84,8 +85,9 @@ class PopulationRun:
             sizes = [i.shape[1] for i in indices]
             members = [epoch_draws(augmentation, sizes, g, self.active.device)
                        for g in generators]
+            sync = self.active.device.type == "cpu"  # elsewhere read `active` every CHECK_EVERY
             for k, index in enumerate(indices):
-                if not bool(self.active.any()):
+                if (sync or k % CHECK_EVERY == 0) and not bool(self.active.any()):
                     break
                 batch = [t[index] for t in data.train]
                 if augmentation != "none":
@@ -93,7 +95,7 @@ class PopulationRun:
                     drawn = joined([draws[k] for draws in members])
                     batch[0] = apply(images, augmentation, drawn, fill).reshape(batch[0].shape)
                 self.active = population_step(self.population, self.optimizer, batch,
-                                              self.active, self.step)
+                                              self.active, self.step, sync)
                 self.step += 1
 
     def checkpoint(self, epoch: int) -> None:

@@ -70,22 +70,27 @@ def load_data(spec: ZooSpec) -> DataBundle:
 
 
 def _load_while_ray_starts(spec: ZooSpec, address: str | None, workers: int | None,
-                           gpus_per_task: float | str) -> tuple[DataBundle, WorkerPool | None]:
+                           gpus_per_task: float | str
+                           ) -> tuple[DataBundle, int, WorkerPool | None]:
     """The data, loaded on a thread while Ray starts on this one (Ray's processes die with the
-    thread that started them, so Ray keeps the main thread), and the workers, started at once
-    so they import torch while this process loads and plans (with --gpus-per-task auto they
-    start once the plan has sized them)."""
+    thread that started them, so Ray keeps the main thread); the workers the plan counts on
+    (`workers`, else the free CPUs before any worker takes one); and the workers, started at
+    once so they import torch while this process loads and plans (with --gpus-per-task auto
+    they start once the plan has sized them)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    import ray
 
     with ThreadPoolExecutor(1) as loader:
         loading = loader.submit(load_data, spec)
         ensure_ray(address, workers)
+        planned = workers or int(ray.available_resources().get("CPU", 1))
         pool = None
         if gpus_per_task != "auto":
             pool = WorkerPool(min(worker_slots(workers, gpus_per_task), len(spec.cells())),
                               gpus_per_task)
         try:
-            return loading.result(), pool
+            return loading.result(), planned, pool
         except BaseException:
             if pool is not None:
                 pool.close()
@@ -135,7 +140,7 @@ def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], stack: ExitStack
         print(plan.describe(counts, len(formats)), file=stream)
         return Generation(plan)
     device_bytes = device_memory() if gpus_per_task == "auto" and not dry_run else 0
-    bundle, pool = (load_data(spec), None) if dry_run or stack is None else \
+    bundle, planned, pool = (load_data(spec), 0, None) if dry_run or stack is None else \
         _load_while_ray_starts(spec, address, workers, gpus_per_task)
     if pool is not None:
         stack.callback(pool.close)
@@ -161,11 +166,8 @@ def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], stack: ExitStack
     if plan.missing:
         from tqdm import tqdm
 
-        import ray
-
         device = "cpu" if gpus_per_task == 0 else "cuda"
-        tasks = plan_tasks(plan, bundle, workers or int(ray.available_resources().get("CPU", 1)),
-                           device)
+        tasks = plan_tasks(plan, bundle, planned, device)
         if gpus_per_task == "auto":
             gpus_per_task = auto_gpus_per_task(spec, tasks, bundle, device_bytes)
             print(f"each task asks for {gpus_per_task:g} of a GPU (--gpus-per-task auto)",

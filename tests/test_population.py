@@ -212,3 +212,43 @@ def test_train_cell_models_records_how(mnist1d, float64) -> None:
 def test_spec_refuses_unknown_stacking() -> None:
     with pytest.raises(SpecError, match="training.stacking: 'sometimes' is not allowed"):
         make_spec(stacking="sometimes")
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_population_step_without_host_reads_gives_the_same_bits(batch_norm) -> None:
+    """What accelerators run (masks always applied, `active` never read) equals the CPU's
+    step, with one member stopped before and one whose loss turns non-finite now."""
+    import copy
+
+    from zoo.train import build_model
+    from zoo.train.optimizers import PopulationOptimizer, schedule_table
+    from zoo.train.stacked import Population, population_step
+
+    bundle = datasets.load("mnist1d")
+    family = {"family": "cnn", "args": {"batch_norm": True}} if batch_norm else \
+        {"family": "mlp", "args": {"depth": 1}}
+    spec = parse_spec({"name": "s", "data": {"name": "mnist1d"}, "architecture": family,
+                       "grid": {"load": {"axis": "width", "values": [4]},
+                                "temperature": {"axis": "batch_size", "values": [16]}},
+                       "seeds": 4})
+    jobs = spec.jobs(bundle.fingerprint())
+    members = [build_model(spec, job.cell, bundle, job.seed) for job in jobs]
+    inputs = bundle.train[0][:16].expand(4, 16, *bundle.train[0].shape[1:]).clone()
+    inputs[3, 0] = float("nan")  # member 3's loss is not finite at this step
+    batch = [inputs, bundle.train[1][:16].expand(4, 16).clone()]
+    results = []
+    for sync in (True, False):
+        population = Population(copy.deepcopy(members))
+        table = schedule_table(spec.training, jobs, 10, next(iter(population.params.values())))
+        optimizer = PopulationOptimizer("sgd", population.params, table)
+        active = torch.tensor([True, False, True, True])
+        alive = population_step(population, optimizer, batch, active, 0, sync)
+        results.append((alive, population.params, population.buffers, optimizer.state))
+    (alive, *cpu), (no_sync_alive, *no_sync) = results
+    assert alive.tolist() == no_sync_alive.tolist() == [True, False, True, False]
+    for ours, theirs in zip(cpu, no_sync):
+        for key in ours:
+            values = ours[key] if isinstance(ours[key], list) else [ours[key]]
+            others = theirs[key] if isinstance(theirs[key], list) else [theirs[key]]
+            for a, b in zip(values, others):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=key)

@@ -8,4 +8,7 @@ Modules: `names` (the sub-layout named once, format version, bounded reads, atom
 writer and readers), `checkpoints` (per-model HDF5 files: writer and reader), `writer`
 (`ZooWriter`: commits through the manifest), `reader` (`ZooReader`: opens nothing outside the
 folder), `lock` (one writer per folder), `card` (README.md dataset card), `splits` (cell splits).
+A zoo on an object store: `location` (a location as a filesystem and a root), `storefolder`
+(`StoreFolder`, the write side over a local scratch), `storelock`, `cache` (the read side's
+bounded local copy), `sync` (copies between locations).
 """

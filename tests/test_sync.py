@@ -94,3 +94,14 @@ def test_a_sync_killed_mid_copy_leaves_the_old_zoo_readable_and_a_rerun_finishes
     again = tmp_path / "again"
     sync(url, again)
     assert zoo_files(again) == zoo_files(newer)
+
+
+def test_a_link_in_a_local_destination_is_refused_not_followed(tiny_zoo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "data").symlink_to(outside)
+    with pytest.raises(ZooFolderError, match="symbolic link"):
+        sync(tiny_zoo, target)
+    assert not any(outside.iterdir())

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder.names import (MAX_JSON_BYTES, TEMPORARY_SUFFIX, confined, inside, open_regular,
-                              read_bounded, write_atomically)
+from zoo.folder.names import MAX_JSON_BYTES, TEMPORARY_SUFFIX, inside, read_bounded
+from zoo.folder.zoofolder import ZooFolder
 
 URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 BLOCK = 1 << 20
@@ -62,62 +62,61 @@ def hash_stream(handle: Any) -> str:
 
 
 class LocalFolder:
-    """A zoo in a local folder: no symlink followed on reads, atomic writes."""
+    """A zoo in a local folder, through `ZooFolder`'s confined methods (no symbolic link
+    followed, regular files only, atomic writes)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.folder = ZooFolder(root)
+        self.root = self.folder.root
         self.url = str(self.root)
 
     def name(self, relative: str) -> str:
-        """The object's name for messages."""
+        """The file's path, for messages."""
         return str(inside(self.root, relative))
 
+    def _exists(self, relative: str) -> bool:
+        return self.folder.check(relative).exists()  # a link on the way is refused
+
     def read_bytes(self, relative: str, what: str, limit: int = MAX_JSON_BYTES) -> bytes | None:
-        """The object's bytes (None when missing), refused above `limit` before reading."""
-        path = inside(self.root, relative)
-        if not path.exists() and not path.is_symlink():
+        """The file's bytes (None when missing), refused above `limit` before reading."""
+        if not self._exists(relative):
             return None
-        return read_bounded(confined(self.root, relative), what, limit)
+        return read_bounded(self.folder.check(relative), what, limit)
 
     def sha256(self, relative: str) -> str | None:
-        """The object's sha256, None when missing."""
-        path = inside(self.root, relative)
-        if not path.exists() and not path.is_symlink():
+        """The file's sha256, None when missing."""
+        if not self._exists(relative):
             return None
-        with open_regular(confined(self.root, relative)) as handle:
+        with self.folder.open_read(relative) as handle:
             return hash_stream(handle)
 
     def get(self, relative: str, local: Path) -> None:
-        """Copy the object to the local file `local`."""
-        with open_regular(confined(self.root, relative)) as source, open(local, "wb") as out:
+        """Copy the file to the local file `local`."""
+        with self.folder.open_read(relative) as source, open(local, "wb") as out:
             shutil.copyfileobj(source, out, BLOCK)
 
     def put(self, local: Path, relative: str) -> None:
-        """Store the local file `local` as the object, atomically (a reader sees the old object
-        or the whole new one)."""
-        path = inside(self.root.resolve(), relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        confined(self.root, relative)  # no symlink on the way to it
-        write_atomically(path, lambda temporary: shutil.copyfile(local, temporary))
+        """Store the local file `local` under `relative`, atomically (a reader sees the old
+        file or the whole new one)."""
+        self.folder.write(relative, lambda temporary: shutil.copyfile(local, temporary))
 
     def write_bytes(self, relative: str, data: bytes) -> None:
-        """Replace the object with `data`, atomically."""
-        path = inside(self.root.resolve(), relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        confined(self.root, relative)
-        write_atomically(path, data)
+        """Replace the file with `data`, atomically."""
+        self.folder.write(relative, data)
 
     def listing(self) -> dict[str, int]:
-        """Every regular file under the root: relative name -> bytes (symlinks left out)."""
+        """Every regular file under the root: relative name -> bytes (a link is refused)."""
         if not self.root.is_dir():
             return {}
-        out = {}
-        for folder, _, files in os.walk(self.root):
-            for file in files:
-                path = Path(folder) / file
-                if path.is_file() and not path.is_symlink():
-                    out[path.relative_to(self.root).as_posix()] = path.stat().st_size
-        return out
+        names = []
+        for entry in sorted(os.listdir(self.root)):
+            path = self.root / entry
+            if path.is_dir() and not path.is_symlink():
+                names += self.folder.files(entry)
+            else:
+                self.folder.check(entry)  # a link or a special file is refused
+                names.append(entry)
+        return {name: (self.root / name).stat().st_size for name in names}
 
 
 class StorePrefix:

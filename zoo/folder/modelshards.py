@@ -19,11 +19,13 @@ from zoo.folder.checkpoints import (CHECKPOINTS_FOLDER, CHECKPOINTS_FORMAT, Chec
                                     flat_sha256)
 from zoo.folder.manifest import Shard
 from zoo.folder.names import HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
+from zoo.folder.rowgroups import shard_parts
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
 from zoo.layout import Layout
 
 INLINE_BYTES = 16 << 20  # default: checkpoints up to 16 MiB stay in the Parquet row
-ROW_GROUP_BYTES = 16 << 20  # inline weights buffered before a Parquet row group is written
+ROW_GROUP_BYTES = 4 << 20  # a Parquet row group holds at most this many bytes of weights, or
+#                            one checkpoint when it is larger: one random read decodes little
 HDF5_COLUMNS = ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
                 "test_accuracy", "test_error", "finite")
 
@@ -87,13 +89,16 @@ class ModelsWriter:
         temporary.replace(self.root / relative)
         self.begun.remove(temporary)
         path = self.root / relative
+        parts = shard_parts(path) if fmt == "parquet" else ()
         self.done.append(Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path),
-                               self.cell_id))
+                               self.cell_id, parts))
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Write one row (its `weights` a flat float32 vector); returns it without weights."""
         flat = np.asarray(row["weights"], dtype=np.float32)
         row = {**row, **self.joined, "weights": None}
+        if self.inline and self.buffered + flat.nbytes > ROW_GROUP_BYTES:
+            self._flush()
         if self.inline:
             self.buffer.append({**row, "weights": flat})
             self.buffered += flat.nbytes
@@ -105,8 +110,6 @@ class ModelsWriter:
                        weights_sha256=flat_sha256(flat))
             self.buffer.append(row)
         self.written += 1
-        if self.buffered >= ROW_GROUP_BYTES:
-            self._flush()
         return row
 
     def _file_name(self, model_id: str) -> str:

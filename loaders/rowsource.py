@@ -79,10 +79,11 @@ class RowSource:
     def _reset(self) -> None:
         self.cache = ByteCache(self.cache_bytes)
         self._starts: dict[int, np.ndarray] = {}
+        self._counted: set[int] = set()  # shards whose footer weight count was checked
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("cache", "_starts"):
+        for name in ("cache", "_starts", "_counted"):
             del state[name]
         return state
 
@@ -126,7 +127,9 @@ class RowSource:
         import pyarrow.parquet as pq
 
         shard = self.reader.manifest.shards_of("models")[number]
-        self.reader.check_weights(shard)  # the footer's weight count is the layouts' (once)
+        if number not in self._counted:  # the footer's weight count is the layouts'
+            self.reader.check_weights(shard)
+            self._counted.add(number)
         if shard.parts:
             table = self.reader.checked(shard).read_group(group, ["weights"])
         else:

@@ -134,7 +134,8 @@ class RowSource:
             table = self.reader.checked(shard).read_group(group, ["weights"])
         else:
             path = self.reader.path(shard)  # the whole shard's sha256, once per process
-            table = pq.ParquetFile(path).read_row_group(group, columns=["weights"])
+            table = pq.ParquetFile(path).read_row_group(group, columns=["weights"],
+                                                        use_threads=False)
         array = table.column("weights").combine_chunks()
         values = array.values.to_numpy(zero_copy_only=True)
         offsets = array.offsets.to_numpy() - array.offsets[0].as_py()

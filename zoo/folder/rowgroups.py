@@ -125,7 +125,7 @@ class CheckedShard:
             self.check([group], weights=False)
         try:
             return pq.ParquetFile(self.path, metadata=self.metadata).read_row_group(
-                group, columns=columns)
+                group, columns=columns, use_threads=False)  # one row group: threads cost
         except PARQUET_ERRORS as error:
             raise ZooFolderError(f"{self.path}: cannot read row group {group} ({error})") \
                 from None

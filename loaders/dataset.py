@@ -206,6 +206,12 @@ class ZooDataset(Dataset):
         """Rows, models and cells of each split after the epochs and where filters."""
         return {name: dict(counts) for name, counts in self.summary.items()}
 
+    def units(self) -> list[np.ndarray]:
+        """Row indices grouped by what one read fetches (a Parquet row group, a per-model
+        HDF5 file), in folder order: the units a stream puts in order (loaders.streaming)."""
+        return RowSource(self.reader, self._places, self._store.layouts,
+                         self._store.keys).units()
+
     @property
     def lazy(self) -> bool:
         """Whether rows are read when their items are asked for (not held in memory)."""

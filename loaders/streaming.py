@@ -12,7 +12,6 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from loaders.dataset import Item, ZooDataset
-from loaders.rowsource import RowSource
 
 BUFFER_ROWS = 64  # default shuffle buffer: rows held back to mix neighbouring row groups
 
@@ -52,9 +51,7 @@ class ZooStream(IterableDataset):
         self.rank, self.world_size = _place(rank, world_size)
         self.seed, self.shuffle, self.buffer_size = seed, shuffle, buffer_size
         self.dataset = ZooDataset(root, in_memory=in_memory, **options)
-        store = self.dataset._store
-        self.units = RowSource(self.dataset.reader, self.dataset._places, store.layouts,
-                               store.keys).units()
+        self.units = self.dataset.units()
         # shared with workers (persistent ones too): items to skip, set by load_state_dict
         self._resume = torch.zeros(3, dtype=torch.int64).share_memory_()  # batches, size, drop
         self._skip_items = 0

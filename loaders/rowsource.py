@@ -74,6 +74,7 @@ class RowSource:
                  keys: list[str], cache_bytes: int = CACHE_BYTES) -> None:
         self.reader, self.places, self.layouts, self.keys = reader, places, layouts, keys
         self.cache_bytes = cache_bytes
+        self.shards = reader.manifest.shards_of("models")
         self._reset()
 
     def _reset(self) -> None:
@@ -100,7 +101,7 @@ class RowSource:
         file = self.places.file[i]
         if file is not None:
             return read_checkpoint(self.reader.root, str(file), int(self.places.index[i]),
-                                   self.places.sha256[i], layout).copy()
+                                   self.places.sha256[i], layout)
         number, row = int(self.places.shard[i]), int(self.places.row[i])
         group = self._group_of(number, row)
         values, offsets = self.cache.get((number, group), lambda: self._read_group(number,
@@ -108,7 +109,7 @@ class RowSource:
         local = row - int(self._starts[number][group])
         start, stop = int(offsets[local]), int(offsets[local + 1])
         if stop - start != layout.size:
-            shard = self.reader.manifest.shards_of("models")[number]
+            shard = self.shards[number]
             raise ZooFolderError(f"{self.reader.root / shard.path}: row {row} has "
                                  f"{stop - start} weights; layout {layout.key} has "
                                  f"{layout.size}")
@@ -116,7 +117,7 @@ class RowSource:
 
     def _group_of(self, number: int, row: int) -> int:
         if number not in self._starts:
-            shard = self.reader.manifest.shards_of("models")[number]
+            shard = self.shards[number]
             metadata = self.reader.parquet_metadata(shard)
             self._starts[number] = np.cumsum(
                 [0] + [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
@@ -126,7 +127,7 @@ class RowSource:
         """Row group `group` of models shard `number`: flat values, row offsets; its bytes."""
         import pyarrow.parquet as pq
 
-        shard = self.reader.manifest.shards_of("models")[number]
+        shard = self.shards[number]
         if number not in self._counted:  # the footer's weight count is the layouts'
             self.reader.check_weights(shard)
             self._counted.add(number)

@@ -59,9 +59,20 @@ class ZooReader:
                 checked = self._checked[shard.path] = CheckedShard(path, shard.parts)
                 checked.check(range(checked.metadata.num_row_groups), weights=False)
             elif sha256_of(path) != shard.sha256:
-                raise IntegrityError(f"{path}: sha256 does not match the manifest; "
-                                     f"the shard is corrupted or was modified")
+                raise _altered(path)
             self._verified.add(shard.path)
+        return path
+
+    def check_whole(self, shard: Shard) -> Path:
+        """`path`, the whole file hashed against the manifest's sha256 first even where
+        row-group digests would do, and every row group's weights checked (`zoo verify`)."""
+        path = confined(self.root, shard.path)
+        if shard.parts and path.exists() and sha256_of(path) != shard.sha256:
+            raise _altered(path)
+        self.path(shard)
+        if shard.parts:
+            checked = self._checked[shard.path]
+            checked.check(range(checked.metadata.num_row_groups), weights=True)
         return path
 
     def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
@@ -148,3 +159,8 @@ class ZooReader:
         if key not in self._layouts:
             self._layouts[key] = read_layout(self.root, key, self.manifest.layouts[key])
         return self._layouts[key]
+
+
+def _altered(path: Path) -> IntegrityError:
+    return IntegrityError(f"{path}: sha256 does not match the manifest; the shard is corrupted "
+                          f"or was modified")

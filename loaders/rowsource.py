@@ -13,6 +13,7 @@ import numpy as np
 
 from zoo.errors import ZooFolderError
 from zoo.folder.checkpoints import read_checkpoint
+from zoo.folder.modelshards import read_inline_group, row_group_starts
 from zoo.folder.reader import ZooReader
 from zoo.layout import Layout
 
@@ -98,11 +99,12 @@ class RowSource:
     def row(self, i: int) -> np.ndarray:
         """Row i's weights: a new float32 array of its layout's size."""
         layout = self.layouts[self.keys[i]]
-        file = self.places.file[i]
-        if file is not None:
-            return read_checkpoint(self.reader.root, str(file), int(self.places.index[i]),
-                                   self.places.sha256[i], layout)
         number, row = int(self.places.shard[i]), int(self.places.row[i])
+        file = self.places.file[i]
+        if file is not None:  # a per-model file the manifest lists for the row's cell
+            source = self.reader.weights_source(self.shards[number], str(file))
+            return read_checkpoint(self.reader.root, source.path, int(self.places.index[i]),
+                                   self.places.sha256[i], layout)
         group = self._group_of(number, row)
         values, offsets = self.cache.get((number, group), lambda: self._read_group(number,
                                                                                  group))
@@ -117,29 +119,16 @@ class RowSource:
 
     def _group_of(self, number: int, row: int) -> int:
         if number not in self._starts:
-            shard = self.shards[number]
-            metadata = self.reader.parquet_metadata(shard)
-            self._starts[number] = np.cumsum(
-                [0] + [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
+            self._starts[number] = row_group_starts(self.reader, self.shards[number])
         return int(np.searchsorted(self._starts[number], row, side="right") - 1)
 
     def _read_group(self, number: int, group: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:
         """Row group `group` of models shard `number`: flat values, row offsets; its bytes."""
-        import pyarrow.parquet as pq
-
         shard = self.shards[number]
         if number not in self._counted:  # the footer's weight count is the layouts'
             self.reader.check_weights(shard)
             self._counted.add(number)
-        if shard.parts:
-            table = self.reader.checked(shard).read_group(group, ["weights"])
-        else:
-            path = self.reader.path(shard)  # the whole shard's sha256, once per process
-            table = pq.ParquetFile(path).read_row_group(group, columns=["weights"],
-                                                        use_threads=False)
-        array = table.column("weights").combine_chunks()
-        values = array.values.to_numpy(zero_copy_only=True)
-        offsets = array.offsets.to_numpy() - array.offsets[0].as_py()
+        values, offsets = read_inline_group(self.reader, shard, group)
         return (values, offsets), values.nbytes + offsets.nbytes
 
     def units(self) -> list[np.ndarray]:

@@ -111,13 +111,6 @@ class CheckedShard:
                                          f"match the manifest's digest; the shard is corrupted "
                                          f"or was modified")
 
-    def group_starts(self) -> list[int]:
-        """The first row of each row group, and the row count last."""
-        starts = [0]
-        for group in range(self.metadata.num_row_groups):
-            starts.append(starts[-1] + self.metadata.row_group(group).num_rows)
-        return starts
-
     def read_group(self, group: int, columns: list[str]) -> pa.Table:
         """Row group `group`'s `columns` (checked first); a decode failure names the file."""
         self.check([group], weights="weights" in columns)

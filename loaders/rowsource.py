@@ -77,6 +77,8 @@ class RowSource:
         self.cache_bytes = cache_bytes
         self.shards = reader.manifest.shards_of("models")
         self._reset()
+        for number in np.unique(places.shard).tolist():  # refused at open, not at first read
+            self._check_count(number)
 
     def _reset(self) -> None:
         self.cache = ByteCache(self.cache_bytes)
@@ -122,12 +124,17 @@ class RowSource:
             self._starts[number] = row_group_starts(self.reader, self.shards[number])
         return int(np.searchsorted(self._starts[number], row, side="right") - 1)
 
+    def _check_count(self, number: int) -> None:
+        """Refuse shard `number` once (each process) if its footer's weight count is not
+        its rows' layouts' (nothing is allocated from a count that lies)."""
+        if number not in self._counted:
+            self.reader.check_weights(self.shards[number])
+            self._counted.add(number)
+
     def _read_group(self, number: int, group: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:
         """Row group `group` of models shard `number`: flat values, row offsets; its bytes."""
         shard = self.shards[number]
-        if number not in self._counted:  # the footer's weight count is the layouts'
-            self.reader.check_weights(shard)
-            self._counted.add(number)
+        self._check_count(number)
         values, offsets = read_inline_group(self.reader, shard, group)
         return (values, offsets), values.nbytes + offsets.nbytes
 

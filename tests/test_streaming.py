@@ -139,3 +139,5 @@ def test_hf_streaming_reads_every_config_and_split_in_place(tiny_zoo, tmp_path):
             assert Counter(cells) == Counter(c for c in table if owner[c] == ours)
     copies = [p for p in cache.rglob("*") if p.suffix in (".arrow", ".parquet")]
     assert copies == []
+    card = (tiny_zoo / "README.md").read_text()
+    assert "larger than memory or disk: streaming=True" in card and "ZooStream" in card

@@ -199,14 +199,14 @@ def test_a_spooled_run_saves_no_empty_checkpoint_twins_and_resumes_identically(t
     bundle = datasets.load("mnist1d")
     job = spec.jobs(bundle.fingerprint())[0]
     spool = Spool(tmp_path / "spool")
-    whole = train_model(spec, job, bundle, keep=Spool(tmp_path / "whole").keeper(job.model_id))
+    whole = train_model(spec, job, bundle, hand_off=Spool(tmp_path / "whole").hand_off(job.model_id))
     with pytest.raises(Killed):
-        train_model(spec, job, bundle, keep=spool.keeper(job.model_id),
+        train_model(spec, job, bundle, hand_off=spool.hand_off(job.model_id),
                     store=StateStore(tmp_path / "state", job.model_id, on_epoch=kill_at_3))
     store = StateStore(tmp_path / "state", job.model_id)
     assert load_state(store).epoch == 2
     assert sorted(p.name for p in store.path.iterdir()) == ["state-2.safetensors", STATE_JSON]
-    resumed = train_model(spec, job, bundle, keep=spool.keeper(job.model_id), store=store)
+    resumed = train_model(spec, job, bundle, hand_off=spool.hand_off(job.model_id), store=store)
     assert [(c.epoch, c.train, c.test, c.finite) for c in resumed.checkpoints] == [
         (c.epoch, c.train, c.test, c.finite) for c in whole.checkpoints]
     for epoch in (0, 1, 2, 3):

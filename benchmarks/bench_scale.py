@@ -41,10 +41,10 @@ def make_zoo(root: Path, gigabytes: float, width: int) -> int:
     """A zoo of about `gigabytes` of weights and a torch.save file per row; returns rows."""
     from zoo.architectures import build
     from zoo.datasets.base import DataInfo
+    from zoo.folder.cellresult import CellResult
     from zoo.folder.record import ZooRecord
     from zoo.folder.writer import ZooWriter
     from zoo.layout import layout_of
-    from zoo.rows import CellResult
 
     info = DataInfo("classification", (40,), 10)
     with torch.device("meta"):

@@ -209,6 +209,8 @@ class ZooDataset(Dataset):
     def units(self) -> list[np.ndarray]:
         """Row indices grouped by what one read fetches (a Parquet row group, a per-model
         HDF5 file), in folder order: the units a stream puts in order (loaders.streaming)."""
+        if isinstance(self._store, LazyStore):
+            return self._store.source.units()
         return RowSource(self.reader, self._places, self._store.layouts,
                          self._store.keys).units()
 

@@ -15,18 +15,21 @@ from loaders.augmentation import Augment, Augmenter, item_generator
 from loaders.batching import ZooItem, window
 from loaders.models import module_from
 from loaders.representations import REPRESENTATIONS, make_encoder, statistics
+from loaders.rowsource import CACHE_BYTES, LazyStore, RowPlaces, RowSource, lazy_layer_statistics
 from zoo.folder.splits import FRACTIONS, SPLITS, assign_splits, summary
-from loaders.store import (Columns, Where, epoch_mask, layer_statistics, read_metadata,
-                           read_weights, where_mask)
+from loaders.store import (Columns, WeightStore, Where, epoch_mask, layer_statistics,
+                           read_metadata, read_weights, where_mask)
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import python_value
 from zoo.layout import Layout
 
 Item = dict[str, Any]
+IN_MEMORY_BYTES = 512 << 20  # chosen rows' weights read at once up to this; lazily above it
 
 
 class ZooDataset(Dataset):
-    """Checkpoints of a zoo folder, read once into one float32 array per layout.
+    """Checkpoints of a zoo folder: read at once into one float32 array per layout (small
+    zoos), or each when its item is asked for (larger than memory; loaders.rowsource).
 
     Items are dicts: the representation's tensors under "weights" (plus "extras" for layers;
     "mask" and "positions" for tokens), "layout" (key), "targets" (float32, one per name in
@@ -58,6 +61,11 @@ class ZooDataset(Dataset):
         token_size: values per token for representation="tokens".
         window: for tokens, SANE's random window of this many tokens per item (padded with
             masked zeros when shorter), drawn from (augment seed, epoch, index).
+        in_memory: True reads the chosen rows' weights at once, False reads each row's when
+            its item is asked for (Parquet by row group, per-model HDF5 by slice, each checked
+            against its digest; DataLoader workers open their own files); None (default):
+            at once when they hold at most IN_MEMORY_BYTES (512 MiB).
+        cache_bytes: bound on the decoded row groups a lazy dataset keeps (each process).
     """
 
     def __init__(self, root: str | Path, *, split: str = "train", epochs: str | Sequence[int]
@@ -65,7 +73,8 @@ class ZooDataset(Dataset):
                  targets: Sequence[str] = (), normalize: str | None = None,
                  transform: Callable[[Item], Item] | None = None, split_by: str = "model",
                  fractions: Sequence[float] = FRACTIONS, augment: Augment | None = None,
-                 token_size: int = 64, window: int | None = None) -> None:
+                 token_size: int = 64, window: int | None = None,
+                 in_memory: bool | None = None, cache_bytes: int = CACHE_BYTES) -> None:
         _check(split, representation, normalize, split_by, fractions, augment, token_size)
         _check_window(window, representation)
         self.split, self.representation, self.transform = split, representation, transform
@@ -86,7 +95,9 @@ class ZooDataset(Dataset):
                              f"split='all' or other fractions")
         self.columns: Columns = {n: c[chosen] for n, c in columns.items()
                                  if n not in ("shard", "row")}
-        self._store = read_weights(self.reader, columns, chosen)
+        self._places = RowPlaces.of(columns, chosen)
+        self._cache_bytes = cache_bytes
+        self._store = self._weights(columns, chosen, in_memory)
         self.statistics = self._statistics(columns, kept) if normalize == "layer" else None
         self._targets = torch.from_numpy(_target_matrix(self.columns, targets))
         self._ids = list(zip(self.columns["model_id"].tolist(), self.columns["cell_id"].tolist(),
@@ -96,14 +107,31 @@ class ZooDataset(Dataset):
         self._augmenters = {k: Augmenter(lay, augment) for k, lay in layouts} if augment else {}
         self._stats = self._precomputed_stats() if representation == "stats" else {}
 
+    def _weights(self, columns: Columns, chosen: np.ndarray, in_memory: bool | None
+                 ) -> WeightStore | LazyStore:
+        """The chosen rows' weights: read now (in memory) or a LazyStore reading on demand."""
+        if in_memory not in (None, True, False):
+            raise ValueError(f"in_memory: {in_memory!r} is not allowed; expected None, True "
+                             f"or False")
+        keys = [str(k) for k in columns["layout"][chosen]]
+        layouts = {k: self.reader.layout(k) for k in sorted(set(keys))}
+        if in_memory is None:
+            in_memory = sum(layouts[k].size * 4 for k in keys) <= IN_MEMORY_BYTES
+        if in_memory:
+            return read_weights(self.reader, columns, chosen)
+        places = RowPlaces.of(columns, chosen)
+        return LazyStore(layouts, keys, RowSource(self.reader, places, layouts, keys,
+                                                  self._cache_bytes))
+
     def _statistics(self, columns: Columns, kept: np.ndarray) -> dict[str, tuple[torch.Tensor,
                                                                                  torch.Tensor]]:
         """Per-layout mean/std vectors from the train split's rows that pass the filters."""
         train = self._store
         if self.split != "train":
-            train = read_weights(self.reader, columns,
-                                 np.flatnonzero(kept & (columns["split"] == "train")))
-        statistics = layer_statistics(train)
+            train = self._weights(columns, np.flatnonzero(kept & (columns["split"] == "train")),
+                                  isinstance(self._store, WeightStore))
+        statistics = layer_statistics(train) if isinstance(train, WeightStore) else \
+            lazy_layer_statistics(train, np.arange(len(train.keys)))
         missing = sorted(set(self._store.layouts) - set(statistics))
         if missing:
             raise ValueError(f"normalize: layouts {missing} have no train rows to take "
@@ -111,15 +139,20 @@ class ZooDataset(Dataset):
         return {k: (torch.from_numpy(m), torch.from_numpy(s)) for k, (m, s) in statistics.items()}
 
     def _precomputed_stats(self) -> dict[str, np.ndarray]:
-        """Per layout, the stats rows of every row at once (none when augmenting)."""
-        if self._augmenters:
+        """Per layout, the stats rows of every row at once (none when augmenting or lazy)."""
+        if self._augmenters or self.lazy:
             return {}
         return {key: statistics(self._normalised(key), layout)
                 for key, layout in self._store.layouts.items()}
 
     def _normalised(self, key: str) -> np.ndarray:
-        """The (rows, size) weights of layout `key`, normalised as items are."""
-        array = self._store.arrays[key]
+        """The (rows, size) weights of layout `key`, normalised as items are (a lazy dataset
+        reads them all)."""
+        if self.lazy:
+            rows = [self._store.row(i) for i, k in enumerate(self._store.keys) if k == key]
+            array = np.stack(rows) if rows else np.empty((0, self.layouts[key].size), np.float32)
+        else:
+            array = self._store.arrays[key]
         if self.statistics is None:
             return array
         mean, std = self.statistics[key]
@@ -129,15 +162,15 @@ class ZooDataset(Dataset):
         return len(self._ids)
 
     def __getitem__(self, index: int) -> Item:
-        key, slot = self._store.keys[index], self._store.slots[index]
+        key = self._store.keys[index]
         generator = None
         if self._augmenters or self.window is not None:  # hashing costs: only when drawing
             generator = item_generator(self.augment.seed if self.augment else 0, self.epoch,
                                        index)
         if self._stats:
-            encoded = {"weights": torch.from_numpy(self._stats[key][slot])}
+            encoded = {"weights": torch.from_numpy(self._stats[key][self._store.slots[index]])}
         else:
-            encoded = self._encoders[key].encode(self._flat(key, slot, generator))
+            encoded = self._encoders[key].encode(self._flat(key, index, generator))
         if self.window is not None:
             encoded = window(encoded, self.window, generator)
         model_id, cell_id, epoch = self._ids[index]
@@ -145,9 +178,9 @@ class ZooDataset(Dataset):
                        cell_id=cell_id, epoch=epoch)
         return self.transform(item) if self.transform is not None else item
 
-    def _flat(self, key: str, slot: int, generator: torch.Generator | None) -> torch.Tensor:
-        """The row's flat vector: permuted, normalised, noised as configured."""
-        flat = torch.from_numpy(self._store.arrays[key][slot])
+    def _flat(self, key: str, index: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Row `index`'s flat vector: permuted, normalised, noised as configured."""
+        flat = torch.from_numpy(self._store.row(index))
         if self._augmenters:
             flat = self._augmenters[key].permute(flat, generator)
         if self.statistics is not None:
@@ -172,6 +205,19 @@ class ZooDataset(Dataset):
     def splits(self) -> dict[str, dict[str, int]]:
         """Rows, models and cells of each split after the epochs and where filters."""
         return {name: dict(counts) for name, counts in self.summary.items()}
+
+    def units(self) -> list[np.ndarray]:
+        """Row indices grouped by what one read fetches (a Parquet row group, a per-model
+        HDF5 file), in folder order: the units a stream puts in order (loaders.streaming)."""
+        if isinstance(self._store, LazyStore):
+            return self._store.source.units()
+        return RowSource(self.reader, self._places, self._store.layouts,
+                         self._store.keys).units()
+
+    @property
+    def lazy(self) -> bool:
+        """Whether rows are read when their items are asked for (not held in memory)."""
+        return isinstance(self._store, LazyStore)
 
     @property
     def epoch(self) -> int:
@@ -234,7 +280,7 @@ class ZooDataset(Dataset):
     def load_model(self, index: int) -> torch.nn.Module:
         """Row `index`'s stored checkpoint (not normalised, not augmented) in eval mode."""
         key = self._store.keys[index]
-        flat = self._store.arrays[key][self._store.slots[index]]
+        flat = self._store.row(index)
         return module_from(self._store.layouts[key], flat, self.reader.record.data_info,
                            self.reader.root)
 

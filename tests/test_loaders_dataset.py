@@ -156,7 +156,7 @@ def test_a_tampered_shard_raises_an_integrity_error_naming_it(zoo_copy):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=f"{path.name}: sha256 does not match"):
+    with pytest.raises(IntegrityError, match=f"{path.name}: .*does not match"):
         ZooDataset(zoo_copy)
     with pytest.raises(IntegrityError, match=path.name):
         load_model(zoo_copy, "any", 0)

@@ -195,11 +195,16 @@ def card_text(root: ZooFolder | Path) -> str:
         "cells = datasets.load_dataset('PATH', 'cells')    # one row per grid cell, with phase",
         "pairs = datasets.load_dataset('PATH', 'pairs')    # one row per seed pair of a cell",
         "everything = datasets.load_dataset('PATH', split='train+validation+test')",
+        "# a zoo larger than memory or disk: streaming=True reads the shards in place as you",
+        "# iterate (no cache copy), for every config and split",
+        "stream = datasets.load_dataset('PATH', 'models', split='train', streaming=True)",
         "", "from loaders import ZooDataset, load_model",
         "# the same train split, by cell; split='all', epochs='all' for every row",
         "ds = ZooDataset('PATH', split_by='cell', representation='flat',",
         "                targets=['test_accuracy'])",
         "print(ds)          # rows, models, layouts, split; ds.splits() counts every split",
+        "# larger than memory: ZooDataset reads rows lazily above 512 MiB of weights;",
+        "# several DataLoader workers or GPUs: ZooStream gives each row once per epoch",
         "```", "",
         f"Splits: whole cells go to train, validation or test by a hash of the cell id "
         f"(fractions {FRACTIONS}; every split holds at least one cell when there are three), "

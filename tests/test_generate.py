@@ -137,7 +137,7 @@ def test_a_folder_of_another_spec_is_refused(tiny_zoo, tmp_path, capsys):
 @pytest.mark.parametrize("name, models, rows", [
     ("resnet18-cifar10", 192, 192 * 151), ("resnet50-tinyimagenet", 192, 192 * 101),
     ("vit-cifar100", 147, 147 * 41), ("gpt2-text", 264, 264 * 11),
-    ("pinn-convection", 700, 700 * 5)])
+    ("pinn-convection-700", 700, 700 * 5)])
 def test_published_zoo_specs_dry_run_to_the_published_counts(name, models, rows, tmp_path):
     import io
 

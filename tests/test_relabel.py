@@ -86,3 +86,11 @@ def test_relabel_applies_the_other_definitions(zoo_copy):
         assert (row["phase"], row["phase_confident"]) == cell_phase(row, "classification",
                                                                    thresholds)
         assert (row["phase_cka_metric"], row["phase_mc_bound"]) == ("cka", "lower")
+
+
+def test_cli_relabel_takes_the_definitions(zoo_copy, capsys):
+    assert main(["relabel", str(zoo_copy), "--cka-metric", "cka", "--mc-bound", "lower",
+                 "--dry-run"]) == 0
+    assert "'cka_metric': 'cka'" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="2"):  # argparse names the allowed choices
+        main(["relabel", str(zoo_copy), "--mc-bound", "upper"])

@@ -311,8 +311,15 @@ def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
     spec = reader.record.spec
     axes = {"load": spec["load_axis"]["values"],
             "temperature": spec["temperature_axis"]["values"]}
-    folder = Path(out) if out is not None else Path(root) / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    if out is None:  # inside the zoo: confined (no link on the way, regular files only)
+        from zoo.folder.names import PLOTS
+        from zoo.folder.zoofolder import ZooFolder
+
+        folder = ZooFolder(root).makedirs(PLOTS)
+        ZooFolder(root).check_tree(PLOTS)
+    else:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
     grid = phase_matrix(cells, axes)
     fig, ax = _figure(grid)
     draw_phases(ax, grid)

@@ -18,7 +18,7 @@ from tests.conftest import write_spec
 from zoo.folder.reader import ZooReader
 from zoo.objective import Objective
 from zoo.specfile import load_spec
-from zoo.training import build_model
+from zoo.train import build_model
 
 
 def test_rows_are_cells_times_seeds_times_kept_epochs(tiny_zoo):
@@ -175,7 +175,7 @@ def test_cells_differing_in_learning_rate_train_as_one_population(tmp_path, ray_
 
 def test_stacking_is_decided_at_plan_time_and_the_manifest_records_it(tiny_zoo, tmp_path):
     from generators.plan import make_plan, plan_tasks
-    from zoo.population import choose_stacking
+    from zoo.train import choose_stacking
 
     reader = ZooReader(tiny_zoo)
     trained_by = {r["cell_id"]: r["trained_by"] == "stacked"
@@ -224,7 +224,8 @@ def _weights(root) -> dict:
 
 
 def test_one_model_per_id_whatever_the_seed_count_or_growth(tiny_zoo, tmp_path, ray_runtime):
-    from zoo.population import MIN_SPEEDUP, predicted_speedup
+    from zoo.train import predicted_speedup
+    from zoo.train.cost import MIN_SPEEDUP
 
     spec = load_spec(tiny_zoo.parent / "tiny.yaml")
     more = dataclasses.replace(spec, seeds=(0, 1, 2))

@@ -17,7 +17,7 @@ from zoo.metrics.connectivity import projected_limit
 from zoo.objective import Objective
 from zoo.phases import PHASES
 from zoo.specfile import parse_spec
-from zoo.training import build_model
+from zoo.train import build_model
 
 
 def test_metric_epoch_rows_carry_hessian_and_spectra_and_others_do_not(tiny_zoo):

@@ -17,7 +17,6 @@ from zoo.errors import IntegrityError, ZooFolderError
 from zoo.folder.names import confined, open_regular
 from zoo.layout import Layout
 
-CHECKPOINTS_FOLDER = "hdf5/models"
 CHECKPOINTS_FORMAT = "checkpoints"  # the manifest's format of a per-model file
 
 

@@ -136,8 +136,10 @@ def metrics_section(spec: dict) -> list[str]:
         f"{c.get('mixup_alpha', 16.0)}) per batch.",
         f"- **Mode connectivity**: a quadratic Bezier curve between the two seeds, ends fixed, "
         f"control point trained by SGD in rounds of {_round_length(k)} (batch "
-        f"{k['batch_size']}, lr {k['learning_rate']}, schedule restarted each round) until mc "
-        f"on train error changes by less than {_tolerance(k)} between two rounds, at most "
+        f"{k['batch_size']}, lr {k['learning_rate']}, schedule restarted each round; a cell's "
+        f"seed pairs fitted together) until the projected remaining drift of mc on train "
+        f"error (a geometric tail fitted to the last three rounds, `mc_drift`; "
+        f"`mc_projected` is where it heads) is below {_tolerance(k)}, at most "
         f"{k.get('max_rounds', 1)} rounds (`mc_converged`, "
         f"`curve_mc_history`); evaluated at {k['points']} points with BatchNorm statistics "
         "re-estimated on the train set (`curve_bn_samples`); `mc = (L(w1)+L(w2))/2 - "
@@ -152,8 +154,31 @@ def metrics_section(spec: dict) -> list[str]:
         "- **Phase** per cell (Yang et al.): I high loss & mc < 0, II high loss & mc ≥ 0, III low "
         "loss & mc < -threshold, IV-A / IV-B low loss & |mc| small with low / high CKA; no "
         "label where a metric it needs is off or failed; `phase_confident` says whether the "
-        "curves converged and the means lie clear of the thresholds. The thresholds are "
-        "stored in every cells row (`phase_*`); `zoo relabel` applies others.", ""]
+        "means lie clear of the thresholds and the projected mc stays in the phase's range. "
+        "The thresholds are stored in every cells row (`phase_*`); `zoo relabel` applies "
+        "others.", "", *thresholds_section(), ""]
+
+
+def thresholds_section() -> list[str]:
+    """Every phase threshold and definition with its origin."""
+    return [
+        "| threshold | default | origin |", "|---|---|---|",
+        "| `phase_high_loss` | 0.2 nats × ln C / ln 10 (classification); 2.0 nats at a "
+        "256-symbol vocabulary, scaled by ln V (language models); relative L2 error 0.1 "
+        "(PINN) | ours: Yang et al. and the phase-transition zoo say \"high\" without a "
+        "number; fitted on our mnist1d pilot |",
+        "| `phase_mc` | 2 error points (PINN: 0.02) | ours: Yang et al. define phase IV by "
+        "mc ≈ 0 and publish no bound |",
+        "| `phase_mc_bound` | `two-sided`: IV needs \\|mc\\| < `phase_mc`; low loss with "
+        "mc ≥ `phase_mc` gets no label | Yang et al.'s table (mc ≈ 0); `lower` (IV needs only "
+        "mc ≥ -`phase_mc`) is our earlier rule, an option |",
+        "| `phase_cka` | 0.9 | ours: set on logit CKA in our mnist1d pilot, not yet "
+        "recalibrated for the mixup CKA |",
+        "| `phase_cka_metric` | `cka_mixup` (classification; others `cka`) | Yang et al. "
+        "(softmax outputs on mixup inputs); `cka` (logits on test data, the phase-transition "
+        "zoo's choice) is an option, and both are stored |",
+        "| `curve_tolerance` | 1 error point (half of `phase_mc`) | ours |",
+    ]
 
 
 def _held_reader(folder: ZooFolder) -> ZooReader:

@@ -204,6 +204,14 @@ def cmd_import_ray_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from analysis.benchmark import run_benchmark
+
+    for path in run_benchmark(Path(args.dir), seed=args.seed).paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _folder_option(value: str, expected: str) -> Path:
     """An --out folder; one that names an existing file is refused before any work."""
     path = Path(value)
@@ -424,6 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     card.set_defaults(run=cmd_card)
     _add_study_commands(sub)
     _add_interop_commands(sub)
+    bench = sub.add_parser("benchmark", help="run the weight-space benchmark's baselines",
+                           description="Predict test accuracy, generalisation gap, phase and "
+                                       "the grid's hyperparameters from checkpoints, on splits "
+                                       "that hold out whole cells, the largest widths or seeds; "
+                                       "writes DIR/benchmark/ (splits.json, results.parquet, "
+                                       "results.md, results.png).")
+    bench.add_argument("dir", help="zoo folder")
+    bench.add_argument("--seed", type=int, default=0, help="seed of splits and baselines")
+    bench.set_defaults(run=cmd_benchmark)
     return parser
 
 

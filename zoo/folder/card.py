@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from zoo.folder.documents import record_documents
-from zoo.folder.names import README, write_atomically
+from zoo.folder.names import README, confined, read_bounded, write_atomically
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
 from zoo.folder.splits import FRACTIONS, SPLITS, owners
@@ -23,6 +23,7 @@ TASK_CATEGORIES = ("tabular-regression", "tabular-classification")  # accuracy, 
 SIZE_CATEGORIES = ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"),
                    (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B"),
                    (1e10, "1B<n<10B"), (1e11, "10B<n<100B"), (1e12, "100B<n<1T"))
+BENCHMARK_RESULTS = "benchmark/results.md"  # written by `zoo benchmark` (analysis.benchmark)
 TAGS = ("model-zoo", "weight-space-learning", "loss-landscape", "phase-transitions")
 CITATION = """@misc{phase_zoo,
   title = {Phase Zoo: model zoos over the phases of neural network training},
@@ -154,6 +155,19 @@ def metrics_section(spec: dict) -> list[str]:
         "stored in every cells row (`phase_*`); `zoo relabel` applies others.", ""]
 
 
+def benchmark_section(root: Path) -> list[str]:
+    """The card's benchmark section: `zoo benchmark`'s results.md, when it has been run."""
+    path = Path(root) / BENCHMARK_RESULTS
+    if not path.is_file():
+        return []
+    table = read_bounded(confined(root, BENCHMARK_RESULTS), "benchmark results", 1 << 20)
+    return ["## Benchmark", "",
+            "`zoo benchmark` (see `analysis.benchmark`): each baseline's score, mean ± 95 % "
+            "interval over folds; `hyperparameters` is the control (grid axes and epoch, no "
+            "weights); margin: the best weights-only baseline minus the control.", "",
+            table.decode("utf-8").strip(), ""]
+
+
 def card_text(root: Path) -> str:
     """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
     reader = ZooReader(root, check_documents=False)  # the card it replaces may be stale
@@ -178,6 +192,7 @@ def card_text(root: Path) -> str:
         f"- produced with: {json.dumps(dict(reader.record.versions), sort_keys=True)}", "",
         "## Phases", "", "| phase | cells |", "|---|---|", phase_lines, "",
         *metrics_section(spec),
+        *benchmark_section(root),
         "## Loading", "", "```python",
         "import datasets",
         "models = datasets.load_dataset('PATH')            # one row per model and kept epoch",

@@ -155,6 +155,45 @@ def metrics_section(spec: dict) -> list[str]:
         "stored in every cells row (`phase_*`); `zoo relabel` applies others.", ""]
 
 
+DATA_SOURCES = {  # built-in data sets: origin and licence, for the card's Source Data
+    "mnist1d": "MNIST-1D (Greydanus, *Scaling down deep learning*, arXiv:2011.14439, 2020), "
+               "generated offline by the `mnist1d` package (Apache-2.0)",
+    "digits": "the UCI Optical Recognition of Handwritten Digits set as scikit-learn ships it "
+              "(`sklearn.datasets.load_digits`; UCI, CC BY 4.0)",
+}
+
+
+def template_sections(spec: dict) -> list[str]:
+    """The Hugging Face dataset-card template's sections, filled from the zoo's spec."""
+    data, family = spec["data"]["name"], spec["architecture"]["family"]
+    source = DATA_SOURCES.get(data, f"`{data}`, read from a local copy; it keeps its own "
+                                    f"licence and terms")
+    return [
+        "## Dataset Description", "",
+        f"Checkpoints of `{family}` models trained on `{data}` over a grid of a load-like and "
+        f"a temperature-like hyperparameter, each with its train/test metrics, loss-landscape "
+        f"metrics and the phase (Yang et al.) of its grid cell. Curated by the Phase Zoo "
+        f"generator from the spec below; every number is reproducible from it.", "",
+        "## Uses", "",
+        "- Weight-space learning: predicting accuracy, generalisation gap, phase or "
+        "hyperparameters from weights (`zoo benchmark` gives the protocol and baselines); "
+        "model averaging, pruning and fine-tuning studies across phases.", "",
+        "### Out-of-scope use", "",
+        "- The models are small research models on a small data set: not for deployment or "
+        "any decision about people. Results on this zoo need not transfer to other "
+        "architectures, data sets or training recipes.", "",
+        "## Source Data", "",
+        f"Data set: {source}. The models were trained here; no data about people is "
+        f"included.", "",
+        "## Bias, Risks, and Limitations", "",
+        "- One architecture family and one data set; the grid's values, seeds and epochs bound "
+        "what the zoo covers. Phases are labelled per cell from seed means with fixed "
+        "thresholds; a label marked not confident may change under `zoo relabel`.",
+        "- Checkpoints of one cell share hyperparameters: split by cell (the default) or the "
+        "hyperparameters leak into test scores; the `zoo benchmark` control measures how far "
+        "hyperparameters alone go.", ""]
+
+
 def benchmark_section(root: Path) -> list[str]:
     """The card's benchmark section: `zoo benchmark`'s results.md, when it has been run."""
     path = Path(root) / BENCHMARK_RESULTS
@@ -190,6 +229,7 @@ def card_text(root: Path) -> str:
         f"- spec hash: `{reader.record.spec_hash}`",
         f"- data fingerprint: `{reader.record.data_fingerprint}`",
         f"- produced with: {json.dumps(dict(reader.record.versions), sort_keys=True)}", "",
+        *template_sections(spec),
         "## Phases", "", "| phase | cells |", "|---|---|", phase_lines, "",
         *metrics_section(spec),
         *benchmark_section(root),

@@ -89,7 +89,17 @@ def stats_linear(data: BenchmarkData, task: Task, fold: Fold, seed: int) -> np.n
 def npnfn(data: BenchmarkData, task: Task, fold: Fold, seed: int) -> np.ndarray:
     """The NP-NFN trained full batch (one step per layout) on the train rows' NFN layers,
     each layer scaled by its train rows' standard deviation; regression targets
-    standardised, classes by cross-entropy."""
+    standardised, classes by cross-entropy. One torch thread: the tensors are tiny, and
+    sums then run in one order on any machine (the same numbers everywhere)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _npnfn(data, task, fold, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _npnfn(data: BenchmarkData, task: Task, fold: Fold, seed: int) -> np.ndarray:
     groups = data.layer_groups
     train = np.zeros(data.rows, bool)
     train[fold.train] = True

@@ -14,7 +14,8 @@ from torch.utils.data import Dataset
 from loaders.augmentation import Augment, Augmenter, item_generator
 from loaders.batching import ZooItem, window
 from loaders.models import module_from
-from loaders.representations import REPRESENTATIONS, make_encoder, statistics
+from loaders.representations import (REPRESENTATIONS, Encoder, Stats, WithoutCounters,
+                                      make_encoder, statistics)
 from loaders.rowsource import CACHE_BYTES, LazyStore, RowPlaces, RowSource, lazy_layer_statistics
 from zoo.folder.splits import FRACTIONS, SPLITS, assign_splits, summary
 from loaders.store import (Columns, WeightStore, Where, epoch_mask, layer_statistics,
@@ -25,6 +26,28 @@ from zoo.layout import Layout
 
 Item = dict[str, Any]
 IN_MEMORY_BYTES = 512 << 20  # chosen rows' weights read at once up to this; lazily above it
+HUB_NAMES = {"validation": "val"}  # the Hugging Face split names that differ from ours
+
+
+class Arrays(tuple):
+    """`ZooDataset.arrays`' result: unpacks as (x, y); also the rows' dataset indices, model
+    ids and epochs, and `features`, the name of each column of x."""
+
+    def __new__(cls, x: Any, y: Any, index: np.ndarray, model_ids: np.ndarray,
+                epochs: np.ndarray, encoder: Encoder) -> Arrays:
+        result = super().__new__(cls, (x, y))
+        result.x, result.y, result.index = x, y, index
+        result.model_ids, result.epochs, result._encoder = model_ids, epochs, encoder
+        return result
+
+    @property
+    def features(self) -> list[str]:
+        """Column names of x: "<entry>.<statistic>" (stats) or "<entry>[<i>]" (flat)."""
+        encoder = self._encoder
+        if isinstance(encoder, Stats):
+            return list(encoder.names)
+        layout = encoder.inner.layout if isinstance(encoder, WithoutCounters) else encoder.layout
+        return [f"{e.name}[{i}]" for e in layout.entries for i in range(e.size)]
 
 
 class ZooDataset(Dataset):
@@ -42,7 +65,8 @@ class ZooDataset(Dataset):
 
     Args:
         root: the zoo folder; every shard is checked against the manifest's sha256.
-        split: "train", "val", "test" (hash of model_id or cell_id) or "all".
+        split: "train", "val" (or "validation", the Hugging Face name), "test" (a hash of
+            cell_id or model_id, see split_by) or "all".
         epochs: "last" (each model's last stored epoch), "all", or a list of epochs.
         where: column -> value (or a list of allowed values), or a callable over a row's
             metadata dict (weights excluded; includes phase, generalization_gap, split).
@@ -53,7 +77,9 @@ class ZooDataset(Dataset):
         normalize: None, or "layer": standardise each layout entry by its mean and std over
             the train split's rows (also for val and test).
         transform: callable on the finished item dict.
-        split_by: "model" or "cell" (a cell's seeds never span two splits).
+        split_by: "cell" (default: a cell's seeds never span two splits, the rows the dataset
+            card and `datasets.load_dataset` give) or "model" (seeds of one cell may land in
+            train and test: their shared hyperparameters then leak into the test score).
         fractions: train, val, test fractions (sum 1); a split with a nonzero fraction gets at
             least one model (cell) whenever there are enough (see zoo.folder.splits), and an
             empty split is an error.
@@ -66,16 +92,22 @@ class ZooDataset(Dataset):
             against its digest; DataLoader workers open their own files); None (default):
             at once when they hold at most IN_MEMORY_BYTES (512 MiB).
         cache_bytes: bound on the decoded row groups a lazy dataset keeps (each process).
+        counters: keep integer buffers (BatchNorm's num_batches_tracked, a step count that
+            gives away epoch and batch size) in flat, layers and tokens; by default they are
+            left out (carried under "buffers" so `decode` is exact). state_dict and
+            load_model always have them.
     """
 
     def __init__(self, root: str | Path, *, split: str = "train", epochs: str | Sequence[int]
                  = "last", where: Where = None, representation: str = "flat",
                  targets: Sequence[str] = (), normalize: str | None = None,
-                 transform: Callable[[Item], Item] | None = None, split_by: str = "model",
+                 transform: Callable[[Item], Item] | None = None, split_by: str = "cell",
                  fractions: Sequence[float] = FRACTIONS, augment: Augment | None = None,
                  token_size: int = 64, window: int | None = None,
-                 in_memory: bool | None = None, cache_bytes: int = CACHE_BYTES) -> None:
+                 in_memory: bool | None = None, cache_bytes: int = CACHE_BYTES,
+                 counters: bool = False) -> None:
         _check(split, representation, normalize, split_by, fractions, augment, token_size)
+        split = HUB_NAMES.get(split, split)
         _check_window(window, representation)
         self.split, self.representation, self.transform = split, representation, transform
         self.augment, self.window, self.split_by, self.epochs = augment, window, split_by, epochs
@@ -103,7 +135,9 @@ class ZooDataset(Dataset):
         self._ids = list(zip(self.columns["model_id"].tolist(), self.columns["cell_id"].tolist(),
                              self.columns["epoch"].tolist()))
         layouts = self._store.layouts.items()
-        self._encoders = {k: make_encoder(representation, lay, token_size) for k, lay in layouts}
+        self.counters = counters
+        self._encoders = {k: make_encoder(representation, lay, token_size, counters)
+                          for k, lay in layouts}
         self._augmenters = {k: Augmenter(lay, augment) for k, lay in layouts} if augment else {}
         self._stats = self._precomputed_stats() if representation == "stats" else {}
 
@@ -229,14 +263,16 @@ class ZooDataset(Dataset):
         """Each row's layout key, in row order (for loaders.LayoutBatchSampler)."""
         return list(self._store.keys)
 
-    def arrays(self, layout: str | None = None, *, as_torch: bool = False
-               ) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
-        """All rows of one layout at once, for predictors: (X, y).
+    def arrays(self, layout: str | None = None, *, as_torch: bool = False) -> Arrays:
+        """All rows of one layout at once, for predictors: (X, y), with row ids and names.
 
         X is (rows, features) float32 in this dataset's representation when it is "flat" or
-        "stats" (normalised if asked; never augmented), y is (rows, len(targets)) float32,
-        rows in dataset order. `layout` may be left out when there is only one. X shares
-        memory with the dataset: copy it before changing it in place.
+        "stats" (normalised if asked; never augmented; flat without counters unless
+        `counters`), y is (rows, len(targets)) float32, rows in dataset order. The result
+        unpacks as `x, y` and also has `.index` (dataset indices), `.model_ids`, `.epochs`
+        and `.features` (a name per column). `layout` may be left out when there is only
+        one. Flat X without counters is a copy; otherwise it shares memory with the dataset:
+        copy it before changing it in place.
         """
         if self.representation not in ("flat", "stats"):
             raise ValueError(f"arrays: representation {self.representation!r} has no matrix "
@@ -247,12 +283,18 @@ class ZooDataset(Dataset):
         if layout not in self._store.layouts:
             raise ValueError(f"arrays: layout {layout!r} is not in this dataset; expected one "
                              f"of {', '.join(keys)}")
-        rows = [i for i, k in enumerate(self._store.keys) if k == layout]
+        rows = np.array([i for i, k in enumerate(self._store.keys) if k == layout], np.int64)
         x = self._normalised(layout)
+        encoder = self._encoders[layout]
         if self.representation == "stats":
             x = self._stats[layout] if self._stats else statistics(x, self._store.layouts[layout])
+        elif isinstance(encoder, WithoutCounters):
+            x = x[:, encoder.kept.numpy()]
         y = self._targets.numpy()[rows]
-        return (torch.from_numpy(x), torch.from_numpy(y)) if as_torch else (x, y)
+        if as_torch:
+            x, y = torch.from_numpy(x), torch.from_numpy(y)
+        return Arrays(x, y, rows, self.columns["model_id"][rows], self.columns["epoch"][rows],
+                      encoder)
 
     @property
     def layouts(self) -> dict[str, Layout]:
@@ -312,7 +354,8 @@ def _check_window(window: int | None, representation: str) -> None:
 def _check(split: str, representation: str, normalize: str | None, split_by: str,
            fractions: Sequence[float], augment: Augment | None, token_size: int) -> None:
     """Validate ZooDataset's options; the ValueError names the option, value and choices."""
-    choices = {"split": (split, (*SPLITS, "all")), "split_by": (split_by, ("model", "cell")),
+    choices = {"split": (split, (*SPLITS, *HUB_NAMES, "all")),
+               "split_by": (split_by, ("cell", "model")),
                "representation": (representation, REPRESENTATIONS),
                "normalize": (normalize, (None, "layer"))}
     for name, (value, allowed) in choices.items():

@@ -40,7 +40,7 @@ def same(a, b):
 @pytest.mark.parametrize("normalize", [None, "layer"])
 def test_lazy_items_are_the_in_memory_items(tiny_zoo, representation, normalize):
     for split in ("train", "test"):
-        options = dict(split=split, epochs="all", representation=representation,
+        options = dict(split=split, split_by="model", epochs="all", representation=representation,
                        normalize=normalize, targets=["test_loss", "phase"])
         ours = ZooDataset(tiny_zoo, in_memory=False, cache_bytes=2048, **options)
         whole = ZooDataset(tiny_zoo, in_memory=True, **options)

@@ -48,7 +48,7 @@ def _check_documents(reader: ZooReader) -> list[str]:
 def _check_shards(reader: ZooReader) -> list[str]:
     problems: list[str] = []
     for shard in reader.manifest.shards:
-        path = _collect(lambda: reader.path(shard), problems)
+        path = _collect(lambda: reader.check_whole(shard), problems)
         if path is None or shard.format != "parquet":
             continue  # HDF5 contents are compared with Parquet rows in check_hdf5
         metadata = _collect(lambda: reader.parquet_metadata(shard), problems)

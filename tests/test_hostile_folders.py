@@ -26,6 +26,7 @@ from loaders import ZooDataset, load_model
 from zoo.errors import ZooFolderError
 from zoo.folder.names import sha256_of
 from zoo.folder.reader import ZooReader
+from zoo.folder.rowgroups import shard_parts
 from zoo.folder.writer import write_parquet
 
 OPENED: list[str] = []
@@ -76,6 +77,11 @@ def reseal(root: Path) -> None:
         file = root / shard["path"]
         if file.is_file() and not file.is_symlink():
             shard["sha256"], shard["bytes"] = sha256_of(file), file.stat().st_size
+            if shard.get("parts"):  # format 4: the row groups' digests too, where Parquet
+                try:
+                    shard["parts"] = list(shard_parts(file))
+                except (OSError, pa.ArrowException, ZooFolderError):
+                    pass
     for key in body["layouts"]:
         body["layouts"][key] = sha256_of(root / "layouts" / f"{key}.json")
     for name in body["documents"]:

@@ -15,6 +15,7 @@ from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
 from zoo.train import (TrainedModel, choose_stacking, predicted_speedup, train_cell_models,
                        train_model, train_population)
+from zoo.train.cost import MIN_SPEEDUP
 
 TOLERANCE = 1e-10
 
@@ -170,7 +171,7 @@ def test_choice_honours_the_spec_and_is_deterministic(mnist1d, float64) -> None:
     jobs = auto.jobs(mnist1d.fingerprint())
     assert choose_stacking(auto, jobs, mnist1d) is True
     assert predicted_speedup(auto, jobs, mnist1d) == predicted_speedup(auto, jobs, mnist1d)
-    assert choose_stacking(auto, jobs[:1], mnist1d) is False  # nothing to stack
+    assert choose_stacking(auto, jobs[:1], mnist1d) is True  # the model's facts, not the count
 
 
 def test_choice_declines_where_it_cannot_or_does_not_pay(mnist1d, float64) -> None:
@@ -188,6 +189,32 @@ def test_choice_declines_where_it_cannot_or_does_not_pay(mnist1d, float64) -> No
     forced = make_spec(learning_rates=(0.05,), stacking="always")
     with pytest.raises(ValueError, match="members must share batch_size"):
         choose_stacking(forced, shifted, mnist1d)
+
+
+def test_choice_ignores_the_seed_count_across_the_old_boundary() -> None:
+    full = datasets.load("mnist1d")
+    spec = parse_spec({
+        "name": "edge", "data": {"name": "mnist1d"}, "architecture": {"family": "mlp",
+                                                                      "args": {"depth": 1}},
+        "training": {"epochs": 2}, "seeds": [0, 1, 2],
+        "grid": {"load": {"axis": "width", "values": [8]},
+                 "temperature": {"axis": "batch_size", "values": [512]}},
+    })
+    jobs = spec.jobs(full.fingerprint())
+    # the cost model applied to the cell's own seed count would flip between 2 and 3 seeds
+    assert predicted_speedup(spec, jobs[:2], full) < MIN_SPEEDUP <= predicted_speedup(
+        spec, jobs, full)
+    assert {choose_stacking(spec, jobs[:k], full) for k in (1, 2, 3)} == {True}
+
+
+def test_a_member_is_the_same_in_a_population_of_any_size(mnist1d, float64) -> None:
+    spec = make_spec(seeds=(0, 1, 2), epochs=1)
+    jobs = spec.jobs(mnist1d.fingerprint())
+    alone = train_population(spec, jobs[:1], mnist1d)[0]
+    among = train_population(spec, jobs, mnist1d)[0]
+    for ours, theirs in zip(alone.checkpoints, among.checkpoints, strict=True):
+        assert all(torch.equal(value, theirs.state_dict[key])
+                   for key, value in ours.state_dict.items())
 
 
 def test_pinn_is_never_stacked() -> None:

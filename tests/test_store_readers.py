@@ -31,16 +31,26 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_zoo_dataset_from_the_store_serves_the_local_items(stored, tiny_zoo):
-    remote, local = (ZooDataset(root, split="all", epochs="all", targets=["test_accuracy"])
-                     for root in (stored, tiny_zoo))
+def same_item(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_zoo_dataset_from_the_store_serves_the_local_items(stored, tiny_zoo, in_memory):
+    remote, local = (ZooDataset(root, split="all", epochs="all", targets=["test_accuracy"],
+                                in_memory=in_memory) for root in (stored, tiny_zoo))
     assert len(remote) == len(local) > 0 and repr(remote).startswith(f"ZooDataset({stored!r}")
-    for i in range(len(local)):
-        a, b = remote[i], local[i]
-        assert a.keys() == b.keys()
-        for key in a:
-            same = torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key]
-            assert same, (i, key)
+    assert all(same_item(remote[i], local[i]) for i in range(len(local)))
+
+
+def test_a_stream_of_the_store_yields_the_local_items_in_the_same_order(stored, tiny_zoo):
+    from loaders import ZooStream
+
+    remote, local = (list(ZooStream(root, seed=3, split="all", epochs="all"))
+                     for root in (stored, tiny_zoo))
+    assert len(remote) == len(local) > 0
+    assert all(same_item(a, b) for a, b in zip(remote, local))
 
 
 def test_load_model_from_the_store_holds_the_local_weights(stored, tiny_zoo):

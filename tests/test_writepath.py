@@ -89,7 +89,8 @@ def test_hdf5_checkpoints_load_back_exactly(resnet_zoo, tmp_path):
     model = build_model(spec, job.cell, bundle, job.seed)
     layout = layout_of(model, "resnet18", 2, {})
     expected = {c.epoch: layout.flatten(c.state_dict) for c in trained.checkpoints}
-    dataset = ZooDataset(resnet_zoo, split="all", epochs="all", where={"model_id": job.model_id})
+    dataset = ZooDataset(resnet_zoo, split="all", epochs="all", where={"model_id": job.model_id},
+                         counters=True)
     assert len(dataset) == 3
     for i in range(len(dataset)):
         item = dataset[i]

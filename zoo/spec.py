@@ -170,7 +170,7 @@ class ZooSpec:
     seeds: tuple[int, ...]
     checkpoint_epochs: tuple[int, ...]
     metrics: MetricsSpec
-    phases: Mapping[str, float] = field(default_factory=dict)
+    phases: Mapping[str, float | str] = field(default_factory=dict)
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from zoo.errors import ZooFolderError
+from zoo.limits import short_repr
 from zoo.folder.checkpoints import read_checkpoint
 from zoo.folder.manifest import Shard
 from zoo.folder.reader import ZooReader
@@ -53,9 +54,11 @@ def epoch_mask(columns: Columns, epochs: str | Sequence[int]) -> np.ndarray:
         for model, epoch in zip(columns["model_id"], columns["epoch"]):
             last[model] = max(last.get(model, epoch), epoch)
         return np.array([last[m] == e for m, e in zip(columns["model_id"], columns["epoch"])])
-    if isinstance(epochs, str) or not all(isinstance(e, int) for e in epochs):
-        raise ValueError(f"epochs: {epochs!r} is not allowed; expected 'last', 'all' or a "
-                         f"list of integers")
+    integers = isinstance(epochs, (list, tuple, range)) and all(
+        isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in epochs)
+    if not integers:  # True is an int in Python; epochs=[True] must not mean epoch 1
+        raise ValueError(f"epochs: {short_repr(epochs)} is not allowed; expected 'last', 'all' "
+                         f"or a list of integers")
     return np.isin(columns["epoch"], list(epochs))
 
 

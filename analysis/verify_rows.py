@@ -11,9 +11,11 @@ import numpy as np
 
 from zoo.errors import ZooError
 from zoo.folder.checkpoints import read_checkpoint
+from zoo.folder.hdf5 import Expected, open_checked
 from zoo.folder.manifest import Shard
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import arrow_schema
+from zoo.layout import Layout
 
 SAMPLE_SHARDS = 8  # cells decoded without --deep
 HDF5_COLUMNS = ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
@@ -56,7 +58,8 @@ def _shard_rows(reader: ZooReader, shard: Shard) -> list[str]:
         if row["weights_file"] is not None:  # a per-model HDF5 file: its sha256 and shapes
             try:
                 flat = read_checkpoint(reader.root, row["weights_file"], row["weights_index"],
-                                       row["weights_sha256"], layout)
+                                       row["weights_sha256"], layout,
+                                       model_id=row["model_id"], epoch=row["epoch"])
             except ZooError as error:
                 problems.append(f"{name}: {error}")
                 continue
@@ -103,9 +106,14 @@ def check_hdf5(reader: ZooReader, deep: bool) -> list[str]:
     return problems
 
 
-def _compare_hdf5(reader: ZooReader, shard: Shard, twin: Shard) -> list[str]:
-    import h5py
+def cell_datasets(layout: Layout, rows: int) -> Expected:
+    """What the cell HDF5 writer makes for `rows` rows of `layout`: every dataset's shape."""
+    return {"model_id": ((rows,), "S64"), "epoch": ((rows,), "<i8"),
+            **{f"columns/{name}": ((rows,), "<f8") for name in HDF5_COLUMNS},
+            **{f"weights/{e.name}": ((rows, *e.shape), "<f4") for e in layout.entries}}
 
+
+def _compare_hdf5(reader: ZooReader, shard: Shard, twin: Shard) -> list[str]:
     path = reader.path(shard)
     table = reader.parquet(twin, ["model_id", "epoch", "layout", *HDF5_COLUMNS, "weights"],
                            arrow_schema("models"))
@@ -116,7 +124,7 @@ def _compare_hdf5(reader: ZooReader, shard: Shard, twin: Shard) -> list[str]:
     layout = reader.layout(keys.pop())
     flat = table.column("weights").combine_chunks().values.to_numpy(zero_copy_only=False)
     flat = flat.reshape(rows, layout.size)  # lengths were checked against the layout
-    with h5py.File(path, "r") as handle:
+    with open_checked(path, cell_datasets(layout, rows), ("layout",)) as handle:
         if handle.attrs.get("layout") != layout.key:
             return [f"{path}: layout {handle.attrs.get('layout')!r}, Parquet rows {layout.key}"]
         expected: dict[str, tuple[tuple[int, ...], Any]] = {
@@ -129,12 +137,8 @@ def _compare_hdf5(reader: ZooReader, shard: Shard, twin: Shard) -> list[str]:
             expected[f"weights/{e.name}"] = ((rows, *e.shape), lambda e=e: flat[
                 :, e.offset:e.offset + e.size].reshape(rows, *e.shape))
         for name, (shape, values) in expected.items():
-            dataset = handle.get(name)
-            if not isinstance(dataset, h5py.Dataset) or dataset.shape != shape:
-                found = getattr(dataset, "shape", "nothing")
-                return [f"{path}: /{name} is {found}; expected shape {shape}"]
             values = values() if callable(values) else values
-            stored = dataset[()]
+            stored = handle[name][()]  # its shape, dtype and storage were checked on opening
             if stored.dtype.kind == "f" or values.dtype.kind == "f":
                 same = np.array_equal(stored.astype(np.float64), values.astype(np.float64),
                                       equal_nan=True)

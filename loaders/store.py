@@ -134,7 +134,8 @@ def _read_external(reader: ZooReader, columns: Columns, chosen: np.ndarray,
         i = chosen[j]
         arrays[keys[j]][slots[j]] = read_checkpoint(
             reader.root, str(files[i]), int(columns["weights_index"][i]),
-            columns["weights_sha256"][i], layouts[keys[j]])
+            columns["weights_sha256"][i], layouts[keys[j]], model_id=str(columns["model_id"][i]),
+            epoch=int(columns["epoch"][i]))
     return external
 
 

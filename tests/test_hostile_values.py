@@ -4,6 +4,8 @@ escaped; none is read as something else (YAML's last-key-wins, True as epoch 1).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -69,7 +71,7 @@ def test_a_data_root_no_system_opens_is_refused_in_one_line(tmp_path, capsys, mo
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and len(lines[0]) < 400, err
-    assert __import__("re").search(message, lines[0]), lines[0]
+    assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "out").exists()
 
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
+from zoo.folder.bounds import WEIGHTS_LEAF, check_decoded_sizes
 from zoo.folder.documents import check_document, check_readme, check_record_hash
 from zoo.folder.layouts import read_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest
@@ -18,8 +19,6 @@ from zoo.folder.schema import arrow_schema
 from zoo.layout import Layout
 
 PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError)  # a truncated or odd file
-MAX_ROW_BYTES = 1 << 20  # decoded bytes of one row's columns but weights (a pairs row: ~10 kB)
-WEIGHTS_LEAF = "weights.list.element"  # the Parquet leaf of the weights lists
 
 
 class ZooReader:
@@ -63,8 +62,8 @@ class ZooReader:
     def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
                 schema: pa.Schema | None = None) -> pa.Table:
         """The shard's Parquet table (checked); a decode failure names the file. The footer's
-        row count must be the manifest's and the columns but weights must decode to at most
-        MAX_ROW_BYTES a row, before anything is decoded (`check_footer`)."""
+        row count must be the manifest's and the columns' decoded sizes bounded, before anything
+        is decoded (`check_footer`)."""
         path = self.check_footer(shard, columns)
         if shard.table == "models" and (columns is None or "weights" in columns):
             self.check_weights(shard)
@@ -75,20 +74,13 @@ class ZooReader:
 
     def check_footer(self, shard: Shard, columns: Sequence[str] | None = None) -> Path:
         """The shard's path once its footer holds the manifest's row count and `columns` (all
-        but weights when None) declare at most MAX_ROW_BYTES of decoded bytes a row."""
+        but weights when None) are bounded in decoded size (`check_decoded_sizes`)."""
         path = self.path(shard)
         metadata = self.parquet_metadata(shard)
         if metadata.num_rows != shard.rows:
             raise IntegrityError(f"{path}: {metadata.num_rows} rows, the manifest says "
                                  f"{shard.rows}")
-        leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
-        wanted = [i for i, leaf in enumerate(leaves) if leaf != WEIGHTS_LEAF and (
-            columns is None or leaf.split(".")[0] in columns)]
-        declared = sum(metadata.row_group(g).column(i).total_uncompressed_size
-                       for g in range(metadata.num_row_groups) for i in wanted)
-        if declared > max(shard.rows, 1) * MAX_ROW_BYTES:
-            raise ZooFolderError(f"{path}: its columns declare {declared} bytes for "
-                                 f"{shard.rows} rows; at most {MAX_ROW_BYTES} a row is read")
+        check_decoded_sizes(path, metadata, shard.rows, columns)
         return path
 
     def check_weights(self, shard: Shard) -> None:

@@ -1,4 +1,4 @@
-"""Convert between zoo folders and Ray Tune trial folders (see analysis.raytune).
+"""Convert between zoo folders and Ray Tune trial folders (see analysis.trial_folders).
 
 `export_ray_tune(zoo, out)` writes one trial folder per model; `import_ray_tune(src, out)`
 describes the trials' grid by a ZooSpec, rebuilds every checkpoint in one of our architectures
@@ -18,23 +18,26 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from analysis.raytune import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS, STATE,
-                                TEMPERATURE_KEYS, Trial, checkpoint_folder, dump,
-                                metric_epochs, published_line, read_checkpoint, read_trials)
+from analysis.trial_folders import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS,
+                                     STATE, TEMPERATURE_KEYS, Trial, checkpoint_folder, dump,
+                                     metric_epochs, published_line, read_trial_checkpoint,
+                                     read_trials)
 from loaders.store import META_COLUMNS, read_metadata, read_weights
 from zoo import architectures, datasets
 from zoo.architectures import REGISTRY, families
 from zoo.datasets.base import DataInfo
 from zoo.errors import ZooError
 from zoo.folder.card import write_card
+from zoo.folder.cellresult import CellResult
 from zoo.folder.reader import ZooReader
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.schema import CELL_MEANS
 from zoo.folder.writer import ZooWriter
 from zoo.layout import Layout, layout_of
-from zoo.rows import CellResult, cell_row, is_finite_checkpoint, model_row
+from zoo.rows import cell_row, model_row
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
 from zoo.specfile import parse_spec
+from zoo.train import is_finite_checkpoint
 
 
 def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:
@@ -266,7 +269,7 @@ def _model_rows(spec: ZooSpec, job: ModelJob, trial: Trial, layout: Layout, fing
         if epoch not in trial.checkpoints:
             missing.append(f"{trial.path / checkpoint_folder(epoch)}")
             continue
-        state = read_checkpoint(trial.checkpoints[epoch])
+        state = read_trial_checkpoint(trial.checkpoints[epoch])
         _check_state(trial.checkpoints[epoch], state, layout)
         metrics = {k: v for k, v in trial.metrics(epoch).items() if not k.startswith("pair:")}
         evaluation = {k: metrics.get(k) for k in ("train_loss", "test_loss")}

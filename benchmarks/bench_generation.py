@@ -1,14 +1,14 @@
 """Generation speed: stacked populations against one-by-one training and a Ray Tune trial per model.
 
 Everything is measured in the same run on the same machine:
-  1. width sweep: populations of MLPs on mnist1d, stacked (zoo.population.train_population)
-     against one by one (zoo.training.train_model), one torch thread (the Ray worker setting);
+  1. width sweep: populations of MLPs on mnist1d, stacked (zoo.train.train_population)
+     against one by one (zoo.train.train_model), one torch thread (the Ray worker setting);
      models/hour, measured and predicted speedup, and what the automatic choice picks;
   2. achieved training GFLOP/s against the machine's fp32 2048^2 matmul rate (1 and 2 threads);
   3. a grid of 32 mnist1d MLPs (width 16-128 x batch 16-128 x 2 seeds, a checkpoint and a full
      evaluation every epoch) made four ways: one Ray Tune trial per model (tune.grid_search, a
      checkpoint per epoch), `zoo generate` (landscape metrics off), Ray tasks running
-     zoo.population.train_cell_models per cell, and a plain one-process loop.
+     zoo.train.train_cell_models per cell, and a plain one-process loop.
 
     python -m benchmarks.bench_generation [--quick] [--skip-tune]
 
@@ -34,11 +34,11 @@ from benchmarks.common import (Timing, machine, matmul_rate, print_table, thread
                                write_results)
 from zoo import datasets
 from zoo.datasets.base import DataBundle
-from zoo.population import (choose_stacking, model_shape, predicted_speedup, train_cell_models,
-                            train_population)
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.training import build_model, derive_seed, make_optimizer, make_schedule, train_model
+from zoo.train import (build_model, choose_stacking, derive_seed, make_optimizer, make_schedule,
+                       model_shape, predicted_speedup, train_cell_models, train_model,
+                       train_population)
 
 METRICS_OFF = {"epochs": ["last"], "hessian": {"enabled": False},
                "similarity": {"enabled": False}, "curve": {"enabled": False}, "spectra": False}

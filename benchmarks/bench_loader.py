@@ -25,10 +25,10 @@ import torch
 from loaders import ZooDataset
 from zoo.architectures import build
 from zoo.datasets.base import DataInfo
+from zoo.folder.cellresult import CellResult
 from zoo.folder.record import ZooRecord
 from zoo.folder.writer import ZooWriter
 from zoo.layout import Layout, layout_of
-from zoo.rows import CellResult
 
 ROWS_PER_CELL = 200
 RESULTS = Path(__file__).parent / "results" / "loader.json"

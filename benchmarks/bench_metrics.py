@@ -29,7 +29,7 @@ from zoo.measure import curve_columns, cka_columns, probe_batches
 from zoo.metrics import hessian, spectra
 from zoo.objective import Objective, output_loss
 from zoo.specfile import parse_spec
-from zoo.training import build_model, train_model
+from zoo.train import build_model, train_model
 
 SPEC = {"name": "bench-metrics", "architecture": {"family": "mlp", "args": {"depth": 2}},
         "data": {"name": "mnist1d"}, "training": {"epochs": 5, "batch_size": 64},

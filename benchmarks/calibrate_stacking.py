@@ -1,11 +1,12 @@
-"""Fit the stacking cost model (zoo.population.COST) from measured optimizer steps.
+"""Fit the stacking cost model (zoo.train.cost.COST) from measured optimizer steps.
 
-Times one training step of single models (the body of train_model's loop) and of stacked
-populations (zoo.population.population_step) on mnist1d at one torch thread, the Ray worker
-setting, over a spread of widths, depths and batch sizes; fits seconds = overhead + per_tensor x
-parameter tensors + FLOPs / rate by non-negative least squares; prints the constants to paste
-into COST and writes benchmarks/results/calibration.json. The zoo never runs this: its choice
-must not depend on a clock.
+Times one training step of single models (zoo.train.steps.EagerStep, the step train_model
+takes) and of stacked populations (zoo.train.stacked.population_step) on mnist1d at one torch
+thread, the Ray worker setting, over a spread of widths, depths and batch sizes; fits
+seconds = overhead + per_tensor x parameter tensors + FLOPs / rate by non-negative least
+squares; prints the constants to paste into COST and writes
+benchmarks/results/calibration.json. The zoo never runs this: its choice must not depend on a
+clock.
 
     python -m benchmarks.calibrate_stacking [--quick]
 """
@@ -24,11 +25,12 @@ from benchmarks.common import machine, print_table, threads, write_results
 from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
-from zoo.population import (COST, Population, PopulationOptimizer, StepCost, model_shape,
-                            population_step, schedule_table, step_seconds)
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.training import build_model, make_optimizer, make_schedule
+from zoo.train import COST, EagerStep, StepCost, build_model, model_shape
+from zoo.train.cost import step_seconds
+from zoo.train.optimizers import PopulationOptimizer, schedule_table
+from zoo.train.stacked import Population, population_step
 
 SECONDS_PER_POINT = 0.3  # measured time per shape and way (the best of two halves is kept)
 
@@ -56,24 +58,19 @@ def best_step(step: Any, steps: int) -> float:
 
 
 def single_seconds(spec: ZooSpec, bundle: DataBundle, steps: int) -> float:
-    """One model's step as train_model takes it: gather, loss, backward, optimizer, schedule."""
+    """One model's step as train_model takes it (EagerStep): gather, loss, its finiteness
+    check (a sync), backward, optimizer, schedule."""
     job = spec.jobs("calibration")[0]
     model = build_model(spec, job.cell, bundle, job.seed)
-    objective = Objective(bundle)
-    optimizer = make_optimizer(spec.training, job.cell, list(model.parameters()))
-    schedule = make_schedule(spec.training, optimizer, job.cell, 4 * steps + 8)
+    step = EagerStep(model, Objective(bundle), spec.training, job.cell, 4 * steps + 8)
     order = torch.randperm(bundle.num_train).split(job.cell.batch_size)
 
-    def step(index: int) -> None:
-        batch = tuple(t[order[index % len(order)]] for t in bundle.train)
-        loss = objective.loss(model, batch)
-        assert torch.isfinite(loss)  # train_model's divergence check (a sync) each step
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    def call(index: int) -> None:
+        step(tuple(t[order[index % len(order)]] for t in bundle.train))
 
-    return best_step(step, steps)
+    seconds = best_step(call, steps)
+    assert not step.diverged()  # a step with a non-finite loss skips its update: not timed
+    return seconds
 
 
 def stacked_seconds(spec: ZooSpec, bundle: DataBundle, steps: int) -> float:

@@ -14,8 +14,7 @@ from zoo.cell import CellOutput, CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
 from zoo.errors import DataError
 from zoo.spec import ModelJob, ZooSpec
-from zoo.spool import Spool
-from zoo.trainstate import StateStore, state_keys
+from zoo.train import Spool, StateStore, state_keys
 
 WORKER_THREADS = 1  # one torch thread per task: results do not depend on which worker ran it
 TASK_RETRIES = 3  # a worker process that dies is restarted this many times per task

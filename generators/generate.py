@@ -29,8 +29,8 @@ from zoo.spec import ZooSpec
 
 
 FAILURES = "failures"  # folder of <cell_id>.json records of cells whose training raised
-STATE = "state"  # folder of training states of models in progress (zoo.trainstate)
-SPOOL = "spool"  # under STATE: checkpoints of models in progress (zoo.spool)
+STATE = "state"  # folder of training states of models in progress (zoo.train.state)
+SPOOL = "spool"  # under STATE: checkpoints of models in progress (zoo.train.spool)
 
 
 @dataclass

@@ -71,8 +71,8 @@ def gpu_fraction(needed: int, device_bytes: int) -> float:
 def shape_of(spec: ZooSpec, jobs: Sequence[ModelJob], stacked: bool,
              bundle: DataBundle) -> TaskShape:
     """Count a task's TaskShape on the CPU (one sample through one model)."""
-    from zoo.population import model_shape
-    from zoo.training import build_model
+    from zoo.train import model_shape
+    from zoo.train import build_model
 
     counted = model_shape(build_model(spec, jobs[0].cell, bundle, jobs[0].seed), bundle)
     data = sum(t.numel() for t in (*bundle.train, *bundle.test, *bundle.extras.values()))
@@ -85,7 +85,7 @@ def auto_gpus_per_task(spec: ZooSpec, tasks: Sequence[Task], bundle: DataBundle,
                        device_bytes: int) -> float:
     """One fraction for every task (Ray asks it per remote function): the largest needed.
     A task the planner left to the worker stacks as choose_stacking decides on CUDA."""
-    from zoo.population import choose_stacking
+    from zoo.train import choose_stacking
 
     fractions = []
     for task in tasks:

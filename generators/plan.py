@@ -167,7 +167,7 @@ def plan_tasks(plan: Plan, bundle: DataBundle, workers: int,
 
 
 def _stacks(plan: Plan, members: list[str], bundle: DataBundle, device: str) -> bool:
-    from zoo.population import choose_stacking
+    from zoo.train import choose_stacking
 
     jobs = [job for cid in members for job in plan.cells[cid]]
     try:

@@ -88,7 +88,7 @@ def plan_priced_tasks(spec: ZooSpec, bundle: DataBundle, device: str,
                       workers: int) -> list[PricedTask]:
     """The tasks `zoo generate` would run, and whether each trains stacked on `device`."""
     from generators.plan import make_plan, plan_tasks
-    from zoo.population import choose_stacking
+    from zoo.train import choose_stacking
 
     with tempfile.TemporaryDirectory() as empty:  # a plan with nothing done yet
         plan = make_plan(spec, "pricing", Path(empty))

@@ -81,50 +81,26 @@ def _batches(data: DataBundle, augmentation: str, batch_size: int, count: int,
     return batch
 
 
-def time_eager(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
-               device: torch.device) -> float:
-    """Seconds of one of train_model's eager steps (its loop body, sync included)."""
-    from zoo.precision import autocast
+def time_step(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
+              device: torch.device, graphed: bool) -> float:
+    """Seconds of one of train_model's steps: EagerStep (its sync included), or one GraphedStep
+    replay (CUDA; captured during the untimed warm-up)."""
     from zoo.objective import Objective
-    from zoo.training import build_model, make_optimizer, make_schedule
+    from zoo.train import build_model
+    from zoo.train.steps import EagerStep, GraphedStep, prepare
 
     recipe, cell = spec.training, job.cell
-    model = build_model(spec, cell, data, job.seed).to(device).train()
-    objective = Objective(data, beta=cell.beta)
-    optimizer = make_optimizer(recipe, cell, [p for p in model.parameters() if p.requires_grad])
-    schedule = make_schedule(recipe, optimizer, cell, WARMUP_STEPS + steps)
+    model = build_model(spec, cell, data, job.seed).to(device)
+    kind = GraphedStep if graphed else EagerStep
+    step = kind((prepare(model, device) if graphed else model).train(),
+                Objective(data, beta=cell.beta), recipe, cell, WARMUP_STEPS + steps)
     batches = _batches(data, recipe.augmentation, cell.batch_size, WARMUP_STEPS + steps,
                        device)
-
-    def call(i: int) -> None:
-        batch = batches(i)
-        with autocast(recipe.precision, device):
-            loss = objective.loss(model, batch)
-        if not torch.isfinite(loss):
-            raise ZooError(f"price: the loss of width {cell.width}, batch {cell.batch_size} "
-                           f"is not finite on synthetic data; lower training.learning_rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-
-    return time_calls(call, steps, device)
-
-
-def time_graphed(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
-                 device: torch.device) -> float:
-    """Seconds of one GraphedStep replay (CUDA; captured during the untimed warm-up)."""
-    from zoo.graphed import GraphedStep, prepare
-    from zoo.objective import Objective
-    from zoo.training import build_model
-
-    recipe, cell = spec.training, job.cell
-    model = prepare(build_model(spec, cell, data, job.seed).to(device), device).train()
-    step = GraphedStep(model, Objective(data, beta=cell.beta), recipe, cell,
-                       WARMUP_STEPS + steps)
-    batches = _batches(data, recipe.augmentation, cell.batch_size, WARMUP_STEPS + steps,
-                       device)
-    return time_calls(lambda i: step(batches(i)), steps, device)
+    seconds = time_calls(lambda i: step(batches(i)), steps, device)
+    if step.diverged():
+        raise ZooError(f"price: the loss of width {cell.width}, batch {cell.batch_size} "
+                       f"is not finite on synthetic data; lower training.learning_rate")
+    return seconds
 
 
 def time_population(spec: ZooSpec, job: ModelJob, members: int, data: DataBundle, steps: int,
@@ -132,9 +108,10 @@ def time_population(spec: ZooSpec, job: ModelJob, members: int, data: DataBundle
     """Seconds of one population_step of `members` models of `job`'s cell."""
     from dataclasses import replace
 
-    from zoo.population import Population, PopulationOptimizer, population_step, schedule_table
     from zoo.precision import autocast
-    from zoo.training import build_model
+    from zoo.train import build_model
+    from zoo.train.optimizers import PopulationOptimizer, schedule_table
+    from zoo.train.stacked import Population, population_step
 
     jobs = [replace(job, seed=seed) for seed in range(members)]
     models = [build_model(spec, j.cell, data, j.seed).to(device) for j in jobs]
@@ -182,13 +159,12 @@ def time_checkpoints(spec: ZooSpec, model: torch.nn.Module, width: int,
 def time_shape(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
                device: torch.device, folder: Path) -> ShapeTiming:
     """Every timing of one (width, batch size) on `data` (already on `device`)."""
-    from zoo.graphed import use_graphs
     from zoo.objective import Objective
-    from zoo.training import build_model
+    from zoo.train import build_model, use_graphs
 
-    eager = time_eager(spec, job, data, steps, device)
+    eager = time_step(spec, job, data, steps, device, graphed=False)
     graphed = use_graphs(spec.training, data.info.task, device)
-    step = time_graphed(spec, job, data, steps, device) if graphed else eager
+    step = time_step(spec, job, data, steps, device, graphed=True) if graphed else eager
     model = build_model(spec, job.cell, data, job.seed).to(device)
     objective = Objective(data, beta=job.cell.beta)
     evaluation = time_calls(lambda i: objective.evaluate(model, "test"), 2, device, warmup=1)
@@ -210,7 +186,7 @@ def time_metrics(spec: ZooSpec, job: ModelJob, data: DataBundle, device: torch.d
 
     from zoo.measure import model_metrics, pair_metrics
     from zoo.objective import Objective
-    from zoo.training import build_model
+    from zoo.train import build_model
 
     beta = job.cell.beta
     a, b = (build_model(spec, job.cell, data, seed).to(device).eval() for seed in (0, 1))

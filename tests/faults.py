@@ -57,7 +57,7 @@ def _die_once_saved(state_folder: Any, marker: str) -> Any:
     import threading
     from pathlib import Path
 
-    from zoo.trainstate import STATE_JSON
+    from zoo.train import STATE_JSON
 
     done = threading.Event()
 

@@ -18,7 +18,7 @@ from tests.conftest import write_spec
 from zoo.folder.reader import ZooReader
 from zoo.objective import Objective
 from zoo.specfile import load_spec
-from zoo.training import build_model
+from zoo.train import build_model
 
 
 def test_rows_are_cells_times_seeds_times_kept_epochs(tiny_zoo):
@@ -137,7 +137,7 @@ def test_a_folder_of_another_spec_is_refused(tiny_zoo, tmp_path, capsys):
 @pytest.mark.parametrize("name, models, rows", [
     ("resnet18-cifar10", 192, 192 * 151), ("resnet50-tinyimagenet", 192, 192 * 101),
     ("vit-cifar100", 147, 147 * 41), ("gpt2-text", 264, 264 * 11),
-    ("pinn-convection", 700, 700 * 5)])
+    ("pinn-convection-700", 700, 700 * 5)])
 def test_published_zoo_specs_dry_run_to_the_published_counts(name, models, rows, tmp_path):
     import io
 
@@ -175,7 +175,7 @@ def test_cells_differing_in_learning_rate_train_as_one_population(tmp_path, ray_
 
 def test_stacking_is_decided_at_plan_time_and_the_manifest_records_it(tiny_zoo, tmp_path):
     from generators.plan import make_plan, plan_tasks
-    from zoo.population import choose_stacking
+    from zoo.train import choose_stacking
 
     reader = ZooReader(tiny_zoo)
     trained_by = {r["cell_id"]: r["trained_by"] == "stacked"

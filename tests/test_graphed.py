@@ -12,11 +12,12 @@ from tests.test_trainstate import Killed, assert_identical, kill_at
 from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.errors import TrainStateError
-from zoo.graphed import GraphedStep, has_convolutions, prepare, train_graphed, use_graphs
+from zoo.objective import Objective
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.trainstate import STATE_JSON, StateStore, load_state
-from zoo.training import TrainedModel, train_model
+from zoo.train import (STATE_JSON, StateStore, TrainedModel, build_model, load_state,
+                       train_graphed, train_model, use_graphs)
+from zoo.train.steps import GraphedStep, has_convolutions, prepare
 
 TOLERANCE = 1e-10
 
@@ -104,7 +105,7 @@ def test_kept_checkpoints_are_handed_to_keep_one_at_a_time(mnist1d, float64) -> 
     job = spec.jobs(mnist1d.fingerprint())[0]
     handed: dict[int, dict] = {}
     kept = train_graphed(spec, job, mnist1d, "cpu",
-                         keep=lambda epoch, state: handed.__setitem__(epoch, state))
+                         hand_off=lambda epoch, state: handed.__setitem__(epoch, state))
     whole = train_graphed(spec, job, mnist1d, "cpu")
     assert sorted(handed) == [c.epoch for c in whole.checkpoints]
     assert all(c.state_dict == {} for c in kept.checkpoints)  # held without weights
@@ -124,33 +125,27 @@ def test_divergence_is_flagged(mnist1d, float64) -> None:
     assert [c.finite for c in ours.checkpoints] == [False, False, False]  # train loss is NaN
 
 
-def test_step_counter_and_flag_stay_on_the_device(mnist1d, float64) -> None:
+def test_the_counter_on_the_device_picks_each_steps_coefficients(mnist1d, float64) -> None:
+    """The step counter and finite flag live on the model's device (a captured graph advances
+    them there) and the counter picks the table row: a zeroed row moves nothing."""
     spec = make_spec()
     job = spec.jobs(mnist1d.fingerprint())[0]
-    from zoo.objective import Objective
-    from zoo.training import build_model
-
     model = build_model(spec, job.cell, mnist1d, job.seed)
     step = GraphedStep(model, Objective(mnist1d), spec.training, job.cell, total_steps=4)
+    device = next(model.parameters()).device
+    assert step.counter.device == device and step.finite.device == device
     assert step.table.shape == (4, 3)  # sgd: learning rate, momentum, weight decay per step
-    for _ in range(3):
-        step((mnist1d.train[0][:64], mnist1d.train[1][:64]))
+    step.table[1].zero_()  # the second step: learning rate, momentum, weight decay 0
+    batch = (mnist1d.train[0][:64], mnist1d.train[1][:64])
+    before = [p.clone() for p in step.params]
+    step(batch)
+    first = [p.clone() for p in step.params]
+    step(batch)
+    assert all(torch.equal(a, p) for a, p in zip(first, step.params))
+    step(batch)
+    assert not any(torch.equal(a, p) for a, p in zip(first, step.params))
+    assert not any(torch.equal(a, p) for a, p in zip(before, first))
     assert int(step.counter) == 3 and not step.diverged() and not step.capture
-
-
-def test_cpu_path_is_the_eager_one(mnist1d) -> None:
-    """On the CPU, graphs "auto" and "never" give the same bits (nothing is captured)."""
-    def single(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple(t.float() if t.is_floating_point() else t for t in tensors)
-
-    bundle = DataBundle(mnist1d.name, mnist1d.info, single(mnist1d.train), single(mnist1d.test))
-    auto = make_spec()
-    never = replace(auto, training=replace(auto.training, graphs="never"))
-    job = auto.jobs(bundle.fingerprint())[0]
-    a, b = train_model(auto, job, bundle), train_model(never, job, bundle)
-    for x, y in zip(a.checkpoints, b.checkpoints):
-        for key in x.state_dict:
-            assert torch.equal(x.state_dict[key], y.state_dict[key])
 
 
 def test_use_graphs_only_on_cuda_for_static_tasks() -> None:
@@ -163,9 +158,20 @@ def test_use_graphs_only_on_cuda_for_static_tasks() -> None:
 
 
 def test_channels_last_only_for_convolutions_on_cuda() -> None:
-    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
-    assert has_convolutions(conv) and not has_convolutions(torch.nn.Linear(2, 2))
-    assert prepare(conv, "cpu")[0].weight.is_contiguous()
+    """`prepare` sets the memory format, not the device: bound for CUDA, a convolution with
+    three input channels (not contiguous both ways) turns channels-last; nothing else does."""
+    def conv() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+
+    last = torch.channels_last
+    assert has_convolutions(conv()) and not has_convolutions(torch.nn.Linear(2, 2))
+    kept = prepare(conv(), "cpu")[0].weight
+    assert kept.is_contiguous() and not kept.is_contiguous(memory_format=last)
+    turned = prepare(conv(), "cuda")[0].weight
+    assert turned.is_contiguous(memory_format=last) and not turned.is_contiguous()
+    assert turned.device.type == "cpu"
+    linear = prepare(torch.nn.Sequential(torch.nn.Linear(3, 4)), "cuda")[0].weight
+    assert linear.is_contiguous()
 
 
 @pytest.mark.parametrize("family, args, training, moments", [
@@ -231,8 +237,9 @@ def test_augmentation_pads_with_the_normalised_raw_zero_as_train_model(digits, f
 
 
 def test_train_model_on_the_cpu_never_takes_the_graphed_path(tmp_path, digits):
-    """The saved state tells the paths apart: torch's optimizer state, no step counter; and a
-    graphed run's state is refused by the eager path (its optimizer state differs)."""
+    """The saved state tells the paths apart (their weights may agree bit for bit on the CPU):
+    torch's optimizer state, no step counter; and a graphed run's state is refused by the
+    eager path (its optimizer state differs)."""
     spec = digits_spec("mlp", {"depth": 1}, epochs=2)
     job = spec.jobs(digits.fingerprint())[0]
     eager = StateStore(tmp_path, "eager")

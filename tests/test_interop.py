@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from analysis.interop import export_ray_tune, import_ray_tune
-from analysis.raytune import read_checkpoint
+from analysis.trial_folders import read_trial_checkpoint
 from analysis.verify import verify
 from generators.cli import main
 from loaders import load_model
@@ -197,7 +197,7 @@ def test_a_pickled_payload_is_refused_by_weights_only(tmp_path):
         import_ray_tune(tmp_path / "src", tmp_path / "zoo", data="digits")
     assert not marker.exists()
     with pytest.raises(ZooError, match="refused to load"):
-        read_checkpoint(path)
+        read_trial_checkpoint(path)
 
 
 def test_import_refuses_a_folder_without_trials_and_a_full_out(tmp_path, tiny_zoo):

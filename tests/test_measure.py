@@ -15,7 +15,7 @@ from zoo.measure import cka_columns, curve_columns, mixup_inputs, model_metrics,
 from zoo.objective import Objective
 from zoo.phases import PHASES
 from zoo.specfile import parse_spec
-from zoo.training import build_model
+from zoo.train import build_model
 
 
 def test_metric_epoch_rows_carry_hessian_and_spectra_and_others_do_not(tiny_zoo):

@@ -12,7 +12,7 @@ from generators.packing import (CUDA_CONTEXT, FRACTIONS, TaskShape, auto_gpus_pe
 from zoo import datasets
 from zoo.errors import ZooError
 from zoo.specfile import load_spec, parse_spec
-from zoo.training import build_model
+from zoo.train import build_model
 
 GIB = 2**30
 

@@ -11,11 +11,10 @@ import torch
 from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.errors import SpecError
-from zoo.population import (choose_stacking, predicted_speedup, train_cell_models,
-                            train_population)
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.training import TrainedModel, train_model
+from zoo.train import (TrainedModel, choose_stacking, predicted_speedup, train_cell_models,
+                       train_model, train_population)
 
 TOLERANCE = 1e-10
 
@@ -124,12 +123,12 @@ def test_divergent_member_leaves_the_others_alone(mnist1d, float64) -> None:
 def test_injected_nan_stops_one_member(mnist1d, float64, monkeypatch, family, args) -> None:
     """A NaN in one member's loss at step 2 freezes it there (BatchNorm statistics included);
     the other member trains on exactly as alone."""
-    import zoo.population as population
+    import zoo.train.stacked as stacked
 
     spec = make_spec(family, args, learning_rates=(0.05,))
     jobs = spec.jobs(mnist1d.fingerprint())
     calls = {"count": 0}
-    original = population.member_losses
+    original = stacked.member_losses
 
     def poisoned(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         losses = original(outputs, targets)
@@ -138,7 +137,7 @@ def test_injected_nan_stops_one_member(mnist1d, float64, monkeypatch, family, ar
             losses = losses + torch.tensor([float("nan"), 0.0])
         return losses
 
-    monkeypatch.setattr(population, "member_losses", poisoned)
+    monkeypatch.setattr(stacked, "member_losses", poisoned)
     stacked = train_population(spec, jobs, mnist1d)
     assert [c.finite for c in stacked[0].checkpoints] == [True, False, False, False]
     for checkpoint in stacked[0].checkpoints[1:]:

@@ -11,7 +11,7 @@ from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.precision import autocast, precision_record
 from zoo.specfile import parse_spec
-from zoo.training import train_model
+from zoo.train import train_model
 
 
 def test_autocast_bf16_only_when_asked() -> None:

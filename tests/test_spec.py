@@ -138,6 +138,9 @@ def test_registries_are_checked_when_loading(tmp_path):
 def test_unknown_spec_name_lists_the_built_ins(tmp_path):
     with pytest.raises(SpecError, match="neither a file nor a built-in spec; built-in specs: .*demo"):
         load_spec("no-such-spec")
+    with pytest.raises(SpecError, match=r"^spec: 'pinn-convection' was renamed; use "
+                                        r"'pinn-convection-700'$"):
+        load_spec("pinn-convection")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):

@@ -9,7 +9,7 @@ from analysis.studies import run_study
 from analysis.studies.averaging import averaged_metrics
 from analysis.studies.common import StudyZoo
 from analysis.studies.finetune import Recipe, finetune, transfer_data
-from analysis.studies.prune import check_densities, prune
+from analysis.studies.prune import check_densities, magnitude_prune
 from generators.cli import main
 from zoo.errors import ZooError
 
@@ -90,7 +90,7 @@ def test_prune_keeps_the_largest_magnitudes_over_all_layers():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    pruned, kept = prune(model, 0.5)
+    pruned, kept = magnitude_prune(model, 0.5)
     assert kept == 9 / 18
     weights = torch.cat([pruned[0].weight.flatten(), pruned[2].weight.flatten()])
     original = torch.cat([before["0.weight"].flatten(), before["2.weight"].flatten()]).abs()

@@ -12,11 +12,10 @@ import torch
 from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.errors import TrainStateError
-from zoo.population import train_population
 from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
-from zoo.trainstate import STATE_JSON, StateStore, load_state, save_state
-from zoo.training import TrainedModel, train_model
+from zoo.train import (STATE_JSON, StateStore, TrainedModel, load_state, save_state,
+                       train_model, train_population)
 
 
 class Killed(Exception):

@@ -31,8 +31,7 @@ from zoo.folder.reader import ZooReader
 from zoo.folder.writer import ZooWriter
 from zoo.layout import layout_of
 from zoo.specfile import load_spec
-from zoo.spool import Spool
-from zoo.training import build_model, train_model
+from zoo.train import Spool, build_model, train_model
 
 RESNET = {
     "name": "resnet-digits",
@@ -174,7 +173,7 @@ def test_training_with_a_spool_holds_no_weights(tmp_path):
     bundle = datasets.load("mnist1d")
     job = spec.jobs(bundle.fingerprint())[0]
     spool = Spool(tmp_path / "spool")
-    kept = train_model(spec, job, bundle, keep=spool.keeper(job.model_id))
+    kept = train_model(spec, job, bundle, hand_off=spool.hand_off(job.model_id))
     plain = train_model(spec, job, bundle)
     assert all(c.state_dict == {} for c in kept.checkpoints)
     for a, b in zip(kept.checkpoints, plain.checkpoints):

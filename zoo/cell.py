@@ -10,16 +10,15 @@ from typing import Any, Sequence
 import torch
 
 from zoo.datasets.base import DataBundle
+from zoo.folder.cellresult import CellResult
 from zoo.folder.modelshards import INLINE_BYTES, write_models
 from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pair_metrics
 from zoo.objective import Objective
-from zoo.population import train_cell_models
-from zoo.rows import CellResult, cell_row, model_row
+from zoo.rows import cell_row, model_row
 from zoo.spec import ModelJob, ZooSpec
-from zoo.spool import Spool
-from zoo.training import TrainedModel, build_model, derive_seed
+from zoo.train import Spool, TrainedModel, build_model, derive_seed, train_cell_models
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def run_cell_group(spec: ZooSpec, cells: Sequence[Sequence[ModelJob]], bundle: D
                    output: CellOutput | None = None) -> list[CellResult]:
     """Train the seeds of several cells together (one population when stacked), then measure
     each cell. The cells must share width, batch size, data fraction and PDE coefficient.
-    `state_folder`: where training states are saved and resumed (zoo.trainstate). With
+    `state_folder`: where training states are saved and resumed (zoo.train.state). With
     `output`, checkpoints are spooled as trained and each cell's models shards are written
     into the zoo folder: results hold rows without weights and the shards in `files`."""
     for jobs in cells:

@@ -31,7 +31,7 @@ MAX_MODELS = 100_000  # cells x seeds
 MAX_MODEL_ROWS = 10_000_000  # cells x seeds x kept epochs: rows of the models table
 MAX_PARAMETERS = 1_000_000_000  # stored values of one checkpoint (4 GB in float32)
 MAX_CURVE_POINTS = 1_001  # points where a Bezier curve is evaluated (np.linspace)
-MAX_ITERATIONS = 100_000  # power iteration / Lanczos steps of the Hessian eigenvalue
+MAX_ITERATIONS = 100_000  # Lanczos steps (top eigenvalue) or Hutchinson probes (trace)
 MAX_INTEGER = 100_000_000  # any other integer setting (batch sizes, steps, probes)
 
 # Architecture arguments that set a size; each is also held to MAX_INTEGER.

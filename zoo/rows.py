@@ -1,4 +1,4 @@
-"""Rows of the zoo tables (models, pairs, cells), a cell's result, the checkpoint "finite" rule.
+"""Rows of the zoo tables (models, pairs, cells).
 
 One home for what generation (`zoo.cell`) and import (`analysis.interop`) both write, so a
 generated and an imported zoo hold the same columns under the same rules.
@@ -6,43 +6,17 @@ generated and an imported zoo hold the same columns under the same rules.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 import zoo
-from zoo.folder.manifest import Shard
 from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout
 from zoo.phases import phase_columns
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
-
-
-@dataclass
-class CellResult:
-    """Rows for the models, pairs and cells tables, and the layouts the model rows refer to."""
-
-    cell_id: str
-    models: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    layouts: dict[str, Layout] = field(default_factory=dict)
-    stacked: bool = False  # its seeds trained as one population (a grown zoo trains it alike)
-    files: list[Shard] = field(default_factory=list)  # models shards its worker wrote
-
-
-def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
-                         evaluations: Sequence[Mapping[str, float | None]],
-                         alive: bool = True) -> bool:
-    """A checkpoint is finite when its run had not diverged, every floating tensor of its
-    state is finite and every reported evaluation number is finite (None: not measured)."""
-    return bool(alive
-                and all(v is None or math.isfinite(v) for e in evaluations for v in e.values())
-                and all(bool(torch.isfinite(t).all()) for t in state.values()
-                        if t.is_floating_point()))
 
 
 def identity_columns(spec: ZooSpec, cell: Cell, cell_id: str) -> dict[str, Any]:

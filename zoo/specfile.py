@@ -262,6 +262,9 @@ def parse_spec(raw: Any) -> ZooSpec:
     )
 
 
+RENAMED_SPECS = {"pinn-convection": "pinn-convection-700"}  # old built-in name -> new one
+
+
 def builtin_specs() -> dict[str, str]:
     """Built-in spec names mapped to their one-line descriptions."""
     out = {}
@@ -360,6 +363,9 @@ def load_spec(name_or_path: str | Path, *, data_root: str | None = None) -> ZooS
         entry = resources.files("zoo.specs") / f"{name_or_path}.yaml"
         plain = str(name_or_path).replace("-", "").replace("_", "").isalnum()
         if not plain or not entry.is_file():
+            if str(name_or_path) in RENAMED_SPECS:
+                raise SpecError(f"spec: {str(name_or_path)!r} was renamed; use "
+                                f"{RENAMED_SPECS[str(name_or_path)]!r}")
             known = ", ".join(builtin_specs())
             raise SpecError(f"spec: {str(name_or_path)!r} is neither a file nor a built-in "
                             f"spec; built-in specs: {known}")

@@ -23,7 +23,7 @@ from analysis.studies.figures import by_phase, phase_boxes
 from loaders.averaging import align, average, recondition_batchnorm
 from zoo.architectures.permutations import RESIDUAL, SEQUENTIAL
 from zoo.objective import Objective
-from zoo.training import derive_seed
+from zoo.train import derive_seed
 
 ALIGN_SEED = 0  # weight matching visits permutation groups in an order drawn from this seed
 

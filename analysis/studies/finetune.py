@@ -25,7 +25,7 @@ from zoo import datasets
 from zoo.datasets.base import DataBundle
 from zoo.errors import ZooError
 from zoo.objective import Objective
-from zoo.training import derive_seed
+from zoo.train import derive_seed
 
 @dataclass(frozen=True)
 class Recipe:

@@ -29,7 +29,7 @@ def prunable_weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, PRUNABLE)]
 
 
-def prune(model: nn.Module, density: float) -> tuple[nn.Module, float]:
+def magnitude_prune(model: nn.Module, density: float) -> tuple[nn.Module, float]:
     """A copy of `model` keeping the round(density · n) largest-magnitude prunable weights.
 
     Returns:
@@ -72,7 +72,7 @@ def model_rows(zoo: StudyZoo, index: int, densities: Sequence[float]) -> list[di
     score = score_name(zoo.task)
     rows = []
     for density in densities:
-        pruned, kept = prune(model, density)
+        pruned, kept = magnitude_prune(model, density)
         row = {**zoo.identity(index), **zoo.identity(index, MODEL_KEYS), "density": density,
                "kept_fraction": kept, **evaluate(pruned, objective),
                f"dense_test_{score}": recorded[f"test_{score}"]}

@@ -14,8 +14,10 @@ import random
 import numpy as np
 import torch
 
+from zoo.datasets import builtin
 from zoo.datasets.base import DataBundle
 from zoo.datasets.builtin import DIGITS_INFO, MNIST1D_INFO
+from zoo.datasets.normalize import normalize_images
 
 MNIST1D_SHIFT = {"seed": 1, "corr_noise_scale": 0.5, "shear_scale": 1.5}
 
@@ -54,10 +56,7 @@ def transposed_digits() -> DataBundle:
     def pair(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(x).reshape(-1, 1, 8, 8), torch.from_numpy(y)
 
-    from zoo import datasets
-    from zoo.datasets.normalize import normalize_images
-
     bundle = DataBundle("digits-transposed", DIGITS_INFO, pair(x_train, y_train),
                         pair(x_test, y_test))
     # the zoo's models saw digits normalised with digits' train statistics: so does the target
-    return normalize_images(bundle, datasets.load("digits").normalization)
+    return normalize_images(bundle, normalize_images(builtin.load_digits()).normalization)

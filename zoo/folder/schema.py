@@ -154,8 +154,10 @@ PAIR_COLUMNS: tuple[Column, ...] = (
     _c("seed_b", I64, "seed of the second model"),
     _c("epoch", I64, "metric epoch of both checkpoints"),
     _c("cka", F64, "linear CKA of output logits on test samples, per batch then averaged"),
-    _c("cka_mixup", F64, "linear CKA of softmax outputs on 6 x 128 pooled mixup train inputs, "
-                         "lambda ~ Beta(16, 16) per batch (Yang et al. 2021)"),
+    _c("cka_mixup", F64, "linear CKA of softmax outputs on pooled mixup train inputs, "
+                         "lambda ~ Beta(a, a) per batch (Yang et al. 2021); batches x batch "
+                         "size and a are the spec's metrics.similarity.mixup_batches x "
+                         "batch_size and mixup_alpha (defaults 6 x 128 and 16)"),
     _c("cka_samples", I64, "samples per CKA estimate (batches × batch size)"),
     *(col for split in ("train", "test") for what in ("error", "loss") for col in (
         _c(f"mc_{split}_{what}", F64, f"mode connectivity on {split} {what} "

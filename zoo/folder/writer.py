@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
+from zoo.folder.cellresult import CellResult
 from zoo.folder.documents import record_documents
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
@@ -20,7 +21,6 @@ from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUF
                               sha256_of, write_atomically)
 from zoo.folder.record import ZooRecord, write_record
 from zoo.folder.schema import to_arrow
-from zoo.rows import CellResult
 
 FORMATS = ("parquet", "hdf5")
 SHARD_FOLDERS = (*TABLE_FOLDERS.values(), HDF5_FOLDER)  # every file under these is a shard

@@ -1,4 +1,4 @@
-"""Ray Tune trial folders, the layout the published phase-transition zoos ship, to and from zoos.
+"""The Ray Tune trial-folder layout (read and written without Ray) of the published zoos.
 
 One folder per model: `params.json` (flat config: `model::width`, `training::batchsize`,
 `optim::lr`, `optim::wd`, `seed`, ...), `result.json` (JSON lines, line i = epoch i with
@@ -102,7 +102,7 @@ def read_trials(source: Path) -> list[Trial]:
     return [read_trial(folder) for folder in folders]
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+def read_trial_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's state_dict, `module.` prefixes removed; pickled code is refused."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -47,8 +47,8 @@ class Spool:
         except (OSError, KeyError, ValueError) as error:
             raise TrainStateError(f"{path}: spooled checkpoint unreadable ({error})") from None
 
-    def keeper(self, model_id: str) -> Callable[[int, dict[str, torch.Tensor]], None]:
-        """A callback saving `model_id`'s checkpoints: keep(epoch, state_dict)."""
+    def hand_off(self, model_id: str) -> Callable[[int, dict[str, torch.Tensor]], None]:
+        """A callback saving `model_id`'s checkpoints: hand_off(epoch, state_dict)."""
         return lambda epoch, state: self.save(model_id, epoch, state)
 
     def clear(self, model_ids: Iterable[str]) -> None:

@@ -1,0 +1,141 @@
+"""Train a cell's models as one stacked population (zoo.train.stacked), with its state
+pack and resume; each result is the single model's up to rounding."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import torch
+
+from zoo.augment import augment
+from zoo.datasets.base import DataBundle
+from zoo.objective import Objective
+from zoo.precision import autocast
+from zoo.spec import ModelJob, ZooSpec
+from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
+                            handed_over, is_finite_checkpoint)
+from zoo.train.loop import run_epochs
+from zoo.train.optimizers import PopulationOptimizer, schedule_table
+from zoo.train.stacked import Population, check_jobs, population_step
+from zoo.train.state import Entry, StateStore, Tensors, load_checked, ordered, under
+
+
+class PopulationRun:
+    """Stacked members, their optimizer, generators, who is still active and the kept
+    checkpoints (a loop.Run)."""
+
+    def __init__(self, spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
+                 device: torch.device | str, hand_offs: Sequence[HandOff | None]) -> None:
+        recipe, cell = spec.training, jobs[0].cell
+        self.data = bundle.subsample(cell.data_fraction).to(device)
+        self.members = [build_model(spec, job.cell, self.data, job.seed).to(device)
+                        for job in jobs]
+        self.population = Population(self.members)
+        self.objective = Objective(self.data, beta=cell.beta)
+        total = math.ceil(self.data.num_train / cell.batch_size) * recipe.epochs
+        table = schedule_table(recipe, jobs, total, next(iter(self.population.params.values())))
+        self.optimizer = PopulationOptimizer(recipe.optimizer, self.population.params, table)
+        self.generators = [torch.Generator().manual_seed(derive_seed(job.seed, "data"))
+                           for job in jobs]
+        self.identity = {"model_ids": [job.model_id for job in jobs], "epochs": recipe.epochs,
+                         "kept": sorted(spec.kept_epochs)}
+        self.device, self.recipe, self.batch_size = device, recipe, cell.batch_size
+        self.active = torch.ones(len(jobs), dtype=torch.bool, device=device)
+        self.step = 0
+        self.checkpoints: list[list[Checkpoint]] = [[] for _ in jobs]
+        self.hand_offs = hand_offs
+
+    def resume(self, store: StateStore | None) -> int | None:
+        state = load_checked(store, self.identity)
+        if state is None:
+            return None
+        saved, population = state.tensors, self.population
+        with torch.no_grad():
+            for name, param in population.params.items():
+                param.copy_(saved[f"params/{name}"])
+            for name, buffer in population.buffers.items():
+                buffer.copy_(saved[f"buffers/{name}"])
+            for name, values in self.optimizer.state.items():
+                for i, value in enumerate(values):
+                    value.copy_(saved[f"optimizer/{name}/{i}"])
+        for i, generator in enumerate(self.generators):
+            generator.set_state(saved[f"rng/{i}"])
+        for epoch, tensors, facts in state.checkpoints:
+            for m, fact in enumerate(facts["members"]):
+                values = ordered(under(f"{m}/", tensors), population.keys)
+                self.checkpoints[m].append(Checkpoint(epoch, values, fact["train"],
+                                                      fact["test"], fact["finite"]))
+        self.step = state.scalars["step"]
+        self.active = torch.tensor(state.scalars["active"], device=self.device)
+        return state.epoch
+
+    def epoch(self) -> None:
+        """Each member draws its permutation, then per batch its augmentation, from its own
+        generator as a single model does."""
+        data, generators, augmentation = self.data, self.generators, self.recipe.augmentation
+        with autocast(self.recipe.precision, self.device):
+            orders = torch.stack([torch.randperm(data.num_train, generator=g)
+                                  for g in generators])
+            for index in orders.to(self.active.device).split(self.batch_size, dim=1):
+                if not bool(self.active.any()):
+                    break
+                batch = [t[index] for t in data.train]
+                if augmentation != "none":
+                    fill = data.normalization.raw_zero() if data.normalization else None
+                    batch[0] = torch.stack([augment(x, augmentation, g, fill)
+                                            for x, g in zip(batch[0], generators)])
+                self.active = population_step(self.population, self.optimizer, batch,
+                                              self.active, self.step)
+                self.step += 1
+
+    def checkpoint(self, epoch: int) -> None:
+        """Every member's checkpoint; inactive (diverged) members are not finite. Each member
+        is evaluated as a single module by `Objective.evaluate`, the very code a reader uses,
+        so a stored checkpoint reproduces its recorded metrics bit for bit."""
+        for member, (held, module, hand_off) in enumerate(zip(self.checkpoints, self.members,
+                                                              self.hand_offs)):
+            state = self.population.state_dict(member)
+            module.load_state_dict(state)
+            train = self.objective.evaluate(module, "train")
+            test = self.objective.evaluate(module, "test")
+            finite = is_finite_checkpoint(state, [train, test], bool(self.active[member]))
+            held.append(handed_over(Checkpoint(epoch, state, train, test, finite), hand_off))
+
+    def pack(self) -> tuple[Tensors, dict[str, Any], list[Entry]]:
+        """The population's tensors and its members' checkpoints, one entry per kept epoch
+        (`<member>/<key>` tensors)."""
+        population = self.population
+        tensors = {f"params/{k}": v for k, v in population.params.items()}
+        tensors.update({f"buffers/{k}": v for k, v in population.buffers.items()})
+        tensors.update({f"optimizer/{k}/{i}": v for k, values in self.optimizer.state.items()
+                        for i, v in enumerate(values)})
+        tensors.update({f"rng/{i}": g.get_state() for i, g in enumerate(self.generators)})
+        scalars = {"identity": self.identity, "step": self.step,
+                   "active": [bool(a) for a in self.active.tolist()]}
+        saved = []
+        for same_epoch in zip(*self.checkpoints):
+            weights = {f"{m}/{k}": v for m, c in enumerate(same_epoch)
+                       for k, v in c.state_dict.items()}
+            facts = [{"train": c.train, "test": c.test, "finite": c.finite} for c in same_epoch]
+            saved.append((same_epoch[0].epoch, weights, {"members": facts}))
+        return tensors, scalars, saved
+
+
+def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
+                     device: torch.device | str = "cpu", store: StateStore | None = None,
+                     hand_offs: Sequence[HandOff | None] | None = None) -> list[TrainedModel]:
+    """Train `jobs` (one architecture, width, batch size; any seeds, learning rates, weight
+    decays) as one population on `device`; each result is train_model's up to rounding, in job
+    order, trained_by "stacked", with `seconds` the population's time shared equally. With a
+    `store`, the state is saved and resumed as in train_model (bit for bit). `hand_offs`:
+    per job, where its checkpoints go (train_model's `hand_off`)."""
+    start = time.perf_counter()
+    check_jobs(jobs, bundle.info.task)
+    run = PopulationRun(spec, jobs, bundle, device,
+                        list(hand_offs) if hand_offs is not None else [None] * len(jobs))
+    run_epochs(run, spec.training.epochs, spec.kept_epochs, store)
+    seconds = (time.perf_counter() - start) / len(jobs)
+    return [TrainedModel(job, tuple(c), seconds, trained_by="stacked")
+            for job, c in zip(jobs, run.checkpoints)]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +21,7 @@ import pytest
 from loaders import ZooDataset, load_model
 from tests.conftest import write_spec
 from tests.test_hostile_folders import hdf5_shard, models_shard, no_hang, reseal, verify_outcome
+from tests.test_hostile_sizes import peak_of_reading
 from zoo.errors import ZooFolderError
 from zoo.folder.writer import write_parquet
 
@@ -344,28 +343,6 @@ def test_a_checkpoint_file_of_another_model_is_refused(zoo, capsys):
                    weights_index=other["weights_index"])
     with pytest.raises(ZooFolderError, match=r"holds model \w+; the row's is " + rows[0]["model_id"]):
         ZooDataset(zoo, split="all", epochs="all")
-
-
-PEAK_SCRIPT = """
-import resource, sys
-from loaders import ZooDataset
-from zoo.errors import ZooFolderError
-try:
-    ZooDataset(sys.argv[1], split="all", epochs="all")
-    print("read")
-except ZooFolderError as error:
-    print(str(error).splitlines()[0])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-"""
-
-
-def peak_of_reading(root: Path) -> tuple[str, int]:
-    """(outcome line, peak resident bytes) of a fresh process reading `root` with ZooDataset."""
-    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(root)], capture_output=True,
-                         text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"}, timeout=300)
-    assert out.returncode == 0, out.stderr
-    outcome, peak = out.stdout.strip().splitlines()[-2:]
-    return outcome, int(peak)
 
 
 def test_a_small_file_declaring_gigabytes_is_refused_in_bounded_memory(zoo, file_zoo):

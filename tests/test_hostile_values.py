@@ -12,6 +12,7 @@ import yaml
 
 from tests.conftest import TINY_SPEC
 from tests.test_hostile_specs import _refused
+from tests.test_hostile_folders import zoo  # noqa: F401 (fixture)
 from zoo.printable import printable
 from zoo.specfile import read_yaml
 
@@ -110,3 +111,40 @@ def test_printable_escapes_every_control_character(text, shown):
 def test_printable_keeps_the_lines_of_a_table_only_when_asked():
     assert printable("a\nb\x1b", lines=True) == "a\nb\\x1b"
     assert printable(3.5) == "3.5"
+
+
+ESCAPE = "\x1b]0;pwned\x07\x1b[2J"
+
+
+def test_info_escapes_control_characters_from_zoo_json_and_the_cells(zoo, capsys):  # noqa: F811
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from generators.cli import main
+    from tests.test_hostile_folders import edit_json, reseal
+    from zoo.folder.writer import write_parquet
+
+    edit_json(zoo / "zoo.json", lambda body: body["spec"].__setitem__("name", ESCAPE))
+    for shard in (zoo / "data" / "cells").glob("*.parquet"):
+        table = pq.read_table(shard)
+        for column in ("phase", "load_axis"):
+            index = table.column_names.index(column)
+            table = table.set_column(index, column, pa.array([ESCAPE] * table.num_rows))
+        write_parquet(table, shard)
+    reseal(zoo)
+    assert main(["info", str(zoo)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.startswith("zoo \\x1b]0;pwned\\x07\\x1b[2J in ")
+    assert out.count("\\x1b]0;pwned") >= 1 + 1 + 4  # the name, the header, every cell's phase
+
+
+def test_errors_escape_control_characters_in_one_line(tmp_path, capsys):
+    from generators.cli import main
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SPEC, "data": {"name": ESCAPE}}))
+    assert main(["generate", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and len(err.strip().splitlines()) == 1
+    assert "data.name: '\\x1b]0;pwned\\x07\\x1b[2J' is not a known data set" in err

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from generators.cli import generate, interop, read, rewrite, study
 from zoo.errors import ZooError
+from zoo.printable import printable
 
 GROUPS = (generate, read, rewrite, study, interop)  # the order of `zoo --help`
 
@@ -40,5 +41,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooError as error:
         if args.debug:
             traceback.print_exc()
-        print(f"zoo: error: {error}", file=sys.stderr)
+        print(f"zoo: error: {printable(error)}", file=sys.stderr)
         return 2

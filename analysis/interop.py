@@ -33,6 +33,7 @@ from zoo.folder.reader import ZooReader
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.schema import CELL_MEANS
 from zoo.folder.writer import ZooWriter
+from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout, layout_of
 from zoo.rows import cell_row, model_row
 from zoo.spec import Cell, ModelJob, ZooSpec, load_field
@@ -64,28 +65,29 @@ def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:
                   for i, k, s in zip(chosen, store.keys, store.slots)}
         for model_id, indices in models.items():
             folder = out / f"trial_{len(folders):05d}_{model_id}"
-            _write_trial(folder, reader.record.spec, [metadata[i] for i in indices],
+            _write_trial(ZooFolder(out), folder.name, reader.record.spec, [metadata[i] for i in indices],
                          [states[i] for i in indices], pair_means)
             folders.append(folder)
     return folders
 
 
-def _write_trial(folder: Path, spec: dict[str, Any], rows: Sequence[dict[str, Any]],
-                 states: Sequence[dict[str, torch.Tensor]],
+def _write_trial(out: ZooFolder, trial: str, spec: dict[str, Any],
+                 rows: Sequence[dict[str, Any]], states: Sequence[dict[str, torch.Tensor]],
                  pair_means: dict[tuple[str, int], dict[str, float | None]]) -> None:
-    """params.json, result.json (a line per epoch) and a checkpoint per stored row."""
-    folder.mkdir()
+    """params.json, result.json (a line per epoch) and a checkpoint per stored row, in the
+    new folder `trial` of `out` (confined writes: no link on the way)."""
     params = _params(spec, rows[0])
-    (folder / PARAMS).write_text(dump(params, indent=1))
+    out.write(f"{trial}/{PARAMS}", dump(params, indent=1).encode())
     measured: dict[int, dict[str, Any]] = {}
     for row, state in zip(rows, states):
         measured[row["epoch"]] = published_line(
             row, pair_means.get((row["model_id"], row["epoch"]), {}))
-        path = folder / checkpoint_folder(row["epoch"]) / STATE
-        path.parent.mkdir()
-        torch.save({k: v.clone() for k, v in state.items()}, path)  # own storage each
-    (folder / RESULTS).write_text("".join(
-        dump(line) + "\n" for line in result_lines(params, measured, spec["training"]["epochs"])))
+        owned = {k: v.clone() for k, v in state.items()}  # own storage each
+        out.write(f"{trial}/{checkpoint_folder(row['epoch'])}/{STATE}",
+                  lambda path, owned=owned: torch.save(owned, path))
+    out.write(f"{trial}/{RESULTS}", "".join(
+        dump(line) + "\n" for line in result_lines(params, measured, spec["training"]["epochs"])
+    ).encode())
 
 
 def result_lines(params: dict[str, Any], measured: dict[int, dict[str, Any]],
@@ -332,7 +334,8 @@ def import_ray_tune(source: str | Path, out: str | Path, *, family: str | None =
         if any(j.model_id == job.model_id for j, _ in cells.get(job.cell_id, [])):
             raise ZooError(f"{trial.path}: a second trial of cell {job.cell} seed {job.seed}")
         cells.setdefault(job.cell_id, []).append((job, trial))
-    writer = ZooWriter(folder, spec.spec_hash())
+    zoo = ZooFolder(folder)
+    writer = ZooWriter(zoo, spec.spec_hash())
     info = datasets.describe(spec.data.name, spec.data.args)
     writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(), info,
                            {"format": "ray-tune", "source": str(Path(source).resolve()),
@@ -341,5 +344,5 @@ def import_ray_tune(source: str | Path, out: str | Path, *, family: str | None =
     for members in cells.values():
         members.sort(key=lambda member: member[0].seed)
         writer.commit(_cell_result(spec, members, info, fingerprint, missing))
-    write_card(folder)
+    write_card(zoo)
     return ImportReport(folder, len(trials), len(cells), missing)

@@ -335,8 +335,15 @@ def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
     cells = reader.table("cells").to_pylist()
     spec = reader.record.spec
     axes = grid_axes(spec, cells, Path(root) / "zoo.json")
-    folder = Path(out) if out is not None else Path(root) / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    if out is None:  # inside the zoo: confined (no link on the way, regular files only)
+        from zoo.folder.names import PLOTS
+        from zoo.folder.zoofolder import ZooFolder
+
+        folder = ZooFolder(root).makedirs(PLOTS)
+        ZooFolder(root).check_tree(PLOTS)
+    else:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
     grid = phase_matrix(cells, axes)
     fig, ax = _figure(grid)
     draw_phases(ax, grid)

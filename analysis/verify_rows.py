@@ -10,16 +10,13 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.folder.checkpoints import read_checkpoint
-from zoo.folder.hdf5 import Expected, open_checked
+from zoo.folder.checkpoints import CHECKPOINTS_FORMAT, read_checkpoint
 from zoo.folder.manifest import Shard
+from zoo.folder.modelshards import HDF5_COLUMNS, inline_weights, read_cell_hdf5
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import arrow_schema
-from zoo.layout import Layout
 
 SAMPLE_SHARDS = 8  # cells decoded without --deep
-HDF5_COLUMNS = ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
-                "test_accuracy", "test_error", "finite")
 HDF5_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError)
 
 
@@ -49,15 +46,19 @@ def _shard_rows(reader: ZooReader, shard: Shard) -> list[str]:
     table = reader.parquet(shard, ["model_id", "epoch", "layout", "finite", "train_loss",
                                    "test_loss", "weights", "weights_file", "weights_index",
                                    "weights_sha256"], arrow_schema("models"))
-    weights = table.column("weights").combine_chunks()
-    values, offsets = weights.values.to_numpy(zero_copy_only=False), weights.offsets.to_numpy()
+    values, offsets = inline_weights(table)
     path, problems = reader.path(shard), []
     for i, row in enumerate(table.drop_columns(["weights"]).to_pylist()):
         name = f"{path}: row {i} (model {row['model_id']} epoch {row['epoch']})"
         layout = reader.layout(row["layout"])
-        if row["weights_file"] is not None:  # a per-model HDF5 file: its sha256 and shapes
+        try:
+            source = reader.weights_source(shard, row["weights_file"])
+        except ZooError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        if source.format == CHECKPOINTS_FORMAT:  # a per-model HDF5 file: its sha256 and shapes
             try:
-                flat = read_checkpoint(reader.root, row["weights_file"], row["weights_index"],
+                flat = read_checkpoint(reader.root, source.path, row["weights_index"],
                                        row["weights_sha256"], layout,
                                        model_id=row["model_id"], epoch=row["epoch"])
             except ZooError as error:
@@ -106,13 +107,6 @@ def check_hdf5(reader: ZooReader, deep: bool) -> list[str]:
     return problems
 
 
-def cell_datasets(layout: Layout, rows: int) -> Expected:
-    """What the cell HDF5 writer makes for `rows` rows of `layout`: every dataset's shape."""
-    return {"model_id": ((rows,), "S64"), "epoch": ((rows,), "<i8"),
-            **{f"columns/{name}": ((rows,), "<f8") for name in HDF5_COLUMNS},
-            **{f"weights/{e.name}": ((rows, *e.shape), "<f4") for e in layout.entries}}
-
-
 def _compare_hdf5(reader: ZooReader, shard: Shard, twin: Shard) -> list[str]:
     path = reader.path(shard)
     table = reader.parquet(twin, ["model_id", "epoch", "layout", *HDF5_COLUMNS, "weights"],
@@ -122,28 +116,24 @@ def _compare_hdf5(reader: ZooReader, shard: Shard, twin: Shard) -> list[str]:
     if len(keys) != 1:
         return [f"{reader.path(twin)}: rows of {len(keys)} layouts in one cell"]
     layout = reader.layout(keys.pop())
-    flat = table.column("weights").combine_chunks().values.to_numpy(zero_copy_only=False)
+    flat = inline_weights(table)[0]
     flat = flat.reshape(rows, layout.size)  # lengths were checked against the layout
-    with open_checked(path, cell_datasets(layout, rows), ("layout",)) as handle:
-        if handle.attrs.get("layout") != layout.key:
-            return [f"{path}: layout {handle.attrs.get('layout')!r}, Parquet rows {layout.key}"]
-        expected: dict[str, tuple[tuple[int, ...], Any]] = {
-            "model_id": ((rows,), np.array(table.column("model_id").to_pylist(), dtype="S")),
-            "epoch": ((rows,), table.column("epoch").to_numpy())}
-        for name in HDF5_COLUMNS:
-            values = [np.nan if v is None else v for v in table.column(name).to_pylist()]
-            expected[f"columns/{name}"] = ((rows,), np.asarray(values))
-        for e in layout.entries:
-            expected[f"weights/{e.name}"] = ((rows, *e.shape), lambda e=e: flat[
-                :, e.offset:e.offset + e.size].reshape(rows, *e.shape))
-        for name, (shape, values) in expected.items():
-            values = values() if callable(values) else values
-            stored = handle[name][()]  # its shape, dtype and storage were checked on opening
-            if stored.dtype.kind == "f" or values.dtype.kind == "f":
-                same = np.array_equal(stored.astype(np.float64), values.astype(np.float64),
-                                      equal_nan=True)
-            else:
-                same = np.array_equal(stored, values)
-            if not same:
-                return [f"{path}: /{name} differs from the Parquet rows of {reader.path(twin)}"]
+    expected: dict[str, Any] = {
+        "model_id": np.array(table.column("model_id").to_pylist(), dtype="S"),
+        "epoch": table.column("epoch").to_numpy()}
+    for name in HDF5_COLUMNS:
+        values = [np.nan if v is None else v for v in table.column(name).to_pylist()]
+        expected[f"columns/{name}"] = np.asarray(values)
+    for e in layout.entries:
+        expected[f"weights/{e.name}"] = lambda e=e: flat[
+            :, e.offset:e.offset + e.size].reshape(rows, *e.shape)
+    for name, stored in read_cell_hdf5(path, layout, rows):
+        values = expected[name]() if callable(expected[name]) else expected[name]
+        if stored.dtype.kind == "f" or values.dtype.kind == "f":
+            same = np.array_equal(stored.astype(np.float64), values.astype(np.float64),
+                                  equal_nan=True)
+        else:
+            same = np.array_equal(stored, values)
+        if not same:
+            return [f"{path}: /{name} differs from the Parquet rows of {reader.path(twin)}"]
     return []

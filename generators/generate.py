@@ -12,25 +12,20 @@ import torch
 
 from generators.executor import CellFailure, TaskOutcome, WorkerData, ensure_ray, run_tasks
 from generators.packing import auto_gpus_per_task, device_memory
-from generators.plan import Plan, check_out, make_plan, plan_tasks
+from generators.plan import Plan, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
 from zoo import architectures, datasets, limits
 from zoo.cell import CellOutput
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
 from zoo.folder.lock import FolderLock
-from zoo.folder.manifest import read_manifest
-from zoo.folder.names import write_atomically
 from zoo.folder.modelshards import INLINE_BYTES
+from zoo.folder.names import FAILURES, README, SPOOL, STATE
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
+from zoo.folder.zoofolder import ZooFolder
 from zoo.precision import precision_record
 from zoo.spec import ZooSpec
-
-
-FAILURES = "failures"  # folder of <cell_id>.json records of cells whose training raised
-STATE = "state"  # folder of training states of models in progress (zoo.train.state)
-SPOOL = "spool"  # under STATE: checkpoints of models in progress (zoo.train.spool)
 
 
 @dataclass
@@ -100,37 +95,40 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
         raise ZooError(f"--inline-bytes: {inline_bytes!r} is not allowed; expected an "
                        f"integer >= 0")
     counts = count_parameters(spec, datasets.describe(spec.data.name, spec.data.args))
-    check_out(out)
+    folder = ZooFolder(out)  # refuses a file; read once: a broken zoo.json fails before data
+    folder.record()
     settings = dict(address=address, workers=workers, formats=formats,
                     gpus_per_task=gpus_per_task, dry_run=dry_run, progress=progress,
                     stream=stream, prune=prune, inline_bytes=inline_bytes)
     if dry_run:
-        return _generate(spec, out, counts, **settings)
-    with FolderLock(out, on_stale=lambda line: print(line, file=stream)):
-        return _generate(spec, out, counts, **settings)
+        return _generate(spec, folder, counts, **settings)
+    with FolderLock(folder, on_stale=lambda line: print(line, file=stream)):
+        return _generate(spec, folder, counts, **settings)
 
 
-def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], *, address: str | None,
+def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int], *,
+              address: str | None,
               workers: int | None, formats: tuple[str, ...], gpus_per_task: float,
               dry_run: bool, progress: bool, stream: TextIO, prune: bool,
               inline_bytes: int) -> Generation:
     """generate() once the folder is locked (or for a dry run, which writes nothing)."""
+    out = folder.root
     if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
-        plan = make_plan(spec, "(data not loaded)", Path("/nonexistent"))
+        plan = make_plan(spec, "(data not loaded)", None)
         print(plan.describe(counts, len(formats)), file=stream)
         return Generation(plan)
     device_bytes = device_memory() if gpus_per_task == "auto" and not dry_run else 0
     bundle = load_data(spec) if dry_run else _load_while_ray_starts(spec, address, workers)
     fingerprint = bundle.fingerprint()
-    plan = make_plan(spec, fingerprint, out, prune=prune)
+    plan = make_plan(spec, fingerprint, folder, prune=prune)
     print(plan.describe(counts, len(formats)), file=stream)
     generation = Generation(plan)
     if dry_run:
         return generation
     if plan.shrink is not None:
-        prune_cells(out, read_manifest(out), plan.shrink, spec.spec_hash())
+        prune_cells(folder, plan.shrink, spec.spec_hash())
         print(f"pruned {plan.shrink.what()} from {out}: {plan.shrink.counts()}", file=stream)
-    writer = ZooWriter(out, spec.spec_hash(), formats, inline_bytes)
+    writer = ZooWriter(folder, spec.spec_hash(), formats, inline_bytes)
     removed = writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
                                      bundle.info, normalization=bundle.normalization,
                                      precision=precision_record(spec.training.precision)))
@@ -155,28 +153,30 @@ def _generate(spec: ZooSpec, out: Path, counts: dict[int, int], *, address: str 
             def record(outcome: TaskOutcome) -> None:
                 generation.nodes.add(outcome.node_id)
                 cell_id = (outcome.result or outcome.failure).cell_id
-                failure_file = out / FAILURES / f"{cell_id}.json"
+                failure_file = f"{FAILURES}/{cell_id}.json"
                 if outcome.failure is not None:
                     generation.failures.append(outcome.failure)
-                    failure_file.parent.mkdir(exist_ok=True)
-                    write_atomically(failure_file, json.dumps(asdict(outcome.failure),
-                                                              indent=1).encode())
+                    folder.write(failure_file, json.dumps(asdict(outcome.failure),
+                                                          indent=1).encode())
                     bar.write(f"cell {outcome.failure.cell_id} failed: {outcome.failure.error}")
                     return
                 writer.commit(outcome.result)
-                failure_file.unlink(missing_ok=True)
+                folder.delete(failure_file)
                 generation.committed += 1
                 bar.update(len({row["model_id"] for row in outcome.result.models}))
 
             # folder data sets: each worker reads data.root itself (a shared filesystem)
             data = WorkerData(None if datasets.needs_root(spec.data.name) else bundle,
                               fingerprint)
+            folder.makedirs(SPOOL)  # workers write below: no link on the way, none inside
+            folder.check_tree(STATE)
             state = out.resolve() / STATE
-            output = CellOutput(out.resolve(), state / SPOOL, inline_bytes, "hdf5" in formats)
+            output = CellOutput(out.resolve(), out.resolve() / SPOOL, inline_bytes,
+                                "hdf5" in formats)
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=state, output=output)
-    if generation.committed or plan.shrink is not None or not (out / "README.md").exists():
+    if generation.committed or plan.shrink is not None or not (out / README).exists():
         from zoo.folder.card import write_card  # imports the readers: only at the end
 
-        write_card(out)
+        write_card(folder)
     return generation

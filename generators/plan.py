@@ -12,9 +12,8 @@ from generators.executor import Task
 from generators.shrink import Shrink, find_shrink, refuse_shrink
 from zoo.datasets.base import DataBundle
 from zoo.errors import SpecError, ZooFolderError
-from zoo.folder.lock import LOCK
-from zoo.folder.manifest import Manifest, read_manifest
-from zoo.folder.record import read_record
+from zoo.folder.manifest import Manifest
+from zoo.folder.zoofolder import ZooFolder
 from zoo.spec import ModelJob, ZooSpec
 
 @dataclass(frozen=True)
@@ -68,15 +67,6 @@ def _without_growth(spec: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def check_out(out: Path) -> None:
-    """Refuse an output that is not a folder, or a zoo whose zoo.json cannot be read (cheap:
-    generation calls it before it makes any data)."""
-    if out.exists() and not out.is_dir():
-        raise ZooFolderError(f"{out}: is a file, not a folder; --out must name a zoo folder "
-                             f"(new, or one to complete)")
-    read_record(out)
-
-
 def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -> frozenset:
     """Cells whose cells row is committed with a models shard holding every seed's rows."""
     rows = {s.cell_id: s.rows for s in manifest.shards_of("models")}
@@ -84,22 +74,27 @@ def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -
                      if rows.get(cid) == len(cells[cid]) * kept)
 
 
-def make_plan(spec: ZooSpec, fingerprint: str, out: Path, *, prune: bool = False) -> Plan:
-    """Group the spec's jobs by cell and find what `out` already holds.
+def make_plan(spec: ZooSpec, fingerprint: str, out: ZooFolder | Path | None, *,
+              prune: bool = False) -> Plan:
+    """Group the spec's jobs by cell and find what `out` already holds (None: nothing, for a
+    dry run that has not looked at the folder).
 
     A folder holding a zoo of another spec is refused; one whose spec differs only in seeds or
     grid values grows (cells that gain seeds are trained again, to the same weights). A spec
     that leaves out seeds or grid values the zoo holds is refused unless `prune`; the plan
     then carries the `Shrink` that `generators.shrink.prune` applies.
     """
-    check_out(out)
     cells: dict[str, list[ModelJob]] = {}
     for job in spec.jobs(fingerprint):
         cells.setdefault(job.cell_id, []).append(job)
     plan = Plan(spec, {cid: tuple(jobs) for cid, jobs in cells.items()}, frozenset())
-    if not out.exists() or not any(p.name != LOCK for p in out.iterdir()):
+    if out is None:
         return plan
-    previous = read_record(out)
+    folder = ZooFolder.of(out)
+    out = folder.root
+    if folder.is_empty():
+        return plan
+    previous = folder.record()
     if previous is None:
         raise ZooFolderError(f"{out}: exists, is not empty and is not a zoo folder")
     if previous.spec_hash != spec.spec_hash():
@@ -109,7 +104,7 @@ def make_plan(spec: ZooSpec, fingerprint: str, out: Path, *, prune: bool = False
                 f"{out}: holds a zoo of another spec (spec hash {previous.spec_hash}, this "
                 f"spec {spec.spec_hash()}); only seeds and grid values may change to grow a "
                 f"zoo; choose another --out folder")
-    manifest = read_manifest(out)
+    manifest = folder.manifest()
     if manifest is None:
         return plan
     changed = previous.spec_hash != spec.spec_hash()

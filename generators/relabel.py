@@ -39,6 +39,7 @@ def relabel(root: str | Path, overrides: Mapping[str, float] | None = None, *,
     """
     from zoo.folder.card import write_card
     from zoo.folder.writer import ZooWriter
+    from zoo.folder.zoofolder import ZooFolder
 
     reader = ZooReader(root)
     spec, info = reader.record.spec, reader.record.data_info
@@ -53,10 +54,11 @@ def relabel(root: str | Path, overrides: Mapping[str, float] | None = None, *,
         tag = "relabel-" + short_hash({"thresholds": thresholds,
                                        "replaces": [s.sha256 for s in
                                                     reader.manifest.shards_of("cells")]}, 8)
-        writer = ZooWriter(Path(root), reader.manifest.spec_hash)
+        folder = ZooFolder(root)
+        writer = ZooWriter(folder, reader.manifest.spec_hash)
         written = writer.replace_rows("cells", after, tag)
         written += writer.replace_tables("models", _joined_models(reader, after), tag)
-        write_card(Path(root))
+        write_card(folder)
     return Relabelling(before, after, thresholds, written)
 
 

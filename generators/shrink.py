@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooFolderError
-from zoo.folder.manifest import Manifest, write_manifest
-from zoo.folder.names import confined, open_regular
+from zoo.folder.manifest import Manifest
+from zoo.folder.names import FAILURES, confined, open_regular
+from zoo.folder.zoofolder import ZooFolder
 from zoo.spec import ModelJob, ZooSpec
-
-FAILURES = "failures"  # the generator's folder of <cell_id>.json failure records
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def refuse_shrink(out: Path, shrink: Shrink) -> ZooFolderError:
         f"{shrink.counts()}; rerun with --prune to delete them, or keep them in the spec")
 
 
-def prune(out: Path, manifest: Manifest, shrink: Shrink, spec_hash: str) -> Manifest:
+def prune(folder: ZooFolder, shrink: Shrink, spec_hash: str) -> Manifest:
     """Remove the dropped cells from the manifest (written first), then delete their files.
 
     The new manifest carries `spec_hash`, the smaller spec's: it lists no model outside it.
@@ -129,18 +128,21 @@ def prune(out: Path, manifest: Manifest, shrink: Shrink, spec_hash: str) -> Mani
     Returns:
         the new manifest.
     """
-    going = [s for s in manifest.shards if s.cell_id in shrink.cell_ids]
-    paths = [confined(out, s.path) for s in going]
+    manifest = folder.manifest()
+    assert manifest is not None, "a plan with a shrink comes from a zoo with a manifest"
+    going = [s.path for s in manifest.shards if s.cell_id in shrink.cell_ids]
+    for path in going:
+        folder.check(path)
     pruned = dataclasses.replace(
         manifest, spec_hash=spec_hash,
         shards=tuple(s for s in manifest.shards if s.cell_id not in shrink.cell_ids))
     try:
-        write_manifest(out, pruned)
-        for path in paths:
-            path.unlink(missing_ok=True)
+        folder.write_manifest(pruned)
+        for path in going:
+            folder.delete(path)
         for cell_id in shrink.cell_ids:
-            (out / FAILURES / f"{cell_id}.json").unlink(missing_ok=True)
+            folder.delete(f"{FAILURES}/{cell_id}.json")
     except OSError as error:
-        raise ZooFolderError(f"{error.filename or out}: cannot prune ({error.strerror or error})"
-                             ) from error
+        raise ZooFolderError(f"{error.filename or folder.root}: cannot prune "
+                             f"({error.strerror or error})") from error
     return pruned

@@ -10,12 +10,13 @@ import numpy as np
 import pyarrow as pa
 
 from zoo.errors import ZooFolderError
-from zoo.limits import short_repr
-from zoo.folder.checkpoints import read_checkpoint
+from zoo.folder.checkpoints import CHECKPOINTS_FORMAT, read_checkpoint
 from zoo.folder.manifest import Shard
+from zoo.folder.modelshards import inline_weights
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import MODEL_COLUMNS, arrow_schema, python_value
 from zoo.layout import Layout
+from zoo.limits import short_repr
 from zoo.phases import PHASES
 
 META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
@@ -125,25 +126,26 @@ def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> Wei
 def _read_external(reader: ZooReader, columns: Columns, chosen: np.ndarray,
                    layouts: dict[str, Layout], keys: list[str], slots: list[int],
                    arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Fill the rows whose checkpoint lives in a per-model HDF5 file; returns which they are."""
+    """Fill the rows whose checkpoint the manifest lists as a per-model file (format
+    "checkpoints"); returns which they are (the others are inline in their models shard)."""
     files = columns.get("weights_file")
     if files is None:  # a zoo written before per-model files
         return np.zeros(len(chosen), bool)
-    external = np.array([files[i] is not None for i in chosen], bool)
+    shards = reader.manifest.shards_of("models")
+    sources = [reader.weights_source(shards[columns["shard"][i]], files[i]) for i in chosen]
+    external = np.array([s.format == CHECKPOINTS_FORMAT for s in sources], bool)
     for j in np.flatnonzero(external):
         i = chosen[j]
         arrays[keys[j]][slots[j]] = read_checkpoint(
-            reader.root, str(files[i]), int(columns["weights_index"][i]),
+            reader.root, sources[j].path, int(columns["weights_index"][i]),
             columns["weights_sha256"][i], layouts[keys[j]], model_id=str(columns["model_id"][i]),
             epoch=int(columns["epoch"][i]))
     return external
 
 
 def _flat_weights(reader: ZooReader, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-    """The shard's weights column as its flat float32 values (zero-copy) and row offsets."""
-    table = reader.parquet(shard, ["weights"])
-    array = table.column("weights").combine_chunks()
-    return array.values.to_numpy(zero_copy_only=True), array.offsets.to_numpy()
+    """The shard's weights column as its flat float32 values and row offsets."""
+    return inline_weights(reader.parquet(shard, ["weights"]))
 
 
 def layer_statistics(store: WeightStore) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -25,8 +25,9 @@ from tests.conftest import write_spec
 from zoo import datasets
 from zoo.cell import CellOutput, run_cell_group
 from zoo.errors import DataError, IntegrityError
-from zoo.folder.checkpoints import CHECKPOINTS_FOLDER, read_checkpoint
-from zoo.folder.lock import LOCK, FolderLock, FolderLocked
+from zoo.folder.checkpoints import read_checkpoint
+from zoo.folder.lock import FolderLock, FolderLocked
+from zoo.folder.names import CHECKPOINTS_FOLDER, LOCK
 from zoo.folder.reader import ZooReader
 from zoo.folder.writer import ZooWriter
 from zoo.layout import layout_of
@@ -182,6 +183,35 @@ def test_training_with_a_spool_holds_no_weights(tmp_path):
         assert all(torch.equal(saved[k], v) for k, v in b.state_dict.items())
     spool.clear([job.model_id])
     assert not spool.folder.exists()
+
+
+def test_a_spooled_run_saves_no_empty_checkpoint_twins_and_resumes_identically(tmp_path):
+    from zoo.train.state import STATE_JSON, StateStore, load_state
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(finished: int) -> None:
+        if finished == 3:
+            raise Killed
+
+    spec = load_spec(write_spec(tmp_path, training={"epochs": 3, "learning_rate": 0.05}))
+    bundle = datasets.load("mnist1d")
+    job = spec.jobs(bundle.fingerprint())[0]
+    spool = Spool(tmp_path / "spool")
+    whole = train_model(spec, job, bundle, keep=Spool(tmp_path / "whole").keeper(job.model_id))
+    with pytest.raises(Killed):
+        train_model(spec, job, bundle, keep=spool.keeper(job.model_id),
+                    store=StateStore(tmp_path / "state", job.model_id, on_epoch=kill_at_3))
+    store = StateStore(tmp_path / "state", job.model_id)
+    assert load_state(store).epoch == 2
+    assert sorted(p.name for p in store.path.iterdir()) == ["state-2.safetensors", STATE_JSON]
+    resumed = train_model(spec, job, bundle, keep=spool.keeper(job.model_id), store=store)
+    assert [(c.epoch, c.train, c.test, c.finite) for c in resumed.checkpoints] == [
+        (c.epoch, c.train, c.test, c.finite) for c in whole.checkpoints]
+    for epoch in (0, 1, 2, 3):
+        assert (spool.path(job.model_id, epoch).read_bytes()
+                == Spool(tmp_path / "whole").path(job.model_id, epoch).read_bytes())
 
 
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path):

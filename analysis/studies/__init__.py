@@ -48,8 +48,15 @@ def run_study(name: str, root: str | Path, out: str | Path | None = None, *,
         raise ZooError(f"study: {name!r} is not a study; expected one of {', '.join(STUDIES)}")
     study = STUDIES[name]
     zoo = StudyZoo(root)
+    if out is None:  # inside the zoo: confined (no link on the way, regular files only)
+        from zoo.folder import names
+        from zoo.folder.zoofolder import ZooFolder
+
+        folder = ZooFolder(root).makedirs(f"{names.STUDIES}/{name}")
+        ZooFolder(root).check_tree(f"{names.STUDIES}/{name}")
+    else:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
     rows = study.measure(zoo, show_progress=show_progress, **options)
-    folder = Path(out) if out is not None else Path(root) / "studies" / name
-    folder.mkdir(parents=True, exist_ok=True)
     table = write_table(rows, folder / f"{name}.parquet")
     return [table, study.figure(rows, score_name(zoo.task), folder / f"{name}.png")]

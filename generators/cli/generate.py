@@ -76,6 +76,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from generators.generate import generate
+    from zoo.folder.names import FAILURES
     from zoo.specfile import load_spec
 
     if args.out is not None:
@@ -98,7 +99,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
           f"on {len(result.nodes)} Ray nodes)")
     for failure in result.failures:
         print(f"failed: cell {failure.cell_id} ({len(failure.model_ids)} models): "
-              f"{failure.error}; details in {out / 'failures' / failure.cell_id}.json",
+              f"{failure.error}; details in {out / FAILURES / failure.cell_id}.json",
               file=sys.stderr)
     if result.failures:
         print(f"zoo: {len(result.failures)} cells failed; rerun the same command to retry them",

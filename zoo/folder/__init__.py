@@ -1,7 +1,11 @@
 """The zoo-folder format's one home, shared by the writers (generators, analysis.interop) and
-the readers (loaders, analysis).
+the readers (loaders, analysis). Each shard kind's writer and reader sit side by side.
 
-Modules: `names` (fixed paths, format version, atomic writes), `manifest`, `record` (zoo.json),
-`layouts`, `documents` (zoo.json and README.md under the manifest), `schema` (table columns),
-`writer` (Parquet and HDF5 shards), `reader` (opens nothing outside the folder).
+Modules: `names` (the sub-layout named once, format version, bounded reads, atomic writes),
+`zoofolder` (`ZooFolder`: the write side, every file operation confined to the folder),
+`manifest`, `record` (zoo.json), `documents` (zoo.json and README.md under the manifest),
+`layouts`, `schema` (table columns), `modelshards` (Parquet models and cell HDF5 shards:
+writer and readers), `checkpoints` (per-model HDF5 files: writer and reader), `writer`
+(`ZooWriter`: commits through the manifest), `reader` (`ZooReader`: opens nothing outside the
+folder), `lock` (one writer per folder), `card` (README.md dataset card), `splits` (cell splits).
 """

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from zoo.errors import ZooFolderError
 from zoo.folder.documents import record_documents
-from zoo.folder.names import README, write_atomically
+from zoo.folder.names import README
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
 from zoo.folder.splits import FRACTIONS, SPLITS, owners
+from zoo.folder.zoofolder import ZooFolder
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCardData
@@ -154,9 +156,18 @@ def metrics_section(spec: dict) -> list[str]:
         "stored in every cells row (`phase_*`); `zoo relabel` applies others.", ""]
 
 
-def card_text(root: Path) -> str:
+def _held_reader(folder: ZooFolder) -> ZooReader:
+    """A ZooReader over the folder's held manifest and record (documents not checked: the
+    card about to be rewritten may be stale)."""
+    manifest, record = folder.manifest(), folder.record()
+    if manifest is None or record is None:
+        raise ZooFolderError(f"{folder.root}: no manifest.json or zoo.json; not a zoo folder")
+    return ZooReader.opened(folder.root, manifest, record)
+
+
+def card_text(root: ZooFolder | Path) -> str:
     """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
-    reader = ZooReader(root, check_documents=False)  # the card it replaces may be stale
+    reader = _held_reader(ZooFolder.of(root))
     spec = reader.record.spec
     cells = reader.table("cells", columns=["phase"]).column("phase").to_pylist()
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
@@ -208,9 +219,9 @@ def card_text(root: Path) -> str:
     ])
 
 
-def write_card(root: Path) -> Path:
-    """Write (or rewrite) `root/README.md` atomically; returns its path."""
-    path = Path(root) / README
-    write_atomically(path, card_text(root).encode())
-    record_documents(Path(root), (README,))
+def write_card(root: ZooFolder | Path) -> Path:
+    """Write (or rewrite) `root/README.md` atomically (confined); returns its path."""
+    folder = ZooFolder.of(root)
+    path = folder.write(README, card_text(folder).encode())
+    record_documents(folder, (README,))
     return path

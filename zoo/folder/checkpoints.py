@@ -20,7 +20,6 @@ from zoo.folder.names import confined
 from zoo.layout import Layout
 from zoo.printable import printable
 
-CHECKPOINTS_FOLDER = "hdf5/models"
 CHECKPOINTS_FORMAT = "checkpoints"  # the manifest's format of a per-model file
 
 
@@ -39,12 +38,10 @@ class CheckpointFile:
         self.handle = h5py.File(path, "w")
         self.handle.attrs["layout"] = layout.key
         self.handle.attrs["model_id"] = model_id
-        self.handle.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype=np.int64)
-        group = self.handle.create_group("weights")
-        for entry in layout.entries:
-            group.create_dataset(entry.name, shape=(0, *entry.shape),
-                                 maxshape=(None, *entry.shape), chunks=(1, *entry.shape),
-                                 dtype=np.float32)
+        for name, (shape, dtype) in checkpoint_datasets(layout).items():  # one chunk an epoch
+            chunks = (1, *shape[1:]) if name.startswith("weights/") else True
+            self.handle.create_dataset(name, shape=(0, *shape[1:]), maxshape=shape,
+                                       chunks=chunks, dtype=dtype)
 
     def append(self, epoch: int, flat: np.ndarray) -> int:
         """Store `flat` (layout.size,) as the next checkpoint; returns its index."""

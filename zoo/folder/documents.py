@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import IntegrityError, SpecError, ZooFolderError
-from zoo.folder.manifest import Manifest, read_manifest, write_manifest
+from zoo.folder.manifest import Manifest
 from zoo.folder.names import README, ZOO_JSON, confined, read_bounded, sha256_of
+from zoo.folder.zoofolder import ZooFolder
 from zoo.limits import check_document as check_nesting
 from zoo.printable import printable
 
@@ -18,16 +19,20 @@ HF_YAML = ".huggingface.yaml"  # datasets merges this file's YAML into the card'
 CONFIG_KEYS = ("config_name", "default", "data_files")  # all that `zoo card` writes
 
 
-def record_documents(root: Path, names: tuple[str, ...],
-                     manifest: Manifest | None = None) -> Manifest:
+def document_hashes(folder: ZooFolder, names: tuple[str, ...]) -> dict[str, str]:
+    """The sha256 of each document of `names` (zoo.json, README.md), regular files only."""
+    return {name: sha256_of(folder.check(name)) for name in names}
+
+
+def record_documents(folder: ZooFolder | Path, names: tuple[str, ...]) -> Manifest:
     """Put the sha256 of `names` (zoo.json, README.md) into the manifest and replace it."""
-    manifest = manifest if manifest is not None else read_manifest(root)
+    folder = ZooFolder.of(folder)
+    manifest = folder.manifest()
     if manifest is None:
-        raise ZooFolderError(f"{root}: no manifest.json to record {', '.join(names)} in")
-    documents = {**manifest.documents,
-                 **{name: sha256_of(Path(root) / name) for name in names}}
-    manifest = dataclasses.replace(manifest, documents=documents)
-    write_manifest(root, manifest)
+        raise ZooFolderError(f"{folder.root}: no manifest.json to record {', '.join(names)} in")
+    manifest = dataclasses.replace(manifest, documents={**manifest.documents,
+                                                        **document_hashes(folder, names)})
+    folder.write_manifest(manifest)
     return manifest
 
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder.names import LAYOUTS, confined, read_json, sha256_of, write_atomically
+from zoo.folder.names import LAYOUTS, confined, read_json, sha256_of
 from zoo.datasets.base import DataInfo
 from zoo.layout import Layout, layout_of
 from zoo.limits import (ARCHITECTURE_ARG_LIMITS, MAX_PARAMETERS, MAX_WIDTH, check_arguments,
                         refuse)
 
+if TYPE_CHECKING:
+    from zoo.folder.zoofolder import ZooFolder
 
-def write_layout(root: Path, layout: Layout) -> str:
-    """Write layouts/<key>.json atomically; returns its sha256 for the manifest."""
-    path = Path(root) / LAYOUTS / f"{layout.key}.json"
-    write_atomically(path, layout.to_json().encode())
-    return sha256_of(path)
+
+def write_layout(folder: ZooFolder, layout: Layout) -> str:
+    """Write layouts/<key>.json atomically (confined); returns its sha256 for the manifest."""
+    return sha256_of(folder.write(f"{LAYOUTS}/{layout.key}.json", layout.to_json().encode()))
 
 
 def read_layout(root: Path, key: str, sha256: str) -> Layout:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from zoo.errors import ZooFolderError
-
-LOCK = "zoo.lock"
+from zoo.folder.names import LOCK, read_bounded
+from zoo.folder.zoofolder import ZooFolder
 
 
 class FolderLocked(ZooFolderError):
@@ -35,8 +35,10 @@ class FolderLock:
     over. A live lock, or one held by another host, raises FolderLocked in one line.
     """
 
-    def __init__(self, root: Path, on_stale: Callable[[str], None] | None = None) -> None:
-        self.path = Path(root) / LOCK
+    def __init__(self, folder: ZooFolder | Path,
+                 on_stale: Callable[[str], None] | None = None) -> None:
+        self.folder = ZooFolder.of(folder)
+        self.path = self.folder.root / LOCK
         self.on_stale = on_stale
         self.held = False
         self.created = False
@@ -49,7 +51,8 @@ class FolderLock:
                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         for _ in range(2):
             try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                                     | os.O_NOFOLLOW, 0o644)
             except FileExistsError:
                 self._take_over_if_stale()
                 continue
@@ -61,9 +64,9 @@ class FolderLock:
 
     def _take_over_if_stale(self) -> None:
         try:
-            holder = json.loads(self.path.read_text())
+            holder = json.loads(read_bounded(self.folder.check(LOCK), "lock", 1 << 16))
             host, pid, started = str(holder["host"]), int(holder["pid"]), holder["started"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, ZooFolderError):
             raise FolderLocked(f"{self.path}: unreadable lock file; if no `zoo generate` runs "
                                f"on this folder, delete it") from None
         who = f"pid {pid} on {host}, since {started}"
@@ -72,13 +75,13 @@ class FolderLock:
                                f"({who}); wait for it or stop it")
         if self.on_stale is not None:
             self.on_stale(f"{self.path}: stale lock of a dead process ({who}); taking it over")
-        self.path.unlink(missing_ok=True)
+        self.folder.delete(LOCK)
 
     def release(self) -> None:
         """Remove the lock file if this object holds it (and the folder, if the lock made it
         and nothing else was written)."""
         if self.held:
-            self.path.unlink(missing_ok=True)
+            self.folder.delete(LOCK)
             self.held = False
             if self.created and not any(self.path.parent.iterdir()):
                 self.path.parent.rmdir()

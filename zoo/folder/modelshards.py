@@ -1,4 +1,7 @@
-"""Write one cell's models rows as they come, holding one checkpoint at a time.
+"""A cell's models shards, written and read here: the Parquet models shard (`weights` inline
+or naming a per-model checkpoint file, `zoo.folder.checkpoints`) and the cell HDF5 shard.
+
+Writing holds one checkpoint at a time.
 
 Used by the worker that trains the cell (rows straight from its training spool) and by the
 driver for rows it holds (imports). Every file gets a name no other writer uses (a random
@@ -10,17 +13,21 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from zoo.folder.checkpoints import (CHECKPOINTS_FOLDER, CHECKPOINTS_FORMAT, CheckpointFile,
-                                    flat_sha256)
+from zoo.folder.checkpoints import CHECKPOINTS_FORMAT, CheckpointFile, flat_sha256
+from zoo.errors import ZooFolderError
+from zoo.folder.hdf5 import Expected, open_checked
 from zoo.folder.manifest import Shard
-from zoo.folder.names import HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX, sha256_of
+from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX,
+                              sha256_of)
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
+from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout
+from zoo.printable import printable
 
 INLINE_BYTES = 16 << 20  # default: checkpoints up to 16 MiB stay in the Parquet row
 ROW_GROUP_BYTES = 16 << 20  # inline weights buffered before a Parquet row group is written
@@ -48,7 +55,7 @@ class ModelsWriter:
     file it began is removed.
 
     Args:
-        root: the zoo folder.
+        folder: the zoo folder (every file goes through its confined methods).
         cell_id: the cell the rows belong to.
         layout: the layout of every row.
         rows: how many rows `add` will get (the cell HDF5 shard is allocated up front).
@@ -57,15 +64,16 @@ class ModelsWriter:
         joined: the cell's cells-table row; its CELL_JOINED columns are copied into every row.
     """
 
-    def __init__(self, root: Path, cell_id: str, layout: Layout, rows: int, *,
+    def __init__(self, folder: ZooFolder | Path, cell_id: str, layout: Layout, rows: int, *,
                  cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
                  joined: dict[str, Any] | None = None) -> None:
-        self.root, self.cell_id, self.layout, self.rows = Path(root), cell_id, layout, rows
+        self.folder = ZooFolder.of(folder)
+        self.root, self.cell_id, self.layout, self.rows = self.folder.root, cell_id, layout, rows
         self.inline = is_inline(layout, inline_bytes)
         self.joined = {n: (joined or {}).get(n) for n in CELL_JOINED}
         self.token = secrets.token_hex(4)
         self.done: list[Shard] = []
-        self.begun: list[Path] = []
+        self.begun: list[str] = []
         self.buffer: list[dict[str, Any]] = []
         self.buffered = 0
         self.written = 0
@@ -77,16 +85,13 @@ class ModelsWriter:
         self.cell_hdf5 = cell_hdf5 and self.inline and rows > 0
 
     def _begin(self, relative: str) -> Path:
-        path = self.root / (relative + TEMPORARY_SUFFIX)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.begun.append(path)
+        path = self.folder.create(relative + TEMPORARY_SUFFIX)
+        self.begun.append(relative + TEMPORARY_SUFFIX)
         return path
 
     def _finish(self, relative: str, table: str, fmt: str, rows: int) -> None:
-        temporary = self.root / (relative + TEMPORARY_SUFFIX)
-        temporary.replace(self.root / relative)
-        self.begun.remove(temporary)
-        path = self.root / relative
+        path = self.folder.replace(relative + TEMPORARY_SUFFIX, relative)
+        self.begun.remove(relative + TEMPORARY_SUFFIX)
         self.done.append(Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path),
                                self.cell_id))
 
@@ -149,13 +154,8 @@ class ModelsWriter:
         if self.hdf5 is None:
             self.hdf5 = h5py.File(self._begin(f"{HDF5_FOLDER}/{self._stem()}.h5"), "w")
             self.hdf5.attrs["layout"] = self.layout.key
-            self.hdf5.create_dataset("model_id", shape=(self.rows,), dtype="S64")
-            self.hdf5.create_dataset("epoch", shape=(self.rows,), dtype=np.int64)
-            for entry in self.layout.entries:
-                self.hdf5.create_dataset(f"weights/{entry.name}", dtype=np.float32,
-                                         shape=(self.rows, *entry.shape))
-            for name in HDF5_COLUMNS:
-                self.hdf5.create_dataset(f"columns/{name}", shape=(self.rows,), dtype=np.float64)
+            for name, (shape, dtype) in cell_datasets(self.layout, self.rows).items():
+                self.hdf5.create_dataset(name, shape=shape, dtype=dtype)
         i = self.written
         self.hdf5["model_id"][i] = row["model_id"].encode()
         self.hdf5["epoch"][i] = row["epoch"]
@@ -186,8 +186,8 @@ class ModelsWriter:
         for handle in (self.parquet, self.hdf5, self.file):
             if handle is not None:
                 handle.close()
-        for path in self.begun + [self.root / s.path for s in self.done]:
-            path.unlink(missing_ok=True)
+        for relative in self.begun + [s.path for s in self.done]:
+            self.folder.delete(relative)
 
     def __enter__(self) -> ModelsWriter:
         return self
@@ -197,11 +197,37 @@ class ModelsWriter:
             self.abort()
 
 
-def write_models(root: Path, cell_id: str, layout: Layout, rows: Iterable[dict[str, Any]],
+def write_models(folder: ZooFolder | Path, cell_id: str, layout: Layout, rows: Iterable[dict[str, Any]],
                  count: int, *, cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
                  joined: dict[str, Any] | None = None) -> tuple[list[Shard], list[dict]]:
     """Write `count` models rows of one cell; returns the shards and the rows without weights."""
-    with ModelsWriter(root, cell_id, layout, count, cell_hdf5=cell_hdf5,
+    with ModelsWriter(folder, cell_id, layout, count, cell_hdf5=cell_hdf5,
                       inline_bytes=inline_bytes, joined=joined) as writer:
         small = [writer.add(row) for row in rows]
         return writer.close(), small
+
+
+def inline_weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The `weights` column of a models shard's table as its flat float32 values (zero-copy
+    where Arrow allows) and row offsets: row i holds values[offsets[i]:offsets[i + 1]]."""
+    array = table.column("weights").combine_chunks()
+    return array.values.to_numpy(zero_copy_only=False), array.offsets.to_numpy()
+
+
+def cell_datasets(layout: Layout, rows: int) -> Expected:
+    """Every dataset of a cell HDF5 shard of `rows` rows of `layout`: shape and dtype (what
+    the writer makes, and all that `read_cell_hdf5` accepts)."""
+    return {"model_id": ((rows,), "S64"), "epoch": ((rows,), "<i8"),
+            **{f"columns/{name}": ((rows,), "<f8") for name in HDF5_COLUMNS},
+            **{f"weights/{e.name}": ((rows, *e.shape), "<f4") for e in layout.entries}}
+
+
+def read_cell_hdf5(path: Path, layout: Layout, rows: int) -> Iterator[tuple[str, np.ndarray]]:
+    """A cell HDF5 shard's datasets (`cell_datasets` order), one at a time, once the whole
+    file holds only what the writer makes (`open_checked`); ZooFolderError names the file."""
+    with open_checked(path, cell_datasets(layout, rows), ("layout",)) as handle:
+        if handle.attrs.get("layout") != layout.key:
+            raise ZooFolderError(f"{path}: layout {printable(handle.attrs.get('layout'))}, "
+                                 f"Parquet rows {layout.key}")
+        for name in cell_datasets(layout, rows):
+            yield name, handle[name][()]

@@ -19,10 +19,17 @@ MAX_JSON_BYTES = 64 << 20  # manifest, zoo.json, a layout: far above any real on
 MANIFEST = "manifest.json"
 ZOO_JSON = "zoo.json"
 README = "README.md"
+LOCK = "zoo.lock"  # the writer's lock (zoo.folder.lock)
 LAYOUTS = "layouts"
 TABLE_FOLDERS = {"models": "data/models", "cells": "data/cells", "pairs": "data/pairs"}
 HDF5_FOLDER = "hdf5"
+CHECKPOINTS_FOLDER = "hdf5/models"  # per-model HDF5 checkpoint files
 TEMPORARY_SUFFIX = ".partial"
+FAILURES = "failures"  # <cell_id>.json records of cells whose training raised
+STATE = "state"  # training states of models in progress (zoo.train.state)
+SPOOL = "state/spool"  # checkpoints of models in progress (zoo.train.spool)
+PLOTS = "plots"  # `zoo plot`'s figures
+STUDIES = "studies"  # `zoo study`'s tables and figures, one folder per study
 
 
 def sha256_of(path: Path) -> str:
@@ -104,12 +111,46 @@ def read_json(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
 
 def write_atomically(path: Path, data: bytes | Callable[[Path], None]) -> None:
     """Write `data` (bytes, or a function that writes a file at the path it is given) to a
-    temporary sibling, flush it to disk, and rename it over `path`."""
+    temporary sibling, flush it to disk, and rename it over `path`. The temporary file is
+    made new (O_EXCL, O_NOFOLLOW): a leftover regular one is removed first, a symbolic link
+    or anything else in its place is refused, so nothing is written through a link."""
     temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+    fd = create_new(temporary)
     if callable(data):
+        os.close(fd)
         data(temporary)
     else:
-        temporary.write_bytes(data)
-    with open(temporary, "rb") as handle:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    with open_regular(temporary) as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def create_new(path: Path) -> int:
+    """A new regular file at `path` opened for writing (its descriptor); a leftover regular
+    file there is removed first, a symbolic link or any other kind is refused in one line."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(mode):
+            raise ZooFolderError(f"{path}: is {kind_of(mode)}, not a regular file; refused "
+                                 f"before writing (remove it)")
+        os.unlink(path)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        raise ZooFolderError(f"{path}: appeared while it was written; refused") from None
+
+
+def kind_of(mode: int) -> str:
+    """'a symbolic link', 'a folder', 'a FIFO', ... for an lstat mode."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"

@@ -37,6 +37,7 @@ class ZooReader:
         self.manifest: Manifest = manifest
         self._verified: set[str] = set()
         self._layouts: dict[str, Layout] = {}
+        self._sources: dict[str, Shard] | None = None
         if check_documents:
             check_document(self.root, manifest, ZOO_JSON)
         record = read_record(self.root)
@@ -46,6 +47,15 @@ class ZooReader:
         if check_documents:
             check_record_hash(self.root, manifest, record.spec_hash)
             check_readme(self.root, manifest)
+
+    @classmethod
+    def opened(cls, root: str | Path, manifest: Manifest, record: ZooRecord) -> ZooReader:
+        """A reader over a manifest and record already read (by a `ZooFolder`), documents
+        not checked."""
+        reader = cls.__new__(cls)
+        reader.root, reader.manifest, reader.record = Path(root), manifest, record
+        reader._verified, reader._layouts, reader._sources = set(), {}, None
+        return reader
 
     def path(self, shard: Shard) -> Path:
         """The shard's file, verified against the manifest's sha256 the first time."""
@@ -58,6 +68,21 @@ class ZooReader:
                                      f"the shard is corrupted or was modified")
             self._verified.add(shard.path)
         return path
+
+    def weights_source(self, shard: Shard, weights_file: str | None) -> Shard:
+        """The shard a models row's checkpoint is read from, whose manifest `format` picks
+        the decoder: the row's own models shard (weights inline) or the checkpoints shard
+        that its `weights_file` names (refused unless the manifest lists it for the cell)."""
+        if weights_file is None:
+            return shard
+        if self._sources is None:
+            self._sources = {s.path: s for s in self.manifest.shards
+                             if s.table == "models" and s.format == "checkpoints"}
+        source = self._sources.get(weights_file)
+        if source is None or source.cell_id != shard.cell_id:
+            raise ZooFolderError(f"{self.path(shard)}: weights_file {weights_file!r} is not a "
+                                 f"checkpoints shard of cell {shard.cell_id} in the manifest")
+        return source
 
     def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
                 schema: pa.Schema | None = None) -> pa.Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,14 +14,15 @@ import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
 from zoo.folder.cellresult import CellResult
-from zoo.folder.documents import record_documents
+from zoo.folder.documents import document_hashes
 from zoo.folder.layouts import write_layout
-from zoo.folder.manifest import Manifest, Shard, read_manifest, write_manifest
+from zoo.folder.manifest import Manifest, Shard
 from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
-from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON,
-                              sha256_of, write_atomically)
-from zoo.folder.record import ZooRecord, write_record
+from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, MANIFEST, README, TABLE_FOLDERS,
+                              TEMPORARY_SUFFIX, ZOO_JSON, sha256_of)
+from zoo.folder.record import ZooRecord
 from zoo.folder.schema import to_arrow
+from zoo.folder.zoofolder import ZooFolder
 
 FORMATS = ("parquet", "hdf5")
 SHARD_FOLDERS = (*TABLE_FOLDERS.values(), HDF5_FOLDER)  # every file under these is a shard
@@ -31,15 +33,12 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, **parquet_options(table.schema))
 
 
-def unlisted_files(root: Path, manifest: Manifest | None) -> list[Path]:
-    """Files under the shard folders that the manifest does not list (a killed run's)."""
+def unlisted_files(folder: ZooFolder, manifest: Manifest | None) -> list[str]:
+    """Files under the shard folders that the manifest does not list (a killed run's); a
+    link or other non-regular file there is refused, never descended."""
     listed = {s.path for s in manifest.shards} if manifest else set()
-    found = []
-    for folder in SHARD_FOLDERS:
-        for path in sorted((Path(root) / folder).rglob("*")):
-            if path.is_file() and path.relative_to(root).as_posix() not in listed:
-                found.append(path)
-    return found
+    return [name for shard_folder in SHARD_FOLDERS for name in folder.files(shard_folder)
+            if name not in listed]
 
 
 class ZooWriter:
@@ -49,15 +48,16 @@ class ZooWriter:
     files of a cell's previous shards are removed once the new manifest is in place.
     """
 
-    def __init__(self, root: Path, spec_hash: str, formats: Iterable[str] = FORMATS,
-                 inline_bytes: int = INLINE_BYTES) -> None:
-        self.root = Path(root)
+    def __init__(self, folder: ZooFolder | str | Path, spec_hash: str,
+                 formats: Iterable[str] = FORMATS, inline_bytes: int = INLINE_BYTES) -> None:
+        self.folder = ZooFolder.of(folder)
+        self.root = self.folder.root
         self.formats = tuple(formats)
         self.inline_bytes = inline_bytes
         for name in self.formats:
             if name not in FORMATS:
                 raise ValueError(f"--formats: {name!r} is not allowed; expected {FORMATS}")
-        existing = read_manifest(self.root) if self.root.exists() else None
+        existing = self.folder.manifest()
         self.manifest = dataclasses.replace(existing, spec_hash=spec_hash) if existing \
             else Manifest(spec_hash, (), {})
 
@@ -75,19 +75,30 @@ class ZooWriter:
 
     def start(self, record: ZooRecord) -> list[Path]:
         """Create the folders, remove leftovers of a killed run (temporary files and shards the
-        manifest does not list), write zoo.json. Returns the removed files."""
+        manifest does not list), write zoo.json. Returns the removed files. A link or other
+        non-regular file where the format writes is refused in one line, never followed."""
         with self._disk_errors("creating the zoo folder"):
-            for folder in (*SHARD_FOLDERS, LAYOUTS):
-                (self.root / folder).mkdir(parents=True, exist_ok=True)
-            leftovers = list(self.root.rglob(f"*{TEMPORARY_SUFFIX}"))
-            leftovers += [p for p in unlisted_files(self.root, self.manifest)
-                          if p not in leftovers]
+            for name in (*SHARD_FOLDERS, LAYOUTS):
+                self.folder.makedirs(name)
+            leftovers = [name for name in self.folder.files(LAYOUTS)
+                         if name.endswith(TEMPORARY_SUFFIX)]
+            leftovers += [self.folder.check(name).relative_to(self.root).as_posix()
+                          for name in (f"{MANIFEST}{TEMPORARY_SUFFIX}",
+                                       f"{ZOO_JSON}{TEMPORARY_SUFFIX}",
+                                       f"{README}{TEMPORARY_SUFFIX}")
+                          if (self.root / name).exists()]
+            leftovers += unlisted_files(self.folder, self.manifest)
             for leftover in leftovers:
-                leftover.unlink()
-            write_record(self.root, record)
+                self.folder.delete(leftover)
+            self.folder.write_record(record)
             self.manifest = dataclasses.replace(self.manifest, spec_hash=record.spec_hash)
-            self.manifest = record_documents(self.root, (ZOO_JSON,), self.manifest)
-            return leftovers
+            self._replace_manifest(dataclasses.replace(self.manifest, documents={
+                **self.manifest.documents, **document_hashes(self.folder, (ZOO_JSON,))}))
+            return [self.root / name for name in leftovers]
+
+    def _replace_manifest(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.folder.write_manifest(manifest)
 
     def commit(self, result: CellResult) -> None:
         """List a cell: its worker-written shards (`result.files`), else write its models rows
@@ -99,7 +110,7 @@ class ZooWriter:
         layouts = dict(self.manifest.layouts)
         for key, layout in result.layouts.items():
             if key not in layouts:
-                layouts[key] = write_layout(self.root, layout)
+                layouts[key] = write_layout(self.folder, layout)
         old = [s for s in self.manifest.shards if s.cell_id == result.cell_id]
         shards = [s for s in self.manifest.shards if s.cell_id != result.cell_id]
         shards += result.files or self._write_models(result)
@@ -109,27 +120,25 @@ class ZooWriter:
             if not rows:  # an empty Parquet file breaks datasets.load_dataset
                 continue
             relative = f"{TABLE_FOLDERS[table]}/{stem}.parquet"
-            write_atomically(self.root / relative,
-                             lambda p, t=table, r=rows: write_parquet(to_arrow(t, r), p))
-            path = self.root / relative
+            path = self.folder.write(relative,
+                                     lambda p, t=table, r=rows: write_parquet(to_arrow(t, r), p))
             shards.append(Shard(table, "parquet", relative, len(rows), path.stat().st_size,
                                 sha256_of(path), result.cell_id))
         shards.sort(key=lambda s: (s.table, s.format, s.path))
         stacked = {**self.manifest.stacked, result.cell_id: result.stacked}
-        self.manifest = Manifest(self.manifest.spec_hash, tuple(shards), layouts, stacked,
-                                 self.manifest.documents)
-        write_manifest(self.root, self.manifest)
+        self._replace_manifest(Manifest(self.manifest.spec_hash, tuple(shards), layouts,
+                                        stacked, self.manifest.documents))
         listed = {s.path for s in shards}
         for shard in old:
             if shard.path not in listed:
-                (self.root / shard.path).unlink(missing_ok=True)
+                self.folder.delete(shard.path)
 
     def _write_models(self, result: CellResult) -> list[Shard]:
         """Models rows that carry their weights (imports): written here, one at a time."""
         if not result.models:
             return []
         layout = result.layouts[result.models[0]["layout"]]
-        files, _ = write_models(self.root, result.cell_id, layout, result.models,
+        files, _ = write_models(self.folder, result.cell_id, layout, result.models,
                                 len(result.models), cell_hdf5="hdf5" in self.formats,
                                 inline_bytes=self.inline_bytes,
                                 joined=result.cells[0] if result.cells else None)
@@ -160,19 +169,17 @@ class ZooWriter:
             new = []
             for cell_id, content in sorted(tables.items()):
                 relative = f"{TABLE_FOLDERS[table]}/cell-{cell_id}-{tag}.parquet"
-                if (self.root / relative).exists():
+                if os.path.lexists(self.folder.check(relative)):
                     raise ZooFolderError(f"{self.root / relative}: exists; shards are never "
                                          f"replaced in place")
-                write_atomically(self.root / relative, lambda p, c=content: write_parquet(c, p))
-                path = self.root / relative
+                path = self.folder.write(relative, lambda p, c=content: write_parquet(c, p))
                 new.append(Shard(table, "parquet", relative, content.num_rows,
                                  path.stat().st_size, sha256_of(path), cell_id))
             replaced = [s for s in self.manifest.shards if s.table == table
                         and s.format == "parquet" and s.cell_id in tables]
             shards = [s for s in self.manifest.shards if s not in replaced] + new
             shards.sort(key=lambda s: (s.table, s.format, s.path))
-            self.manifest = dataclasses.replace(self.manifest, shards=tuple(shards))
-            write_manifest(self.root, self.manifest)
+            self._replace_manifest(dataclasses.replace(self.manifest, shards=tuple(shards)))
             for shard in replaced:
-                (self.root / shard.path).unlink(missing_ok=True)
+                self.folder.delete(shard.path)
         return [self.root / s.path for s in new]

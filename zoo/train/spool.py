@@ -2,20 +2,20 @@
 
 Training hands every kept checkpoint to `Spool.keeper(job)` instead of holding it, so a
 worker holds one checkpoint at a time; the cell's metrics and shards read them back. Files
-are safetensors (no pickle) written atomically, `<folder>/<model_id>/checkpoint-<epoch>`.
+are safetensors (no pickle) written atomically, `<folder>/<model_id>/checkpoint-<epoch>`,
+through a `ZooFolder` rooted at the spool: a link inside it is refused, never followed.
 A resumed run finds the checkpoints of the epochs it does not repeat.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 
-from zoo.errors import TrainStateError
-from zoo.folder.names import write_atomically
+from zoo.errors import IntegrityError, TrainStateError, ZooFolderError
+from zoo.folder.zoofolder import ZooFolder
 
 
 class Spool:
@@ -23,28 +23,34 @@ class Spool:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self.files = ZooFolder(self.folder)
 
     def path(self, model_id: str, epoch: int) -> Path:
-        return self.folder / model_id / f"checkpoint-{epoch}.safetensors"
+        return self.folder / self._name(model_id, epoch)
+
+    @staticmethod
+    def _name(model_id: str, epoch: int) -> str:
+        return f"{model_id}/checkpoint-{epoch}.safetensors"
 
     def save(self, model_id: str, epoch: int, state: dict[str, torch.Tensor]) -> None:
         """Write one checkpoint (tensors copied to the CPU)."""
         from safetensors.torch import save
 
-        path = self.path(model_id, epoch)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        write_atomically(path, save(tensors))
+        self.files.write(self._name(model_id, epoch), save(tensors))
 
     def load(self, model_id: str, epoch: int, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         """A spooled checkpoint as a state_dict in `keys` order; TrainStateError if absent."""
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError
+        from safetensors.torch import load
 
         path = self.path(model_id, epoch)
         try:
-            tensors = load_file(path)
+            with self.files.open_read(self._name(model_id, epoch)) as handle:
+                tensors = load(handle.read())
             return {k: tensors[k] for k in keys}
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, SafetensorError, ZooFolderError,
+                IntegrityError) as error:
             raise TrainStateError(f"{path}: spooled checkpoint unreadable ({error})") from None
 
     def hand_off(self, model_id: str) -> Callable[[int, dict[str, torch.Tensor]], None]:
@@ -54,6 +60,6 @@ class Spool:
     def clear(self, model_ids: Iterable[str]) -> None:
         """Delete the spooled checkpoints of `model_ids`, and the folder once empty."""
         for model_id in model_ids:
-            shutil.rmtree(self.folder / model_id, ignore_errors=True)
+            self.files.delete_tree(model_id)
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()

@@ -2,7 +2,7 @@
 
 A store holds one run in `<folder>/<key>/`: `state-<epoch>.safetensors` holds every tensor
 (weights, buffers, optimizer moments, RNG states), `checkpoint-<epoch>.safetensors` each kept
-checkpoint so far (empty when the run hands its checkpoints to a `zoo.train.spool.Spool`),
+checkpoint so far (none when the run hands its checkpoints to a `zoo.train.spool.Spool`),
 and `state.json` the scalars (schedule, optimizer numbers, epoch, the evaluations of the kept
 checkpoints). Every file is written under a temporary name and renamed;
 `state.json` goes last, so a kill at any moment leaves the previous complete state. What each
@@ -100,8 +100,8 @@ def save_state(store: StateStore, epoch: int, tensors: Tensors, scalars: dict[st
             if current.exists() else set())
     listed = []
     for kept_epoch, kept_tensors, facts in checkpoints:
-        name = f"checkpoint-{kept_epoch}.safetensors"
-        if name not in done:
+        name = f"checkpoint-{kept_epoch}.safetensors" if kept_tensors else None  # None: spooled
+        if name is not None and name not in done:
             _write_tensors(store.path / name, kept_tensors)
         listed.append({"epoch": kept_epoch, "file": name, "facts": facts})
     name = f"state-{epoch}.safetensors"
@@ -128,7 +128,8 @@ def load_state(store: StateStore) -> SavedState | None:
             raise TrainStateError(f"{path}: format version {body['format_version']}, this code "
                                   f"reads {FORMAT_VERSION}")
         tensors = load_file(store.path / body["file"])
-        kept = tuple((int(c["epoch"]), load_file(store.path / c["file"]), c["facts"])
+        kept = tuple((int(c["epoch"]), load_file(store.path / c["file"]) if c["file"] else {},
+                      c["facts"])
                      for c in body["checkpoints"])
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
         raise TrainStateError(f"{path}: unreadable training state ({error})") from None

@@ -88,21 +88,21 @@ def zeros_bomb(root: Path, dictionary: bool) -> Path:
         body["size"] = offset
     edit_json(layout, widen)
     size = json.loads(layout.read_text())["size"]
-    shard = models_shard(root)
-    table = pq.read_table(shard)
-    key = layout.stem
-    keys = table.column("layout").to_pylist()
-    assert set(keys) == {key}
-    offsets = pa.array(np.arange(table.num_rows + 1, dtype=np.int32) * size)
-    weights = pa.ListArray.from_arrays(offsets, pa.array(np.zeros(size * table.num_rows,
-                                                                  np.float32)))
-    table = table.set_column(table.column_names.index("weights"), "weights", weights)
-    if dictionary:
-        pq.write_table(table, shard, compression="zstd", use_dictionary=["weights.list.element"])
-    else:
-        write_parquet(table, shard)
+    shards = [p for p in sorted((root / "data" / "models").glob("*.parquet"))
+              if pq.read_table(p, columns=["layout"]).column(0)[0].as_py() == layout.stem]
+    for shard in shards:  # every shard of the widened layout, as an attacker would
+        table = pq.read_table(shard)
+        offsets = pa.array(np.arange(table.num_rows + 1, dtype=np.int32) * size)
+        weights = pa.ListArray.from_arrays(offsets, pa.array(np.zeros(size * table.num_rows,
+                                                                      np.float32)))
+        table = table.set_column(table.column_names.index("weights"), "weights", weights)
+        if dictionary:
+            pq.write_table(table, shard, compression="zstd",
+                           use_dictionary=["weights.list.element"])
+        else:
+            write_parquet(table, shard)
     reseal(root)
-    return shard
+    return shards[0]
 
 
 @pytest.mark.parametrize("attack, message", [

@@ -29,26 +29,28 @@ def check_decoded_sizes(path: Path, metadata: pq.FileMetaData, rows: int,
     could decode past MAX_ROW_BYTES a row or MAX_SHARD_BYTES in all, whose weights are
     dictionary-encoded, or whose large chunks expand more than MAX_EXPANSION times."""
     leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    chunks = [(leaf, metadata.row_group(group).column(index))
+              for group in range(metadata.num_row_groups) for index, leaf in enumerate(leaves)]
     declared = 0
-    for group in range(metadata.num_row_groups):
-        for index, leaf in enumerate(leaves):
-            chunk = metadata.row_group(group).column(index)
-            decoded, stored = chunk.total_uncompressed_size, chunk.total_compressed_size
-            if decoded > LARGE_CHUNK and decoded > MAX_EXPANSION * max(stored, 1):
-                raise ZooFolderError(f"{path}: column {leaf} declares {decoded} bytes stored "
-                                     f"in {stored}; at most {MAX_EXPANSION} times its stored "
-                                     f"size is decoded")
-            if leaf == WEIGHTS_LEAF:
-                if chunk.has_dictionary_page:
-                    raise ZooFolderError(f"{path}: its weights are dictionary-encoded; this "
-                                         f"version's writer stores them plain")
-                continue
-            if columns is not None and leaf.split(".")[0] not in columns:
-                continue
-            # a dictionary value may be repeated in every row: each one as long as it all
-            declared += decoded * chunk.num_values if chunk.has_dictionary_page else decoded
+    for leaf, chunk in chunks:
+        if leaf == WEIGHTS_LEAF or (columns is not None and leaf.split(".")[0] not in columns):
+            continue
+        decoded = chunk.total_uncompressed_size
+        # a dictionary value may be repeated in every row: each one as long as it all
+        declared += decoded * chunk.num_values if chunk.has_dictionary_page else decoded
     limit = min(max(rows, 1) * MAX_ROW_BYTES, MAX_SHARD_BYTES)
     if declared > limit:
         raise ZooFolderError(f"{path}: its columns declare {declared} bytes for {rows} rows; "
                              f"at most {min(MAX_ROW_BYTES, limit)} a row and {MAX_SHARD_BYTES} "
                              f"a shard are read")
+    for leaf, chunk in chunks:
+        if columns is not None and leaf.split(".")[0] not in columns:
+            continue  # (the weights' count is checked against the layouts first)
+        decoded, stored = chunk.total_uncompressed_size, chunk.total_compressed_size
+        if decoded > LARGE_CHUNK and decoded > MAX_EXPANSION * max(stored, 1):
+            raise ZooFolderError(f"{path}: column {leaf} declares {decoded} bytes stored in "
+                                 f"{stored}; at most {MAX_EXPANSION} times its stored size is "
+                                 f"decoded")
+        if leaf == WEIGHTS_LEAF and chunk.has_dictionary_page:
+            raise ZooFolderError(f"{path}: its weights are dictionary-encoded; this version's "
+                                 f"writer stores them plain")

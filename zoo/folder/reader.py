@@ -89,9 +89,9 @@ class ZooReader:
         """The shard's Parquet table (checked); a decode failure names the file. The footer's
         row count must be the manifest's and the columns' decoded sizes bounded, before anything
         is decoded (`check_footer`)."""
-        path = self.check_footer(shard, columns)
         if shard.table == "models" and (columns is None or "weights" in columns):
             self.check_weights(shard)
+        path = self.check_footer(shard, columns)
         try:
             return pq.read_table(path, columns=columns, schema=schema)
         except PARQUET_ERRORS as error:

@@ -18,12 +18,14 @@ from zoo.folder.reader import ZooReader
 from zoo.printable import printable
 from zoo.spec import ZooSpec
 
-MODEL_FIELDS = ["model_id", "cell_id", "seed", "epoch", "data_fingerprint", "spec_hash"]
+# spec_hash is not among them: a row keeps the hash of the spec that trained it, and a zoo
+# grown or pruned by another spec holds rows of several
+MODEL_FIELDS = ["model_id", "cell_id", "seed", "epoch", "data_fingerprint"]
 
 
 def check_identities(reader: ZooReader, spec: ZooSpec) -> list[str]:
-    """One line per shard whose rows hold a model, seed, epoch, cell, fingerprint or spec
-    hash other than the spec's (the first such row of the shard is named)."""
+    """One line per shard whose rows hold a model, seed, epoch, cell or data fingerprint
+    other than the spec's (the first such row of the shard is named)."""
     record = reader.record
     jobs = {job.model_id: job for job in spec.jobs(record.data_fingerprint)}
     cells = {job.cell_id for job in jobs.values()}
@@ -33,7 +35,7 @@ def check_identities(reader: ZooReader, spec: ZooSpec) -> list[str]:
         rows = reader.parquet(shard, MODEL_FIELDS).to_pylist()
         for i, row in enumerate(rows):
             job = jobs.get(row["model_id"])
-            wrong = _model_row(row, job, shard, kept, record.data_fingerprint, record.spec_hash)
+            wrong = _model_row(row, job, shard, kept, record.data_fingerprint)
             if wrong:
                 problems.append(f"{reader.path(shard)}: row {i} (model "
                                 f"{printable(row['model_id'])} epoch {row['epoch']}): {wrong}")
@@ -49,13 +51,11 @@ def check_identities(reader: ZooReader, spec: ZooSpec) -> list[str]:
     return problems
 
 
-def _model_row(row: dict, job, shard: Shard, kept: set[int], fingerprint: str,
-               spec_hash: str) -> str | None:
+def _model_row(row: dict, job, shard: Shard, kept: set[int], fingerprint: str) -> str | None:
     """What is wrong with one models row, or None."""
     if job is None:
         return "its model id is not one the spec makes (ZooSpec.jobs over zoo.json's spec)"
-    checks = [("cell_id", job.cell_id), ("seed", job.seed), ("data_fingerprint", fingerprint),
-              ("spec_hash", spec_hash)]
+    checks = [("cell_id", job.cell_id), ("seed", job.seed), ("data_fingerprint", fingerprint)]
     for name, expected in checks:
         if row[name] != expected:
             return f"{name} {printable(row[name])}; the spec makes {expected}"

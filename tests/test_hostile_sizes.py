@@ -189,7 +189,6 @@ ROW_CASES = [
     ("another-cell", "other-cell", r"cell_id \w+; the spec makes \w+"),
     ("data-fingerprint", {"data_fingerprint": "f" * 64}, r"data_fingerprint f{64}; the spec "
                                                          r"makes \w+"),
-    ("spec-hash", {"spec_hash": "e" * 16}, r"spec_hash e{16}; the spec makes"),
     ("escape-in-id", {"model_id": "\x1b[2Jcleared"}, r"model \\x1b\[2Jcleared epoch 0"),
 ]
 

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from analysis.trial_folders import (LOAD_KEYS, PAIR_MEANS, PARAMS, RESULTS, SCHEDULERS,
-                                     STATE, TEMPERATURE_KEYS, Trial, checkpoint_folder, dump,
-                                     metric_epochs, published_line, read_trial_checkpoint,
-                                     read_trials)
+from analysis.trial_folders import (LOAD_KEYS, MODULE_LIST, PAIR_MEANS, PARAMS, RESULTS,
+                                     SCHEDULERS, STATE, TEMPERATURE_KEYS, Trial,
+                                     checkpoint_folder, dump, metric_epochs, published_line,
+                                     read_trial_checkpoint, read_trials, result_text)
 from loaders.store import META_COLUMNS, read_metadata, read_weights
 from zoo import architectures, datasets
 from zoo.architectures import REGISTRY, families
@@ -42,7 +42,10 @@ from zoo.train import is_finite_checkpoint
 
 
 def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:
-    """Write the zoo in `root` as Ray Tune trial folders under `out` (one per model).
+    """Write the zoo in `root` as Ray Tune trial folders under `out` (one per model), one
+    subfolder per load value (`width_16/`, ...): ModelZooDataset and SANE stack the
+    checkpoints of one folder, so each holds one shape. Keys of Sequential families (mlp,
+    cnn) get the published `module_list.` prefix.
 
     Returns:
         the trial folders, in cell then seed order.
@@ -64,11 +67,26 @@ def export_ray_tune(root: str | Path, out: str | Path) -> list[Path]:
         states = {i: store.layouts[k].unflatten(store.arrays[k][s])
                   for i, k, s in zip(chosen, store.keys, store.slots)}
         for model_id, indices in models.items():
-            folder = out / f"trial_{len(folders):05d}_{model_id}"
-            _write_trial(ZooFolder(out), folder.name, reader.record.spec, [metadata[i] for i in indices],
-                         [states[i] for i in indices], pair_means)
+            trial = f"{load_folder(metadata[indices[0]])}/trial_{len(folders):05d}_{model_id}"
+            _write_trial(ZooFolder(out), trial, reader.record.spec,
+                         [metadata[i] for i in indices],
+                         [published_keys(states[i]) for i in indices], pair_means)
+            folder = out / trial
             folders.append(folder)
     return folders
+
+
+def load_folder(row: dict[str, Any]) -> str:
+    """The export subfolder of a model: its load axis and value, e.g. `width_16`."""
+    return f"{row['load_axis']}_{row['load_value']:g}"
+
+
+def published_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The published zoos' key names: an nn.Sequential's `<i>.weight` as the
+    `module_list.<i>.weight` their nets (and ModelZooDataset's layer lists) use."""
+    if all(name[:1].isdigit() for name in state):
+        return {f"{MODULE_LIST}{name}": value for name, value in state.items()}
+    return state
 
 
 def _write_trial(out: ZooFolder, trial: str, spec: dict[str, Any],
@@ -86,15 +104,16 @@ def _write_trial(out: ZooFolder, trial: str, spec: dict[str, Any],
         out.write(f"{trial}/{checkpoint_folder(row['epoch'])}/{STATE}",
                   lambda path, owned=owned: torch.save(owned, path))
     out.write(f"{trial}/{RESULTS}", "".join(
-        dump(line) + "\n" for line in result_lines(params, measured, spec["training"]["epochs"])
-    ).encode())
+        result_text(line) + "\n"
+        for line in result_lines(params, measured, spec["training"]["epochs"])).encode())
 
 
 def result_lines(params: dict[str, Any], measured: dict[int, dict[str, Any]],
                  epochs: int) -> list[dict[str, Any]]:
     """Ray Tune's result.json lines: one per epoch from 0, `training_iteration` = epoch and
     the trial's `config` on each, and every metric key on every line (null where not
-    measured), as ModelZooDataset and SANE read them (their offset 1, then 0, both work)."""
+    measured; NaN for the published losses and accuracies, see `result_text`), as
+    ModelZooDataset and SANE read them (their offset 1, then 0, both work)."""
     keys = sorted({k for line in measured.values() for k in line})
     return [{**dict.fromkeys(keys), **measured.get(epoch, {}), "epoch": epoch,
              "training_iteration": epoch, "config": params} for epoch in range(epochs + 1)]
@@ -226,6 +245,7 @@ def infer_spec(trials: Sequence[Trial], *, name: str, family: str | None = None,
         "seeds": sorted({t.number("seed", integer=True) for t in trials}),
         "checkpoints": {"epochs": kept},
         "metrics": {"epochs": [e for e in metric_epochs(trials) if e <= epochs] or ["last"]},
+        "phases": {"cka_metric": "cka"},  # the trials carry the published (logit) CKA only
     })
 
 

@@ -28,6 +28,8 @@ from zoo.folder.schema import CELL_MEANS, EVALUATION, HESSIAN, PAIR_COLUMNS
 
 PARAMS, RESULTS, STATE = "params.json", "result.json", "checkpoints"
 PREFIX = "module."  # added by nn.DataParallel / DistributedDataParallel
+MODULE_LIST = "module_list."  # the published nets' Sequential container (ModelZooDataset)
+NUMBERS = ("train_loss", "test_loss", "train_acc", "test_acc")  # NaN, never null (see below)
 LOAD_KEYS = {"width": "model::width", "data_fraction": "dataset::fraction",
              "beta": "dataset::beta"}
 TEMPERATURE_KEYS = {"batch_size": "training::batchsize", "learning_rate": "optim::lr",
@@ -168,7 +170,10 @@ def read_trial_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ZooError(f"{path}: expected a state_dict (parameter name -> tensor), "
                        f"got {type(state).__name__}")
-    return {k.removeprefix(PREFIX): v for k, v in state.items()}
+    state = {k.removeprefix(PREFIX): v for k, v in state.items()}
+    if state and all(k.startswith(MODULE_LIST) for k in state):  # published Sequential names
+        state = {k.removeprefix(MODULE_LIST): v for k, v in state.items()}
+    return state
 
 
 def _reason(error: Exception) -> str:
@@ -192,7 +197,7 @@ def translate(line: dict[str, Any]) -> dict[str, Any]:
         if key in line:
             out[key] = _number(line[key])
     for key, column in PUBLISHED.items():
-        if key in line and line[key] is not None:
+        if key in line and _number(line[key]) is not None:  # NaN: not measured
             out[column] = float(line[key])
             out[column.replace("accuracy", "error")] = 1.0 - float(line[key])
     for key, column in LOGS.items():
@@ -223,6 +228,16 @@ def clean(value: Any) -> Any:
 def dump(data: Any, indent: int | None = None) -> str:
     """Sorted-key strict JSON of `data` after `clean`."""
     return json.dumps(clean(data), sort_keys=True, allow_nan=False, indent=indent)
+
+
+def result_text(line: dict[str, Any]) -> str:
+    """One result.json line: strict JSON but for the published losses and accuracies, which
+    are NaN (as Ray Tune writes a missing number) where not measured or not finite:
+    ModelZooDataset computes ggap = train_acc - test_acc on every line it reads, before the
+    check that makes it retry with the other line offset, and None - None stops it."""
+    missing = {key: math.nan for key in NUMBERS if not isinstance(line.get(key), (int, float))
+               or not math.isfinite(line[key])}
+    return json.dumps({**clean(line), **missing}, sort_keys=True)
 
 
 def published_line(row: dict[str, Any], pair_means: dict[str, float | None]) -> dict[str, Any]:

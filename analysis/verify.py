@@ -10,7 +10,6 @@ read at all raises ZooFolderError (the CLI's exit code 2).
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -50,7 +49,7 @@ def _check_documents(reader: ZooReader) -> list[str]:
 def _check_shards(reader: ZooReader) -> list[str]:
     problems: list[str] = []
     for shard in reader.manifest.shards:
-        path = _collect(lambda: reader.path(shard), problems)
+        path = _collect(lambda: reader.check_whole(shard), problems)
         if path is None or shard.format != "parquet":
             continue  # HDF5 contents are compared with Parquet rows in check_hdf5
         metadata = _collect(lambda: reader.parquet_metadata(shard), problems)
@@ -124,6 +123,7 @@ def recompute(reader: ZooReader, count: int, seed: int = 0,
     from loaders.store import read_metadata, read_weights
     from zoo import datasets
     from zoo.objective import Objective
+    from zoo.precision import recompute_tolerance
 
     spec = reader.record.spec
     data = spec["data"]
@@ -140,6 +140,7 @@ def recompute(reader: ZooReader, count: int, seed: int = 0,
                                                         min(count, len(columns["model_id"])))))
     store = read_weights(reader, columns, chosen)
     problems = []
+    tolerance = recompute_tolerance(reader.record.precision)
     torch.set_num_threads(1)  # as the workers that recorded the metrics
     for j, index in enumerate(chosen):
         row = {n: columns[n][index] for n in ("model_id", "epoch", "data_fraction", "beta",
@@ -151,10 +152,10 @@ def recompute(reader: ZooReader, count: int, seed: int = 0,
                            beta=float(row["beta"])).evaluate(model, "test")
         for name in ("loss", "error"):
             recorded = float(row[f"test_{name}"])
-            if not (math.isclose(result[name], recorded, rel_tol=1e-6, abs_tol=1e-9)
-                    or (math.isnan(result[name]) and math.isnan(recorded))):
+            if not tolerance.accepts(name, result[name], recorded):
                 problems.append(f"model {row['model_id']} epoch {row['epoch']}: test_{name} "
-                                f"recomputes to {result[name]!r}, recorded {recorded!r}")
+                                f"recomputes to {result[name]!r}, recorded {recorded!r} "
+                                f"(tolerance of {tolerance.made})")
     return problems
 
 

@@ -1,6 +1,10 @@
-"""NFN-style layers: padded (weight, bias) per layer across widths, predicting test accuracy.
+"""A permutation-equivariant network (NP-NFN) on `layers`, predicting test accuracy.
 
     python examples/nfn_layers.py ZOO_FOLDER [--epochs 20]
+
+NFN-safe batching: every batch holds rows of one layout (loaders.LayoutBatchSampler), so no
+padding enters the network. loaders.pad_collate would add zero hidden units, which shift an
+NFN's mean-pooled outputs (by more than the spread between models on a small zoo).
 """
 
 import argparse
@@ -9,17 +13,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from loaders import ZooDataset, pad_collate
+from analysis.benchmark.npnfn import NPNFN
+from loaders import LayoutBatchSampler, ZooDataset
 
 
-def invariant_features(batch: dict) -> torch.Tensor:
-    """Per layer, means of |W| and b over real entries only: unchanged by hidden-unit
-    permutations and by the zero padding (a minimal NFN-like invariant)."""
-    parts = []
-    for (weight, bias), (weight_mask, bias_mask) in zip(batch["weights"], batch["masks"]):
-        rows = weight.flatten(1).abs().sum(1) / weight_mask.flatten(1).sum(1)
-        parts += [rows, bias.flatten(1).sum(1) / bias_mask.flatten(1).sum(1)]
-    return torch.stack(parts, dim=1)
+def nfn_input(batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """ZooDataset's layers (W (B, 1, out, in, *kernel), b (B, 1, out)) as NPNFN input: the
+    kernel's values become the weight's channels, (B, kernel values, out, in)."""
+    layers = []
+    for weight, bias in batch["weights"]:
+        weight = weight[:, 0].reshape(*weight.shape[:1], *weight.shape[2:4], -1)
+        layers.append((weight.permute(0, 3, 1, 2), bias))
+    return layers
 
 
 def main() -> None:
@@ -31,14 +36,16 @@ def main() -> None:
     train = ZooDataset(args.zoo, split="train", epochs="all", representation="layers",
                        targets=["test_accuracy"])
     print(train)
-    loader = DataLoader(train, batch_size=8, shuffle=True, collate_fn=pad_collate)
-    first = next(iter(loader))
-    print("padded layer shapes:", [tuple(w.shape) for w, _ in first["weights"]])
-    head = nn.Linear(invariant_features(first).shape[1], 1)
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    sampler = LayoutBatchSampler(train, batch_size=8, shuffle=True, seed=0)
+    loader = DataLoader(train, batch_sampler=sampler)
+    first = nfn_input(next(iter(loader)))
+    print("layer shapes of one batch:", [tuple(w.shape) for w, _ in first])
+    model = NPNFN([w.shape[1] for w, _ in first], outputs=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for epoch in range(args.epochs):
+        sampler.set_epoch(epoch)
         for batch in loader:
-            loss = nn.functional.mse_loss(head(invariant_features(batch)), batch["targets"])
+            loss = nn.functional.mse_loss(model(nfn_input(batch)), batch["targets"])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,13 +1,19 @@
-"""Run cells on Ray workers (a local runtime by default, a cluster via an address)."""
+"""Run cells on Ray workers (a local runtime by default, a cluster via an address).
+
+Tasks go to long-lived workers (Ray actors, one per slot: a CPU, or a GPU share of
+`--gpus-per-task`), which keep the imports, the data set and, on a GPU, the CUDA context
+across the cells they run (on the CPU too: a folder data set is loaded and checked once per
+worker, not once per cell). A worker that dies is restarted and its cell is run again, resuming
+from its saved training state.
+"""
 
 from __future__ import annotations
 
 import os
 import traceback
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from zoo import datasets
 from zoo.cell import CellOutput, CellResult, run_cell_group
@@ -113,41 +119,140 @@ def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,
                 for jobs in task.cells]
 
 
+class CellWorker:
+    """A long-lived worker (a Ray actor) running tasks with `function` (`_task`). Created
+    before the data exist, it imports torch and the training code while the driver plans;
+    the data come with each task as a reference, fetched once and kept (a folder data set is
+    loaded on its first task and kept too)."""
+
+    def __init__(self, function: Callable[..., list[TaskOutcome]]) -> None:
+        self.function = function
+        self.ref: Any = None
+        self.data: WorkerData | DataBundle | None = None
+
+    def run(self, spec: ZooSpec, task: Task, data: list[Any], state_folder: Path | None,
+            output: CellOutput | None) -> list[TaskOutcome]:
+        """Run `task` on the data `data[0]` refers to (a list, so Ray leaves it unfetched)."""
+        import ray
+
+        if data[0] != self.ref:
+            self.ref, self.data = data[0], ray.get(data[0])
+        if isinstance(self.data, WorkerData) and self.data.bundle is None:
+            try:
+                self.data = self.data.load(spec)
+            except Exception:  # noqa: BLE001 - the task loads again and fails its cells by name
+                pass
+        return self.function(spec, task, self.data, state_folder, output)
+
+
+class WorkerPool:
+    """`slots` CellWorker actors with `gpus` of a GPU each, one task each at a time; start it
+    as soon as Ray runs, so the workers start while the driver loads and plans."""
+
+    def __init__(self, slots: int, gpus: float) -> None:
+        import ray
+
+        actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1,
+                           max_task_retries=TASK_RETRIES)(CellWorker)
+        self.gpus = gpus
+        self.idle = [actor.remote(_task) for _ in range(slots)]
+        self.busy: dict = {}  # object ref -> its actor
+
+    @property
+    def slots(self) -> int:
+        return len(self.idle) + len(self.busy)
+
+    def submit(self, spec: ZooSpec, task: Task, data_ref: Any, state_folder: Path | None,
+               output: CellOutput | None) -> Any:
+        actor = self.idle.pop()
+        ref = actor.run.remote(spec, task, [data_ref], state_folder, output)
+        self.busy[ref] = actor
+        return ref
+
+    def done(self, ref: Any) -> None:
+        self.idle.append(self.busy.pop(ref))
+
+    def close(self) -> None:
+        import ray
+
+        for actor in [*self.idle, *self.busy.values()]:
+            ray.kill(actor)
+        self.idle, self.busy = [], {}
+
+
+def worker_slots(workers: int | None, gpus_per_task: float) -> int:
+    """How many tasks run at once: `workers` (default: the cluster's free CPUs), no more than
+    GPU shares of `gpus_per_task` in the cluster (an actor that cannot be placed would hold
+    its task forever)."""
+    import ray
+
+    slots = workers or max(1, int(ray.available_resources().get("CPU", 1)))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_task > 0 and gpus > 0:
+        slots = min(slots, max(1, int(gpus / gpus_per_task + 1e-9)))
+    return slots
+
+
 def run_tasks(spec: ZooSpec, tasks: Sequence[Task], data: WorkerData | DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
               on_outcome: Callable[[TaskOutcome], None],
-              state_folder: Path | None = None, output: CellOutput | None = None) -> None:
+              state_folder: Path | None = None, output: CellOutput | None = None,
+              pool: WorkerPool | None = None) -> None:
     """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
     `on_outcome`. The caller commits each result as it arrives, so a crash loses only
     unfinished cells. With `state_folder` (shared by the workers), tasks save training states
     there and a retried task resumes inside its models; a task's states are deleted once
     `on_outcome` has taken all its cells (a failed task keeps them for the next run). With
-    `output`, workers write their models shards into the zoo folder and return small rows."""
+    `output`, workers write their models shards into the zoo folder and return small rows.
+    Tasks run on the CellWorker actors of `pool` (the caller's, started early and closed by
+    it; else one started here); a task whose worker died more than TASK_RETRIES times fails
+    its cells."""
     import ray
 
-    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=TASK_RETRIES)(_task)
-    limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
+    own = pool is None
+    if pool is None:
+        pool = WorkerPool(min(worker_slots(workers, gpus_per_task), max(1, len(tasks))),
+                          gpus_per_task)
     data_ref = ray.put(data)
-    pending = iter(tasks)
+    pending = list(reversed(tasks))
     running: dict = {}  # object ref -> its task
 
-    def submit(count: int) -> list:
-        refs = []
-        for task in islice(pending, count):
-            refs.append(remote.remote(spec, task, data_ref, state_folder, output))
-            running[refs[-1]] = task
-        return refs
+    def submit() -> None:
+        task = pending.pop()
+        running[pool.submit(spec, task, data_ref, state_folder, output)] = task
 
-    in_flight = submit(limit)
-    while in_flight:
-        ready, in_flight = ray.wait(in_flight, num_returns=1)
-        outcomes = ray.get(ready[0])
-        for outcome in outcomes:
-            on_outcome(outcome)
-        task = running.pop(ready[0])
-        if state_folder is not None and all(o.failure is None for o in outcomes):
-            _clear_states(state_folder, task, output)
-        in_flight += submit(1)
+    try:
+        while pending and len(running) < pool.slots:
+            submit()
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            task = running.pop(ready[0])
+            outcomes = _outcomes(ready[0], task)
+            pool.done(ready[0])
+            for outcome in outcomes:
+                on_outcome(outcome)
+            if state_folder is not None and all(o.failure is None for o in outcomes):
+                _clear_states(state_folder, task, output)
+            if pending:
+                submit()
+    finally:
+        if own:
+            pool.close()
+
+
+def _outcomes(ref: Any, task: Task) -> list[TaskOutcome]:
+    """The task's outcomes; a worker that kept dying fails the task's cells."""
+    import ray
+    from ray.exceptions import RayActorError, WorkerCrashedError
+
+    try:
+        return ray.get(ref)
+    except (RayActorError, WorkerCrashedError) as error:
+        text = f"{type(error).__name__}: the worker died {TASK_RETRIES + 1} times running it"
+        return [TaskOutcome("", failure=CellFailure(jobs[0].cell_id,
+                                                    tuple(j.model_id for j in jobs), text,
+                                                    str(error)))
+                for jobs in task.cells]
 
 
 def _clear_states(folder: Path, task: Task, output: CellOutput | None) -> None:

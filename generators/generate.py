@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
 
 import torch
 
-from generators.executor import CellFailure, TaskOutcome, WorkerData, ensure_ray, run_tasks
+from generators.executor import (CellFailure, TaskOutcome, WorkerData, WorkerPool, ensure_ray,
+                                 run_tasks, worker_slots)
 from generators.packing import auto_gpus_per_task, device_memory
 from generators.plan import Plan, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
@@ -62,16 +64,32 @@ def load_data(spec: ZooSpec) -> DataBundle:
     return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
 
 
-def _load_while_ray_starts(spec: ZooSpec, address: str | None,
-                           workers: int | None) -> DataBundle:
+def _load_while_ray_starts(spec: ZooSpec, address: str | None, workers: int | None,
+                           gpus_per_task: float | str
+                           ) -> tuple[DataBundle, int, WorkerPool | None]:
     """The data, loaded on a thread while Ray starts on this one (Ray's processes die with the
-    thread that started them, so Ray keeps the main thread)."""
+    thread that started them, so Ray keeps the main thread); the workers the plan counts on
+    (`workers`, else the free CPUs before any worker takes one); and the workers, started at
+    once so they import torch while this process loads and plans (with --gpus-per-task auto
+    they start once the plan has sized them)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1) as pool:
-        loading = pool.submit(load_data, spec)
+    import ray
+
+    with ThreadPoolExecutor(1) as loader:
+        loading = loader.submit(load_data, spec)
         ensure_ray(address, workers)
-        return loading.result()
+        planned = workers or int(ray.available_resources().get("CPU", 1))
+        pool = None
+        if gpus_per_task != "auto":
+            pool = WorkerPool(min(worker_slots(workers, gpus_per_task), len(spec.cells())),
+                              gpus_per_task)
+        try:
+            return loading.result(), planned, pool
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
 
 
 def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
@@ -101,24 +119,29 @@ def generate(spec: ZooSpec, out: Path, *, address: str | None = None,
                     gpus_per_task=gpus_per_task, dry_run=dry_run, progress=progress,
                     stream=stream, prune=prune, inline_bytes=inline_bytes)
     if dry_run:
-        return _generate(spec, folder, counts, **settings)
-    with FolderLock(folder, on_stale=lambda line: print(line, file=stream)):
-        return _generate(spec, folder, counts, **settings)
+        return _generate(spec, folder, counts, None, **settings)
+    with FolderLock(folder, on_stale=lambda line: print(line, file=stream)), ExitStack() as stack:
+        return _generate(spec, folder, counts, stack, **settings)
 
 
-def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int], *,
+def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
+              stack: ExitStack | None, *,
               address: str | None,
               workers: int | None, formats: tuple[str, ...], gpus_per_task: float,
               dry_run: bool, progress: bool, stream: TextIO, prune: bool,
               inline_bytes: int) -> Generation:
-    """generate() once the folder is locked (or for a dry run, which writes nothing)."""
+    """generate() once the folder is locked (or for a dry run, which writes nothing); the
+    workers started early are closed by `stack`."""
     out = folder.root
     if dry_run and spec.data.root is None and datasets.needs_root(spec.data.name):
         plan = make_plan(spec, "(data not loaded)", None)
         print(plan.describe(counts, len(formats)), file=stream)
         return Generation(plan)
     device_bytes = device_memory() if gpus_per_task == "auto" and not dry_run else 0
-    bundle = load_data(spec) if dry_run else _load_while_ray_starts(spec, address, workers)
+    bundle, planned, pool = (load_data(spec), 0, None) if dry_run or stack is None else \
+        _load_while_ray_starts(spec, address, workers, gpus_per_task)
+    if pool is not None:
+        stack.callback(pool.close)
     fingerprint = bundle.fingerprint()
     plan = make_plan(spec, fingerprint, folder, prune=prune)
     print(plan.describe(counts, len(formats)), file=stream)
@@ -131,18 +154,18 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int], *,
     writer = ZooWriter(folder, spec.spec_hash(), formats, inline_bytes)
     removed = writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
                                      bundle.info, normalization=bundle.normalization,
-                                     precision=precision_record(spec.training.precision)))
+                                     precision=precision_record(
+                                         spec.training.precision,
+                                         "cpu" if gpus_per_task == 0 else "cuda",
+                                         spec.training.deterministic)))
     if removed:
         print(f"removed {len(removed)} unlisted files of an interrupted run from {out}",
               file=stream)
     if plan.missing:
         from tqdm import tqdm
 
-        import ray
-
         device = "cpu" if gpus_per_task == 0 else "cuda"
-        tasks = plan_tasks(plan, bundle, workers or int(ray.available_resources().get("CPU", 1)),
-                           device)
+        tasks = plan_tasks(plan, bundle, planned, device)
         if gpus_per_task == "auto":
             gpus_per_task = auto_gpus_per_task(spec, tasks, bundle, device_bytes)
             print(f"each task asks for {gpus_per_task:g} of a GPU (--gpus-per-task auto)",
@@ -174,7 +197,7 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int], *,
             output = CellOutput(out.resolve(), out.resolve() / SPOOL, inline_bytes,
                                 "hdf5" in formats)
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
-                      on_outcome=record, state_folder=state, output=output)
+                      on_outcome=record, state_folder=state, output=output, pool=pool)
     if generation.committed or plan.shrink is not None or not (out / README).exists():
         from zoo.folder.card import write_card  # imports the readers: only at the end
 

@@ -1,10 +1,13 @@
 """`--gpus-per-task auto`: the GPU fraction a task asks Ray for, from a memory estimate.
 
 A task's peak is the largest of its phases (training its population, then per model the
-Hessian probes and the curve of each seed pair) on top of what stays resident (the data set,
-the CUDA context, the restored models of its cells). The factors are fitted to the ResNet-18
-peaks measured on an H100 (eigenvalue 10.5 GB and trace 39.2 GB over 640 probe samples at
-width 64, curve 13.0 GB at width 256, a training epoch 9.9 GB at width 256 batch 128).
+Hessian products and the curve of each seed pair) on top of what stays resident (the data set,
+the CUDA context, the restored models of its cells). The Hessian products stream over
+micro-batches (`metrics.hessian.micro_batch_size`), so their memory follows a micro-batch:
+the gradient graph of the samples differentiated at once, plus the backward of each (sample,
+probe) pair. The factors are fitted to the ResNet-18 peaks measured on an H100 (eigenvalue
+10.5 GB and trace 39.2 GB over all 640 probe samples at once at width 64, one and ten probes;
+curve 13.0 GB at width 256, a training epoch 9.9 GB at width 256 batch 128).
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from typing import Sequence
 from generators.executor import Task
 from zoo.datasets.base import DataBundle
 from zoo.errors import ZooError
-from zoo.spec import MetricsSpec, ModelJob, ZooSpec
+from zoo.spec import HessianSpec, MetricsSpec, ModelJob, ZooSpec
 
 FLOAT_BYTES = 4
 CUDA_CONTEXT = 600 * 2**20  # bytes each worker process holds for its CUDA context
 TRAIN_ACTIVATION_FACTOR = 2.5  # saved leaf outputs plus their gradients during backward
-HESSIAN_ACTIVATION_FACTOR = 12.5  # double backward over every probe sample (trace: the worst)
+HESSIAN_GRAPH_FACTOR = 2.32  # a sample's gradient graph, kept for the double backward
+HESSIAN_PROBE_FACTOR = 1.01  # the double backward of one (sample, probe) pair
+PROBE_BLOCK = 10  # zoo.metrics.hessian._PROBE_BLOCK: trace probes multiplied at once
 CURVE_PARAMETER_FACTOR = 9  # three control points, their gradients and momentum
 EVAL_ACTIVATION_FACTOR = 0.1  # no_grad: only a few layers' outputs are alive at once
 EVAL_CHUNK = 1024  # zoo.objective.EVAL_CHUNK
@@ -49,13 +54,24 @@ def task_bytes(shape: TaskShape, metrics: MetricsSpec) -> int:
     evaluation = EVAL_CHUNK * shape.activations * FLOAT_BYTES * EVAL_ACTIVATION_FACTOR
     phases = [training, evaluation]
     if metrics.hessian.enabled:
-        samples = metrics.hessian.batches * metrics.hessian.batch_size
-        phases.append(samples * shape.activations * FLOAT_BYTES * HESSIAN_ACTIVATION_FACTOR)
+        phases.append(hessian_bytes(shape.activations, metrics.hessian))
     if metrics.curve.enabled and shape.seeds > 1:
         phases.append(weights * CURVE_PARAMETER_FACTOR + metrics.curve.batch_size
                       * shape.activations * FLOAT_BYTES * TRAIN_ACTIVATION_FACTOR)
     resident = CUDA_CONTEXT + shape.data_values * FLOAT_BYTES + shape.seeds * weights
     return int(resident + max(phases))
+
+
+def hessian_bytes(activations: int, hessian: HessianSpec) -> int:
+    """Peak bytes of the Hessian products: the larger of the eigenvalue's (one vector over a
+    micro-batch of samples) and the trace's (PROBE_BLOCK probes at once, each over
+    micro_batch_size // probes samples), as zoo.metrics.hessian streams them."""
+    samples = hessian.batches * hessian.batch_size
+    size = hessian.micro_batch_size
+    probes = min(PROBE_BLOCK, size)
+    ways = ((min(size, samples), 1), (min(size // probes, samples), probes))  # (graph, probes)
+    return int(max(graph * (HESSIAN_GRAPH_FACTOR + probes * HESSIAN_PROBE_FACTOR)
+                   for graph, probes in ways) * activations * FLOAT_BYTES)
 
 
 def gpu_fraction(needed: int, device_bytes: int) -> float:
@@ -65,7 +81,7 @@ def gpu_fraction(needed: int, device_bytes: int) -> float:
             return fraction
     raise ZooError(f"--gpus-per-task auto: a task needs ~{needed / 2**30:.1f} GiB, more than "
                    f"the GPU's {device_bytes / 2**30:.1f} GiB; lower the batch size, the "
-                   f"width or metrics.hessian.batches")
+                   f"width or metrics.hessian.micro_batch_size")
 
 
 def shape_of(spec: ZooSpec, jobs: Sequence[ModelJob], stacked: bool,

@@ -93,7 +93,7 @@ def plan_priced_tasks(spec: ZooSpec, bundle: DataBundle, device: str,
     with tempfile.TemporaryDirectory() as empty:  # a plan with nothing done yet
         plan = make_plan(spec, "pricing", Path(empty))
     out = []
-    for task in plan_tasks(plan, bundle, workers):
+    for task in plan_tasks(plan, bundle, workers, device):
         jobs = tuple(job for cell in task.cells for job in cell)
         stacked = task.stacked
         if stacked is None:

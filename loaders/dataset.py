@@ -14,19 +14,45 @@ from torch.utils.data import Dataset
 from loaders.augmentation import Augment, Augmenter, item_generator
 from loaders.batching import ZooItem, window
 from loaders.models import module_from
-from loaders.representations import REPRESENTATIONS, make_encoder, statistics
+from loaders.representations import (REPRESENTATIONS, Encoder, Stats, WithoutCounters,
+                                      make_encoder, statistics)
+from loaders.rowsource import CACHE_BYTES, LazyStore, RowPlaces, RowSource, lazy_layer_statistics
 from zoo.folder.splits import FRACTIONS, SPLITS, assign_splits, summary
-from loaders.store import (Columns, Where, epoch_mask, layer_statistics, read_metadata,
-                           read_weights, where_mask)
+from loaders.store import (Columns, WeightStore, Where, epoch_mask, layer_statistics,
+                           read_metadata, read_weights, where_mask)
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import python_value
 from zoo.layout import Layout
 
 Item = dict[str, Any]
+IN_MEMORY_BYTES = 512 << 20  # chosen rows' weights read at once up to this; lazily above it
+HUB_NAMES = {"validation": "val"}  # the Hugging Face split names that differ from ours
+
+
+class Arrays(tuple):
+    """`ZooDataset.arrays`' result: unpacks as (x, y); also the rows' dataset indices, model
+    ids and epochs, and `features`, the name of each column of x."""
+
+    def __new__(cls, x: Any, y: Any, index: np.ndarray, model_ids: np.ndarray,
+                epochs: np.ndarray, encoder: Encoder) -> Arrays:
+        result = super().__new__(cls, (x, y))
+        result.x, result.y, result.index = x, y, index
+        result.model_ids, result.epochs, result._encoder = model_ids, epochs, encoder
+        return result
+
+    @property
+    def features(self) -> list[str]:
+        """Column names of x: "<entry>.<statistic>" (stats) or "<entry>[<i>]" (flat)."""
+        encoder = self._encoder
+        if isinstance(encoder, Stats):
+            return list(encoder.names)
+        layout = encoder.inner.layout if isinstance(encoder, WithoutCounters) else encoder.layout
+        return [f"{e.name}[{i}]" for e in layout.entries for i in range(e.size)]
 
 
 class ZooDataset(Dataset):
-    """Checkpoints of a zoo folder, read once into one float32 array per layout.
+    """Checkpoints of a zoo folder: read at once into one float32 array per layout (small
+    zoos), or each when its item is asked for (larger than memory; loaders.rowsource).
 
     Items are dicts: the representation's tensors under "weights" (plus "extras" for layers;
     "mask" and "positions" for tokens), "layout" (key), "targets" (float32, one per name in
@@ -39,7 +65,8 @@ class ZooDataset(Dataset):
 
     Args:
         root: the zoo folder; every shard is checked against the manifest's sha256.
-        split: "train", "val", "test" (hash of model_id or cell_id) or "all".
+        split: "train", "val" (or "validation", the Hugging Face name), "test" (a hash of
+            cell_id or model_id, see split_by) or "all".
         epochs: "last" (each model's last stored epoch), "all", or a list of epochs.
         where: column -> value (or a list of allowed values), or a callable over a row's
             metadata dict (weights excluded; includes phase, generalization_gap, split).
@@ -50,7 +77,9 @@ class ZooDataset(Dataset):
         normalize: None, or "layer": standardise each layout entry by its mean and std over
             the train split's rows (also for val and test).
         transform: callable on the finished item dict.
-        split_by: "model" or "cell" (a cell's seeds never span two splits).
+        split_by: "cell" (default: a cell's seeds never span two splits, the rows the dataset
+            card and `datasets.load_dataset` give) or "model" (seeds of one cell may land in
+            train and test: their shared hyperparameters then leak into the test score).
         fractions: train, val, test fractions (sum 1); a split with a nonzero fraction gets at
             least one model (cell) whenever there are enough (see zoo.folder.splits), and an
             empty split is an error.
@@ -58,15 +87,27 @@ class ZooDataset(Dataset):
         token_size: values per token for representation="tokens".
         window: for tokens, SANE's random window of this many tokens per item (padded with
             masked zeros when shorter), drawn from (augment seed, epoch, index).
+        in_memory: True reads the chosen rows' weights at once, False reads each row's when
+            its item is asked for (Parquet by row group, per-model HDF5 by slice, each checked
+            against its digest; DataLoader workers open their own files); None (default):
+            at once when they hold at most IN_MEMORY_BYTES (512 MiB).
+        cache_bytes: bound on the decoded row groups a lazy dataset keeps (each process).
+        counters: keep integer buffers (BatchNorm's num_batches_tracked, a step count that
+            gives away epoch and batch size) in flat, layers and tokens; by default they are
+            left out (carried under "buffers" so `decode` is exact). state_dict and
+            load_model always have them.
     """
 
     def __init__(self, root: str | Path, *, split: str = "train", epochs: str | Sequence[int]
                  = "last", where: Where = None, representation: str = "flat",
                  targets: Sequence[str] = (), normalize: str | None = None,
-                 transform: Callable[[Item], Item] | None = None, split_by: str = "model",
+                 transform: Callable[[Item], Item] | None = None, split_by: str = "cell",
                  fractions: Sequence[float] = FRACTIONS, augment: Augment | None = None,
-                 token_size: int = 64, window: int | None = None) -> None:
+                 token_size: int = 64, window: int | None = None,
+                 in_memory: bool | None = None, cache_bytes: int = CACHE_BYTES,
+                 counters: bool = False) -> None:
         _check(split, representation, normalize, split_by, fractions, augment, token_size)
+        split = HUB_NAMES.get(split, split)
         _check_window(window, representation)
         self.split, self.representation, self.transform = split, representation, transform
         self.augment, self.window, self.split_by, self.epochs = augment, window, split_by, epochs
@@ -86,24 +127,45 @@ class ZooDataset(Dataset):
                              f"split='all' or other fractions")
         self.columns: Columns = {n: c[chosen] for n, c in columns.items()
                                  if n not in ("shard", "row")}
-        self._store = read_weights(self.reader, columns, chosen)
+        self._places = RowPlaces.of(columns, chosen)
+        self._cache_bytes = cache_bytes
+        self._store = self._weights(columns, chosen, in_memory)
         self.statistics = self._statistics(columns, kept) if normalize == "layer" else None
         self._targets = torch.from_numpy(_target_matrix(self.columns, targets))
         self._ids = list(zip(self.columns["model_id"].tolist(), self.columns["cell_id"].tolist(),
                              self.columns["epoch"].tolist()))
         layouts = self._store.layouts.items()
-        self._encoders = {k: make_encoder(representation, lay, token_size) for k, lay in layouts}
+        self.counters = counters
+        self._encoders = {k: make_encoder(representation, lay, token_size, counters)
+                          for k, lay in layouts}
         self._augmenters = {k: Augmenter(lay, augment) for k, lay in layouts} if augment else {}
         self._stats = self._precomputed_stats() if representation == "stats" else {}
+
+    def _weights(self, columns: Columns, chosen: np.ndarray, in_memory: bool | None
+                 ) -> WeightStore | LazyStore:
+        """The chosen rows' weights: read now (in memory) or a LazyStore reading on demand."""
+        if in_memory not in (None, True, False):
+            raise ValueError(f"in_memory: {in_memory!r} is not allowed; expected None, True "
+                             f"or False")
+        keys = [str(k) for k in columns["layout"][chosen]]
+        layouts = {k: self.reader.layout(k) for k in sorted(set(keys))}
+        if in_memory is None:
+            in_memory = sum(layouts[k].size * 4 for k in keys) <= IN_MEMORY_BYTES
+        if in_memory:
+            return read_weights(self.reader, columns, chosen)
+        places = RowPlaces.of(columns, chosen)
+        return LazyStore(layouts, keys, RowSource(self.reader, places, layouts, keys,
+                                                  self._cache_bytes))
 
     def _statistics(self, columns: Columns, kept: np.ndarray) -> dict[str, tuple[torch.Tensor,
                                                                                  torch.Tensor]]:
         """Per-layout mean/std vectors from the train split's rows that pass the filters."""
         train = self._store
         if self.split != "train":
-            train = read_weights(self.reader, columns,
-                                 np.flatnonzero(kept & (columns["split"] == "train")))
-        statistics = layer_statistics(train)
+            train = self._weights(columns, np.flatnonzero(kept & (columns["split"] == "train")),
+                                  isinstance(self._store, WeightStore))
+        statistics = layer_statistics(train) if isinstance(train, WeightStore) else \
+            lazy_layer_statistics(train, np.arange(len(train.keys)))
         missing = sorted(set(self._store.layouts) - set(statistics))
         if missing:
             raise ValueError(f"normalize: layouts {missing} have no train rows to take "
@@ -111,15 +173,20 @@ class ZooDataset(Dataset):
         return {k: (torch.from_numpy(m), torch.from_numpy(s)) for k, (m, s) in statistics.items()}
 
     def _precomputed_stats(self) -> dict[str, np.ndarray]:
-        """Per layout, the stats rows of every row at once (none when augmenting)."""
-        if self._augmenters:
+        """Per layout, the stats rows of every row at once (none when augmenting or lazy)."""
+        if self._augmenters or self.lazy:
             return {}
         return {key: statistics(self._normalised(key), layout)
                 for key, layout in self._store.layouts.items()}
 
     def _normalised(self, key: str) -> np.ndarray:
-        """The (rows, size) weights of layout `key`, normalised as items are."""
-        array = self._store.arrays[key]
+        """The (rows, size) weights of layout `key`, normalised as items are (a lazy dataset
+        reads them all)."""
+        if self.lazy:
+            rows = [self._store.row(i) for i, k in enumerate(self._store.keys) if k == key]
+            array = np.stack(rows) if rows else np.empty((0, self.layouts[key].size), np.float32)
+        else:
+            array = self._store.arrays[key]
         if self.statistics is None:
             return array
         mean, std = self.statistics[key]
@@ -129,15 +196,15 @@ class ZooDataset(Dataset):
         return len(self._ids)
 
     def __getitem__(self, index: int) -> Item:
-        key, slot = self._store.keys[index], self._store.slots[index]
+        key = self._store.keys[index]
         generator = None
         if self._augmenters or self.window is not None:  # hashing costs: only when drawing
             generator = item_generator(self.augment.seed if self.augment else 0, self.epoch,
                                        index)
         if self._stats:
-            encoded = {"weights": torch.from_numpy(self._stats[key][slot])}
+            encoded = {"weights": torch.from_numpy(self._stats[key][self._store.slots[index]])}
         else:
-            encoded = self._encoders[key].encode(self._flat(key, slot, generator))
+            encoded = self._encoders[key].encode(self._flat(key, index, generator))
         if self.window is not None:
             encoded = window(encoded, self.window, generator)
         model_id, cell_id, epoch = self._ids[index]
@@ -145,9 +212,9 @@ class ZooDataset(Dataset):
                        cell_id=cell_id, epoch=epoch)
         return self.transform(item) if self.transform is not None else item
 
-    def _flat(self, key: str, slot: int, generator: torch.Generator | None) -> torch.Tensor:
-        """The row's flat vector: permuted, normalised, noised as configured."""
-        flat = torch.from_numpy(self._store.arrays[key][slot])
+    def _flat(self, key: str, index: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Row `index`'s flat vector: permuted, normalised, noised as configured."""
+        flat = torch.from_numpy(self._store.row(index))
         if self._augmenters:
             flat = self._augmenters[key].permute(flat, generator)
         if self.statistics is not None:
@@ -173,6 +240,19 @@ class ZooDataset(Dataset):
         """Rows, models and cells of each split after the epochs and where filters."""
         return {name: dict(counts) for name, counts in self.summary.items()}
 
+    def units(self) -> list[np.ndarray]:
+        """Row indices grouped by what one read fetches (a Parquet row group, a per-model
+        HDF5 file), in folder order: the units a stream puts in order (loaders.streaming)."""
+        if isinstance(self._store, LazyStore):
+            return self._store.source.units()
+        return RowSource(self.reader, self._places, self._store.layouts,
+                         self._store.keys).units()
+
+    @property
+    def lazy(self) -> bool:
+        """Whether rows are read when their items are asked for (not held in memory)."""
+        return isinstance(self._store, LazyStore)
+
     @property
     def epoch(self) -> int:
         """The augmentation epoch (shared with DataLoader workers)."""
@@ -183,14 +263,16 @@ class ZooDataset(Dataset):
         """Each row's layout key, in row order (for loaders.LayoutBatchSampler)."""
         return list(self._store.keys)
 
-    def arrays(self, layout: str | None = None, *, as_torch: bool = False
-               ) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
-        """All rows of one layout at once, for predictors: (X, y).
+    def arrays(self, layout: str | None = None, *, as_torch: bool = False) -> Arrays:
+        """All rows of one layout at once, for predictors: (X, y), with row ids and names.
 
         X is (rows, features) float32 in this dataset's representation when it is "flat" or
-        "stats" (normalised if asked; never augmented), y is (rows, len(targets)) float32,
-        rows in dataset order. `layout` may be left out when there is only one. X shares
-        memory with the dataset: copy it before changing it in place.
+        "stats" (normalised if asked; never augmented; flat without counters unless
+        `counters`), y is (rows, len(targets)) float32, rows in dataset order. The result
+        unpacks as `x, y` and also has `.index` (dataset indices), `.model_ids`, `.epochs`
+        and `.features` (a name per column). `layout` may be left out when there is only
+        one. Flat X without counters is a copy; otherwise it shares memory with the dataset:
+        copy it before changing it in place.
         """
         if self.representation not in ("flat", "stats"):
             raise ValueError(f"arrays: representation {self.representation!r} has no matrix "
@@ -201,12 +283,18 @@ class ZooDataset(Dataset):
         if layout not in self._store.layouts:
             raise ValueError(f"arrays: layout {layout!r} is not in this dataset; expected one "
                              f"of {', '.join(keys)}")
-        rows = [i for i, k in enumerate(self._store.keys) if k == layout]
+        rows = np.array([i for i, k in enumerate(self._store.keys) if k == layout], np.int64)
         x = self._normalised(layout)
+        encoder = self._encoders[layout]
         if self.representation == "stats":
             x = self._stats[layout] if self._stats else statistics(x, self._store.layouts[layout])
+        elif isinstance(encoder, WithoutCounters):
+            x = x[:, encoder.kept.numpy()]
         y = self._targets.numpy()[rows]
-        return (torch.from_numpy(x), torch.from_numpy(y)) if as_torch else (x, y)
+        if as_torch:
+            x, y = torch.from_numpy(x), torch.from_numpy(y)
+        return Arrays(x, y, rows, self.columns["model_id"][rows], self.columns["epoch"][rows],
+                      encoder)
 
     @property
     def layouts(self) -> dict[str, Layout]:
@@ -234,7 +322,7 @@ class ZooDataset(Dataset):
     def load_model(self, index: int) -> torch.nn.Module:
         """Row `index`'s stored checkpoint (not normalised, not augmented) in eval mode."""
         key = self._store.keys[index]
-        flat = self._store.arrays[key][self._store.slots[index]]
+        flat = self._store.row(index)
         return module_from(self._store.layouts[key], flat, self.reader.record.data_info,
                            self.reader.root)
 
@@ -266,7 +354,8 @@ def _check_window(window: int | None, representation: str) -> None:
 def _check(split: str, representation: str, normalize: str | None, split_by: str,
            fractions: Sequence[float], augment: Augment | None, token_size: int) -> None:
     """Validate ZooDataset's options; the ValueError names the option, value and choices."""
-    choices = {"split": (split, (*SPLITS, "all")), "split_by": (split_by, ("model", "cell")),
+    choices = {"split": (split, (*SPLITS, *HUB_NAMES, "all")),
+               "split_by": (split_by, ("cell", "model")),
                "representation": (representation, REPRESENTATIONS),
                "normalize": (normalize, (None, "layer"))}
     for name, (value, allowed) in choices.items():

@@ -7,6 +7,9 @@
 - tokens: SANE-style: each output neuron's incoming weights, then its bias and per-channel
   norm values, as one row; rows are cut into tokens of `token_size` values, zero-padded, with a
   mask of real values and positions (token index, layer, neuron).
+- Integer buffers (BatchNorm's num_batches_tracked, a step counter) are left out of flat,
+  layers and tokens by default (`make_encoder(counters=True)` keeps them); items then carry
+  them under "buffers" so decode is exact. state_dict and load_model keep everything.
 - stats: Unterthiner et al.'s per-layer statistics: mean, variance and the 0/25/50/75/100 %
   quantiles of every float entry (each layer's weight and bias, norm parameters), layout
   order; not invertible. For one family and depth the vector has the same length at every
@@ -15,7 +18,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -196,20 +199,50 @@ def _row_index(group: Group) -> np.ndarray:
     return np.concatenate(columns, axis=1)
 
 
-Encoder = Flat | StateDict | Layers | Tokens | Stats
+class WithoutCounters:
+    """An encoder of the layout without its integer buffers (BatchNorm's num_batches_tracked:
+    the step count, a shortcut to epoch and batch size, not a learned value); the counters
+    ride along under "buffers" (name -> values) so that decode stays exact."""
+
+    def __init__(self, layout: Layout, make: Any) -> None:
+        self.layout = layout
+        kept = [e for e in layout.entries if e.dtype != "int64"]
+        self.counters = [e for e in layout.entries if e.dtype == "int64"]
+        self.kept = torch.from_numpy(np.concatenate(
+            [np.arange(e.offset, e.offset + e.size) for e in kept]))
+        offsets = np.cumsum([0] + [e.size for e in kept])
+        self.inner = make(replace(layout, entries=tuple(
+            replace(e, offset=int(o)) for e, o in zip(kept, offsets))))
+
+    def encode(self, flat: torch.Tensor) -> dict[str, Any]:
+        item = self.inner.encode(flat.index_select(0, self.kept))
+        item["buffers"] = {e.name: flat[e.offset:e.offset + e.size] for e in self.counters}
+        return item
+
+    def decode(self, item: dict[str, Any]) -> torch.Tensor:
+        kept = self.inner.decode(item)
+        flat = kept.new_empty(self.layout.size)
+        flat[self.kept] = kept
+        for e in self.counters:
+            flat[e.offset:e.offset + e.size] = item["buffers"][e.name].reshape(-1)
+        return flat
 
 
-def make_encoder(representation: str, layout: Layout, token_size: int = 64) -> Encoder:
-    """The encoder of `representation` for one layout."""
-    if representation == "flat":
-        return Flat(layout)
-    if representation == "state_dict":
-        return StateDict(layout)
-    if representation == "layers":
-        return Layers(layout)
-    if representation == "tokens":
-        return Tokens(layout, token_size)
-    if representation == "stats":
-        return Stats(layout)
-    raise ValueError(f"representation: {representation!r} is not allowed; expected one of "
-                     f"{', '.join(REPRESENTATIONS)}")
+Encoder = Flat | StateDict | Layers | Tokens | Stats | WithoutCounters
+
+
+def make_encoder(representation: str, layout: Layout, token_size: int = 64,
+                 counters: bool = False) -> Encoder:
+    """The encoder of `representation` for one layout. Integer buffers (counters such as
+    num_batches_tracked) are left out of flat, layers and tokens unless `counters` (then
+    under "buffers"); state_dict keeps every entry, stats describes float entries only."""
+    makers = {"flat": Flat, "state_dict": StateDict, "layers": Layers,
+              "tokens": lambda lay: Tokens(lay, token_size), "stats": Stats}
+    if representation not in makers:
+        raise ValueError(f"representation: {representation!r} is not allowed; expected one "
+                         f"of {', '.join(REPRESENTATIONS)}")
+    make = makers[representation]
+    has_counters = any(e.dtype == "int64" for e in layout.entries)
+    if counters or not has_counters or representation in ("state_dict", "stats"):
+        return make(layout)
+    return WithoutCounters(layout, make)

@@ -93,6 +93,10 @@ class WeightStore:
     keys: list[str]  # per row: its layout key
     slots: list[int]  # per row: its row in arrays[key]
 
+    def row(self, index: int) -> np.ndarray:
+        """Row `index`'s weights (a view of arrays[key])."""
+        return self.arrays[self.keys[index]][self.slots[index]]
+
 
 def read_weights(reader: ZooReader, columns: Columns, chosen: np.ndarray) -> WeightStore:
     """Copy the weights of rows `chosen` (indices into columns) into one array per layout;

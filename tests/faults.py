@@ -1,9 +1,10 @@
 """Fault injection for process-level tests, from the test side: product code has no hooks.
 
-`python -m tests.faults FAULT zoo-arguments...` runs the `zoo` CLI with the executor's Ray task
-wrapped. FAULT is "kill-once:<marker file>" (the first task to run kills its worker process, as
-a crash would; Ray restarts the task), "kill-once-saved:<marker file>" (a worker dies inside a
-model, as soon as any training state of its task is saved; the retried task resumes from it) or
+`python -m tests.faults FAULT zoo-arguments...` runs the `zoo` CLI with the task its worker
+actors run wrapped. FAULT is "kill-once:<marker file>" (the first task to run kills its worker
+process, as a crash would; Ray restarts the actor and runs the task again),
+"kill-once-saved:<marker file>" (a worker dies inside a model, as soon as any training state of
+its task is saved; the retried task resumes from it) or
 "raise:<cell_id>" (training that cell raises inside
 the task, as a bug in a cell would).
 """

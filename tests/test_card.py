@@ -29,3 +29,21 @@ def test_licence_and_citation_files_are_there_and_parse():
 def test_size_categories_follow_the_hubs_bounds():
     assert [size_category(n) for n in (0, 999, 1000, 99_999, 100_000, 10**9, 10**13)] == [
         "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1B<n<10B", "n>1T"]
+
+
+def test_card_has_the_hub_templates_sections_filled_from_the_zoo(tiny_zoo, tmp_path):
+    import shutil
+
+    from zoo.folder.card import write_card
+
+    root = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, root)
+    text = write_card(root).read_text()
+    headers = ["## Dataset Description", "## Uses", "### Out-of-scope use", "## Source Data",
+               "## Bias, Risks, and Limitations"]
+    assert all(f"\n{header}\n" in text for header in headers)
+    positions = [text.index(header) for header in headers]
+    assert positions == sorted(positions)
+    assert "`mlp` models trained on `mnist1d`" in text
+    assert "MNIST-1D (Greydanus" in text and "(Apache-2.0)" in text
+    assert "## Benchmark" not in text  # only once `zoo benchmark` has run

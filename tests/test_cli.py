@@ -9,6 +9,7 @@ import pytest
 from generators.cli import GROUPS, build_parser, main
 
 COMMANDS = ["specs", "generate", "price", "info", "verify", "relabel", "card", "plot", "study",
+            "benchmark",
             "import-ray-tune", "export-ray-tune"]
 
 

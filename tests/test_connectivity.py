@@ -14,8 +14,10 @@ from zoo.metrics.connectivity import (
     BezierCurve,
     evaluate_curve,
     fit_bezier,
+    fit_bezier_stacked,
     linear_barrier,
     mode_connectivity,
+    projected_limit,
     recondition_batchnorm,
 )
 
@@ -249,3 +251,47 @@ def test_evaluate_curve_on_a_hand_made_curve() -> None:
     with pytest.raises(ValueError, match="evaluate returned keys"):
         keys = iter([{"loss": 1.0}, {"error": 2.0}])
         evaluate_curve(curve, [0.0, 1.0], lambda m: next(keys))
+
+
+def test_stacked_fit_equals_one_by_one_in_float64(digits) -> None:
+    x, y = (digits[0][:300].double(), digits[1][:300])  # 128-batches: the last has 44
+    models = [_mlp(seed).double() for seed in (0, 1, 2)]
+    pairs = [(models[0], models[1]), (models[0], models[2]), (models[1], models[2])]
+    seeds = (5, 6, 7)
+    start = {n: p.detach() + 0.01 for n, p in models[0].named_parameters()}  # a given θ
+    controls = [None, start, None]
+    stacked = fit_bezier_stacked(pairs, CE, _epoch(x, y),
+                                 [torch.Generator().manual_seed(s) for s in seeds], steps=7,
+                                 controls=controls)
+    for (a, b), seed, control, curve in zip(pairs, seeds, controls, stacked):
+        alone = fit_bezier(a, b, CE, _epoch(x, y), steps=7, control=control,
+                           generator=torch.Generator().manual_seed(seed))
+        for name, theta in alone.control.items():
+            torch.testing.assert_close(curve.control[name], theta, rtol=1e-12, atol=1e-12)
+            assert not torch.equal(theta, (alone.start[name] + alone.end[name]) / 2)
+            assert torch.equal(curve.start[name], alone.start[name])
+
+
+def test_stacked_fit_refuses_batchnorm_and_unpaired_generators(two_models) -> None:
+    a, b = two_models
+    with pytest.raises(ValueError, match="one generator per pair"):
+        fit_bezier_stacked([(a, b)], CE, [], [], steps=1)
+    norm = nn.Sequential(nn.Linear(64, 4), nn.BatchNorm1d(4))
+    with pytest.raises(ValueError, match="BatchNorm or dropout"):
+        fit_bezier_stacked([(norm, norm)], CE, [], [torch.Generator()], steps=1)
+
+
+@pytest.mark.parametrize("history, limit, drift", [
+    ([1.0, 3.0, 4.0], 5.0, 1.0),            # steps 2, 1: q = 1/2, one more step's worth left
+    ([-8.0, -4.0, -3.0], -8 / 3, 1 / 3),    # steps 4, 1: q = 1/4
+    ([0.0, -2.0, -2.5, -2.75], -3.0, -0.25),  # only the last three rounds count
+    ([2.0, 2.0], 2.0, 0.0),                 # no step: nothing left
+    ([1.0, 2.0], math.inf, math.inf),       # two rounds: no ratio, unbounded upward
+    ([1.0, 2.0, 3.0], math.inf, math.inf),  # a straight line never converges
+    ([1.0, 2.0, 1.5], -math.inf, -math.inf),  # oscillating: unbounded, last step's way
+    ([1.0], math.nan, math.nan),
+    ([1.0, math.nan, 2.0], math.nan, math.nan),
+])
+def test_projected_limit_of_synthetic_histories(history, limit, drift) -> None:
+    got = projected_limit(history)
+    assert got == pytest.approx((limit, drift), nan_ok=True)

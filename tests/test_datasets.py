@@ -479,3 +479,26 @@ def test_text_too_short_for_a_window(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("")
     with pytest.raises(DataError, match=rf"text-folder: every \*.txt file under {tmp_path} is"):
         datasets.load("text-folder", root=tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["flip", "crop", "crop-flip-rotate"])
+def test_an_epochs_draws_at_once_give_the_per_batch_bits(kind) -> None:
+    """epoch_draws + apply (what trainers run: one copy a step-free epoch) equal augment drawn
+    batch by batch, the generator left in the same state; joined members equal each alone."""
+    from zoo.augment import apply, augment, epoch_draws, joined
+
+    images = torch.rand(2, 23, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    fill = torch.tensor([0.1, -0.2, 0.3])
+    sizes = [10, 10, 3]
+    per_member, expected = [], []
+    for member in range(2):
+        generator, reference = (torch.Generator().manual_seed(member) for _ in range(2))
+        per_member.append(epoch_draws(kind, sizes, generator, "cpu"))
+        batches = images[member].split(sizes)
+        expected.append([augment(x, kind, reference, fill) for x in batches])
+        for x, drawn, want in zip(batches, per_member[-1], expected[-1]):
+            assert torch.equal(apply(x, kind, drawn, fill), want)
+        assert torch.equal(generator.get_state(), reference.get_state())
+    both = joined([draws[0] for draws in per_member])
+    stacked = apply(images[:, :10].flatten(0, 1), kind, both, fill)
+    assert torch.equal(stacked, torch.cat([expected[0][0], expected[1][0]]))

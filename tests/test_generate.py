@@ -216,3 +216,32 @@ def test_gpus_per_task_auto_without_a_gpu_is_refused_before_any_work(tmp_path, c
                  "--gpus-per-task", "auto"])
     assert code == 2 and not out.exists()
     assert "--gpus-per-task auto: torch sees no CUDA device" in capsys.readouterr().err
+
+
+def _weights(root) -> dict:
+    table = ZooReader(root).table("models", columns=["model_id", "epoch", "weights", "trained_by"])
+    return {(r["model_id"], r["epoch"]): (r["weights"], r["trained_by"]) for r in table.to_pylist()}
+
+
+def test_one_model_per_id_whatever_the_seed_count_or_growth(tiny_zoo, tmp_path, ray_runtime):
+    from zoo.train import predicted_speedup
+    from zoo.train.cost import MIN_SPEEDUP
+
+    spec = load_spec(tiny_zoo.parent / "tiny.yaml")
+    more = dataclasses.replace(spec, seeds=(0, 1, 2))
+    bundle = load_data(spec)
+    edge = [job for job in more.jobs(bundle.fingerprint())
+            if (job.cell.width, job.cell.batch_size) == (8, 512)]
+    # the cost model applied to a cell's own seed count would train this cell one by one with
+    # two seeds and stacked with three
+    assert predicted_speedup(more, edge[:2], bundle) < MIN_SPEEDUP <= predicted_speedup(
+        more, edge, bundle)
+    grown = tmp_path / "grown"
+    shutil.copytree(tiny_zoo, grown)
+    generate(more, grown, progress=False, formats=("parquet",))
+    generate(more, tmp_path / "fresh", progress=False, formats=("parquet",))
+    before = _weights(tiny_zoo)
+    for folder in (grown, tmp_path / "fresh"):
+        after = _weights(folder)
+        assert len(after) == len(before) * 3 // 2
+        assert all(after[key] == value for key, value in before.items())

@@ -26,6 +26,7 @@ from loaders import ZooDataset, load_model
 from zoo.errors import ZooFolderError
 from zoo.folder.names import sha256_of
 from zoo.folder.reader import ZooReader
+from zoo.folder.rowgroups import shard_parts
 from zoo.folder.writer import write_parquet
 
 OPENED: list[str] = []
@@ -76,6 +77,11 @@ def reseal(root: Path) -> None:
         file = root / shard["path"]
         if file.is_file() and not file.is_symlink():
             shard["sha256"], shard["bytes"] = sha256_of(file), file.stat().st_size
+            if shard.get("parts"):  # format 4: the row groups' digests too, where Parquet
+                try:
+                    shard["parts"] = list(shard_parts(file))
+                except (OSError, pa.ArrowException, ZooFolderError):
+                    pass
     for key in body["layouts"]:
         body["layouts"][key] = sha256_of(root / "layouts" / f"{key}.json")
     for name in body["documents"]:
@@ -553,3 +559,23 @@ def test_a_small_shard_whose_weights_decode_to_gigabytes_is_refused_unread(zoo, 
     python, arrow = peak_of(lambda: ZooDataset(zoo, split="all", epochs="all"), tiny_zoo)
     assert CAUGHT[0].startswith(f"{shard}: declares 16778286 weights; its rows' layouts hold 1284")
     assert python < 4 << 20 and arrow < 4 << 20
+
+
+def test_recompute_tolerance_follows_the_recorded_device_and_precision(zoo, capsys):
+    """Metrics recorded 1e-4 (relative) away from a CPU re-evaluation, as TF32 on CUDA gives:
+    a CPU zoo is flagged, the same zoo recorded as made with TF32 on CUDA verifies."""
+    for shard in sorted((zoo / "data" / "models").glob("*.parquet")):
+        table = pq.read_table(shard)
+        index = table.column_names.index("test_loss")
+        moved = pa.compute.multiply(table.column("test_loss"), 1 + 1e-4)
+        write_parquet(table.set_column(index, "test_loss", moved), shard)
+    for shard in sorted((zoo / "hdf5").glob("*.h5")):
+        with h5py.File(shard, "r+") as handle:
+            handle["columns/test_loss"][...] *= 1 + 1e-4
+    reseal(zoo)
+    code, err, _ = verify_outcome(zoo, capsys, "--recompute", "2")
+    assert code == 1 and "(tolerance of fp32 on the CPU)" in err, err
+    edit_json(zoo / "zoo.json", lambda body: body["precision"].update(device="cuda",
+                                                                      cudnn_allow_tf32=True))
+    reseal(zoo)
+    assert verify_outcome(zoo, capsys, "--recompute", "2")[0] == 0

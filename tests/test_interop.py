@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.interop import export_ray_tune, import_ray_tune
-from analysis.trial_folders import read_trial_checkpoint
+from analysis.interop import export_ray_tune, import_ray_tune, result_lines
+from analysis.trial_folders import NUMBERS, read_trial_checkpoint, result_text
 from analysis.verify import verify
 from generators.cli import main
 from loaders import load_model
 from zoo import architectures
-from zoo.datasets.builtin import DIGITS_INFO
+from zoo.datasets.builtin import DIGITS_INFO, MNIST1D_INFO
 from zoo.errors import ZooError
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import CELL_JOINED
@@ -34,6 +34,11 @@ def assert_same(a, b):
 def test_export_writes_the_published_layout(tiny_zoo, tmp_path):
     folders = export_ray_tune(tiny_zoo, tmp_path / "trials")
     assert len(folders) == 8
+    assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == ["width_4", "width_8"]
+    for group in (tmp_path / "trials").iterdir():  # one shape per folder, as their stack needs
+        shapes = {tuple(v.shape) for trial in group.iterdir() for v in torch.load(
+            trial / "checkpoint_000002" / "checkpoints", weights_only=True).values()}
+        assert len(shapes) == 4
     params = json.loads((folders[0] / "params.json").read_text())
     assert params["model::type"] == "mlp" and params["model::width"] == 4
     assert params["training::batchsize"] == 128 and params["seed"] == 0
@@ -46,7 +51,8 @@ def test_export_writes_the_published_layout(tiny_zoo, tmp_path):
         assert line["test_acc"] == row["test_accuracy"] and line["train_loss"] == row["train_loss"]
         path = folders[0] / f"checkpoint_{epoch:06d}" / "checkpoints"
         state = torch.load(path, map_location="cpu", weights_only=True)
-        assert list(state) == ["1.weight", "1.bias", "3.weight", "3.bias"]
+        assert list(state) == ["module_list.1.weight", "module_list.1.bias",
+                               "module_list.3.weight", "module_list.3.bias"]
     assert lines[2]["log_hessian_trace"] is not None and lines[1]["log_hessian_trace"] is None
     assert lines[2]["log_hessian_trace"] == pytest.approx(
         math.log(recorded[params["phase_zoo::model_id"], 2]["hessian_trace_train"]))
@@ -101,7 +107,8 @@ def test_the_anchors_reading_rules_read_our_export(tiny_zoo, tmp_path, epochs):
             layout = ZooReader(tiny_zoo).layout(recorded[model, epoch]["layout"])
             flat = np.asarray(recorded[model, epoch]["weights"], np.float32)
             for name, value in their_checkpoint(path, epoch).items():
-                assert torch.equal(value, layout.unflatten(flat)[name])
+                assert torch.equal(value, layout.unflatten(flat)[name.removeprefix(
+                    "module_list.")])
 
 
 def test_export_then_import_gives_back_every_weight_and_metric(tiny_zoo, tmp_path):
@@ -145,6 +152,32 @@ def write_trial(folder, seed, state, width=2, prefix="module."):
         path = folder / f"checkpoint_{epoch:06d}" / "checkpoints"
         path.parent.mkdir()
         torch.save({prefix + k: v for k, v in state.items()}, path)
+
+
+def test_unmeasured_epochs_give_numbers_so_their_ggap_and_offset_retry_work():
+    measured = {e: {"train_acc": 0.5 + e / 10, "test_acc": 0.4 + e / 10, "train_loss": 1.0,
+                    "test_loss": 2.0, "log_hessian_trace": 1.0} for e in (0, 2)}
+    lines = [json.loads(result_text(line)) for line in result_lines({"seed": 0}, measured, 2)]
+    assert all(isinstance(line[key], float) for line in lines for key in NUMBERS)
+    assert math.isnan(lines[1]["test_acc"]) and lines[1]["log_hessian_trace"] is None
+
+    def properties(offset):  # ModelZooDataset's read_properties for the epoch-2 checkpoint
+        line = lines[2 - offset]
+        gap = line["train_acc"] - line["test_acc"]  # before its training_iteration check
+        assert line["training_iteration"] == 2
+        return gap
+
+    with pytest.raises(AssertionError):
+        properties(1)
+    assert properties(0) == pytest.approx(0.1)
+
+
+def test_published_module_list_keys_import_as_our_names(tmp_path):
+    state = {f"module_list.{k}": v for k, v in architectures.build(
+        "mlp", width=4, info=MNIST1D_INFO, args={"depth": 1}).state_dict().items()}
+    path = tmp_path / "checkpoints"
+    torch.save(state, path)
+    assert list(read_trial_checkpoint(path)) == ["1.weight", "1.bias", "3.weight", "3.bias"]
 
 
 def resnet_state(seed, width=2):

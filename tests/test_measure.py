@@ -11,7 +11,9 @@ import torch
 from tests.conftest import TINY_SPEC
 from zoo import datasets
 from zoo.folder.reader import ZooReader
-from zoo.measure import cka_columns, curve_columns, mixup_inputs, model_metrics, round_steps
+from zoo.measure import (cka_columns, curve_columns, curves_columns, mixup_inputs, model_metrics,
+                         round_steps)
+from zoo.metrics.connectivity import projected_limit
 from zoo.objective import Objective
 from zoo.phases import PHASES
 from zoo.specfile import parse_spec
@@ -149,8 +151,8 @@ def _with_curve(spec, **curve):
 
 
 @pytest.mark.parametrize("tolerance, max_rounds, rounds, converged", [
-    (1000.0, 4, 2, True),  # any two rounds agree within 1000 points
     (1e-12, 3, 3, False),  # never within 1e-12 points: stops at max_rounds, says so
+    (1000.0, 2, 2, False),  # two rounds give no ratio: the drift is unbounded
     (1000.0, 1, 1, False),  # one round cannot show convergence
 ])
 def test_curve_fit_continues_until_mc_converges(trained_pair, tolerance, max_rounds, rounds,
@@ -163,8 +165,31 @@ def test_curve_fit_continues_until_mc_converges(trained_pair, tolerance, max_rou
     assert row["curve_steps"] == 15 * rounds
     assert row["mc_converged"] is converged
     assert row["curve_tolerance"] == tolerance
+    limit, drift = projected_limit(row["curve_mc_history"])
+    assert row["mc_drift"] == drift or math.isnan(drift) and math.isnan(row["mc_drift"])
+    ends = (row["curve_train_error"][0] + row["curve_train_error"][-1]) / 2
+    assert row["mc_projected"] == min(limit, ends) or math.isnan(limit)
     assert row["mc_train_error"] == row["curve_mc_history"][-1]  # the same final curve
     assert row["curve_bn_samples"] == 128  # 100 samples rounded up to whole batches
+
+
+def test_a_cells_curves_fitted_together_equal_each_fitted_alone(trained_pair):
+    spec, bundle, a, b = trained_pair
+    third = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in third.parameters():
+            p.add_(0.05 * torch.sin(torch.arange(p.numel(), dtype=p.dtype)).reshape(p.shape))
+    pairs, seeds = [(a, b), (a, third), (b, third)], [3, 4, 5]
+    # a tolerance the pairs meet at different rounds, so each stops on its own
+    metrics = _with_curve(spec, steps=8, tolerance=0.5, max_rounds=4, bn_samples=100)
+    objective = Objective(bundle)
+    together = curves_columns(pairs, objective, metrics, seeds)
+    for (x, y), seed, row in zip(pairs, seeds, together):
+        alone = curve_columns(x, y, objective, metrics, seed)
+        assert row["curve_rounds"] == alone["curve_rounds"]
+        for key in ("mc_train_error", "mc_test_loss", "mc_projected", "linear_barrier_train_loss"):
+            assert row[key] == pytest.approx(alone[key], abs=1e-4, nan_ok=True), key
+        assert row["curve_train_loss"] == pytest.approx(alone["curve_train_loss"], rel=1e-5)
 
 
 def test_rounds_continue_one_fit_deterministically(trained_pair):

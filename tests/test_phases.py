@@ -27,7 +27,8 @@ NAN = math.nan
         (0.1, -2.0, 0.50, "IV-A"),  # −2 itself is connected
         (0.1, 0.5, 0.89, "IV-A"),
         (0.1, 0.5, 0.90, "IV-B"),  # CKA at the threshold is high
-        (0.1, 5.0, 0.99, "IV-B"),  # large positive mc at low loss: still IV
+        (0.1, 1.99, 0.99, "IV-B"),  # Yang et al.: IV needs mc ≈ 0, |mc| < 2
+        (0.1, 2.0, 0.99, None),  # low loss, mc >= 2: in none of Yang et al.'s phases
         (0.2, 0.0, 0.95, "IV-B"),  # loss at the threshold is low
         (0.5, -math.inf, NAN, "I"),  # a diverged point on the curve is a barrier
         (NAN, 1.0, 0.95, None),  # not measured: no label
@@ -62,7 +63,7 @@ def test_defaults_per_task_decide_the_phase_of_the_same_numbers_differently() ->
 
 def test_to_dict_round_trips_through_sorted_json() -> None:
     data = T.to_dict()
-    assert list(data) == ["cka", "high_loss", "mc"]
+    assert list(data) == ["cka", "cka_metric", "high_loss", "mc", "mc_bound"]
     text = json.dumps(data, sort_keys=True)
     assert Thresholds(**json.loads(text)) == T
 
@@ -119,7 +120,7 @@ def _row(**changes: object) -> dict:
            "train_loss_mean": 0.05, "train_loss_std": 0.01,
            "train_error_mean": 0.4, "train_error_std": 0.1,
            "mc_train_error_mean": -0.5, "mc_train_error_std": 0.3,
-           "cka_mean": 0.95, "cka_std": 0.01}
+           "cka_mixup_mean": 0.95, "cka_mixup_std": 0.01, "cka_mean": 0.5, "cka_std": 0.2}
     row.update(changes)
     return row
 
@@ -127,10 +128,12 @@ def _row(**changes: object) -> dict:
 @pytest.mark.parametrize(("changes", "expected"), [
     ({}, ("IV-B", True)),
     ({"num_pairs_converged": 2}, ("IV-B", False)),  # one curve fit did not converge
-    ({"cka_std": 0.06}, ("IV-B", False)),  # 0.95 - 0.06 < 0.9: CKA within its spread
-    ({"cka_mean": 0.85, "cka_std": 0.01}, ("IV-A", True)),
+    ({"cka_mixup_std": 0.06}, ("IV-B", False)),  # 0.95 - 0.06 < 0.9: CKA within its spread
+    ({"cka_mixup_mean": 0.85, "cka_mixup_std": 0.01}, ("IV-A", True)),
     ({"mc_train_error_mean": -1.8, "mc_train_error_std": 0.3}, ("IV-B", False)),  # near -2
-    ({"mc_train_error_mean": -5.0, "mc_train_error_std": 1.0, "cka_std": 0.5}, ("III", True)),
+    ({"mc_train_error_mean": -5.0, "mc_train_error_std": 1.0, "cka_mixup_std": 0.5},
+     ("III", True)),
+    ({"mc_train_error_mean": 1.8, "mc_train_error_std": 0.3}, ("IV-B", False)),  # near +2
     ({"train_loss_mean": 0.5, "mc_train_error_mean": -5.0, "mc_train_error_std": 1.0},
      ("I", True)),
     ({"train_loss_mean": 0.5, "mc_train_error_mean": 0.5, "mc_train_error_std": 1.0},
@@ -139,7 +142,7 @@ def _row(**changes: object) -> dict:
     ({"num_pairs": 1, "num_pairs_converged": 1, "mc_train_error_std": 0.0},
      ("IV-B", False)),  # one pair: no spread to judge by
     ({"mc_train_error_mean": None, "num_pairs_converged": 0}, (None, None)),  # curve off
-    ({"cka_mean": None}, (None, None)),  # similarity off: IV-A or IV-B is unknown
+    ({"cka_mixup_mean": None}, (None, None)),  # similarity off: IV-A or IV-B is unknown
     ({"finite_fraction": 0.0, "train_loss_mean": None, "mc_train_error_mean": None},
      ("I", True)),  # every seed diverged
 ])
@@ -157,3 +160,54 @@ def test_phase_columns_carry_the_thresholds_used() -> None:
     assert columns["phase"] == "IV-A" and columns["phase_confident"] is True
     assert columns["phase_cka"] == 0.99 and columns["phase_mc"] == 2.0
     assert columns["phase_high_loss"] == pytest.approx(0.4)
+
+
+def test_the_old_definitions_are_options() -> None:
+    ours = Thresholds(high_loss=0.2, mc=2.0, cka=0.9, cka_metric="cka", mc_bound="lower")
+    assert label(0.1, 5.0, 0.99, ours) == "IV-B"  # IV bounded below only
+    assert cell_phase(_row(cka_mean=0.8), "classification", ours) == ("IV-A", False)  # ± 0.2
+    assert cell_phase(_row(cka_mean=0.8, cka_std=0.01), "classification", ours) == ("IV-A", True)
+    assert thresholds_for("classification", 10, {"cka_metric": "cka"}).cka_metric == "cka"
+    assert default_thresholds("language_model").cka_metric == "cka"  # no mixup CKA there
+    with pytest.raises(SpecError, match="phases.cka_metric must be one of cka_mixup, cka, "
+                                        "got 'cka_logits'"):
+        thresholds_for("classification", 10, {"cka_metric": "cka_logits"})
+    with pytest.raises(SpecError, match="phases.mc_bound must be one of two-sided, lower"):
+        Thresholds(high_loss=0.2, mc=2.0, cka=0.9, mc_bound="upper")
+
+
+UNCONVERGED = {"num_pairs_converged": 0}
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    # phase IV: drift upward is capped by the ends' train error, inside |mc| < 2
+    ({"mc_projected_mean": 0.4}, ("IV-B", True)),
+    ({"mc_projected_mean": 2.5}, ("IV-B", False)),  # heading out of mc ≈ 0
+    ({"mc_projected_mean": -2.5}, ("IV-B", False)),  # heading into a barrier
+    ({"mc_projected_mean": math.inf, "mc_train_error_mean": -0.5}, ("IV-B", False)),
+    # phase II: the range is open upward, so rising mc cannot move the label
+    ({"train_loss_mean": 0.5, "mc_train_error_mean": 3.0, "mc_projected_mean": 9.0},
+     ("II", True)),
+    ({"train_loss_mean": 0.5, "mc_train_error_mean": 3.0, "mc_projected_mean": -math.inf},
+     ("II", False)),  # drifting down without a limit
+    # barriers: confident only while the projected limit stays past the threshold
+    ({"mc_train_error_mean": -5.0, "mc_train_error_std": 1.0, "mc_projected_mean": -3.0},
+     ("III", True)),
+    ({"mc_train_error_mean": -5.0, "mc_train_error_std": 1.0, "mc_projected_mean": -1.5},
+     ("III", False)),
+    ({"mc_train_error_mean": -5.0, "mc_train_error_std": 1.0, "mc_projected_mean": math.inf},
+     ("III", False)),
+    ({"train_loss_mean": 0.5, "mc_train_error_mean": -4.0, "mc_train_error_std": 1.0,
+      "mc_projected_mean": -0.5}, ("I", True)),
+    ({"train_loss_mean": 0.5, "mc_train_error_mean": -4.0, "mc_train_error_std": 1.0,
+      "mc_projected_mean": 0.5}, ("I", False)),
+    ({"mc_projected_mean": math.nan}, ("IV-B", False)),  # one round: no projection
+])
+def test_confidence_knows_the_direction_of_drift(changes: dict, expected: tuple) -> None:
+    assert cell_phase(_row(**UNCONVERGED, **changes), "classification", T) == expected
+
+
+def test_lower_bound_iv_is_confident_however_far_mc_rises() -> None:
+    lower = Thresholds(high_loss=0.2, mc=2.0, cka=0.9, mc_bound="lower")
+    row = _row(**UNCONVERGED, mc_projected_mean=math.inf)
+    assert cell_phase(row, "classification", lower) == ("IV-B", True)

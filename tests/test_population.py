@@ -15,6 +15,7 @@ from zoo.spec import ZooSpec
 from zoo.specfile import parse_spec
 from zoo.train import (TrainedModel, choose_stacking, predicted_speedup, train_cell_models,
                        train_model, train_population)
+from zoo.train.cost import MIN_SPEEDUP
 
 TOLERANCE = 1e-10
 
@@ -170,7 +171,7 @@ def test_choice_honours_the_spec_and_is_deterministic(mnist1d, float64) -> None:
     jobs = auto.jobs(mnist1d.fingerprint())
     assert choose_stacking(auto, jobs, mnist1d) is True
     assert predicted_speedup(auto, jobs, mnist1d) == predicted_speedup(auto, jobs, mnist1d)
-    assert choose_stacking(auto, jobs[:1], mnist1d) is False  # nothing to stack
+    assert choose_stacking(auto, jobs[:1], mnist1d) is True  # the model's facts, not the count
 
 
 def test_choice_declines_where_it_cannot_or_does_not_pay(mnist1d, float64) -> None:
@@ -188,6 +189,32 @@ def test_choice_declines_where_it_cannot_or_does_not_pay(mnist1d, float64) -> No
     forced = make_spec(learning_rates=(0.05,), stacking="always")
     with pytest.raises(ValueError, match="members must share batch_size"):
         choose_stacking(forced, shifted, mnist1d)
+
+
+def test_choice_ignores_the_seed_count_across_the_old_boundary() -> None:
+    full = datasets.load("mnist1d")
+    spec = parse_spec({
+        "name": "edge", "data": {"name": "mnist1d"}, "architecture": {"family": "mlp",
+                                                                      "args": {"depth": 1}},
+        "training": {"epochs": 2}, "seeds": [0, 1, 2],
+        "grid": {"load": {"axis": "width", "values": [8]},
+                 "temperature": {"axis": "batch_size", "values": [512]}},
+    })
+    jobs = spec.jobs(full.fingerprint())
+    # the cost model applied to the cell's own seed count would flip between 2 and 3 seeds
+    assert predicted_speedup(spec, jobs[:2], full) < MIN_SPEEDUP <= predicted_speedup(
+        spec, jobs, full)
+    assert {choose_stacking(spec, jobs[:k], full) for k in (1, 2, 3)} == {True}
+
+
+def test_a_member_is_the_same_in_a_population_of_any_size(mnist1d, float64) -> None:
+    spec = make_spec(seeds=(0, 1, 2), epochs=1)
+    jobs = spec.jobs(mnist1d.fingerprint())
+    alone = train_population(spec, jobs[:1], mnist1d)[0]
+    among = train_population(spec, jobs, mnist1d)[0]
+    for ours, theirs in zip(alone.checkpoints, among.checkpoints, strict=True):
+        assert all(torch.equal(value, theirs.state_dict[key])
+                   for key, value in ours.state_dict.items())
 
 
 def test_pinn_is_never_stacked() -> None:
@@ -212,3 +239,43 @@ def test_train_cell_models_records_how(mnist1d, float64) -> None:
 def test_spec_refuses_unknown_stacking() -> None:
     with pytest.raises(SpecError, match="training.stacking: 'sometimes' is not allowed"):
         make_spec(stacking="sometimes")
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_population_step_without_host_reads_gives_the_same_bits(batch_norm) -> None:
+    """What accelerators run (masks always applied, `active` never read) equals the CPU's
+    step, with one member stopped before and one whose loss turns non-finite now."""
+    import copy
+
+    from zoo.train import build_model
+    from zoo.train.optimizers import PopulationOptimizer, schedule_table
+    from zoo.train.stacked import Population, population_step
+
+    bundle = datasets.load("mnist1d")
+    family = {"family": "cnn", "args": {"batch_norm": True}} if batch_norm else \
+        {"family": "mlp", "args": {"depth": 1}}
+    spec = parse_spec({"name": "s", "data": {"name": "mnist1d"}, "architecture": family,
+                       "grid": {"load": {"axis": "width", "values": [4]},
+                                "temperature": {"axis": "batch_size", "values": [16]}},
+                       "seeds": 4})
+    jobs = spec.jobs(bundle.fingerprint())
+    members = [build_model(spec, job.cell, bundle, job.seed) for job in jobs]
+    inputs = bundle.train[0][:16].expand(4, 16, *bundle.train[0].shape[1:]).clone()
+    inputs[3, 0] = float("nan")  # member 3's loss is not finite at this step
+    batch = [inputs, bundle.train[1][:16].expand(4, 16).clone()]
+    results = []
+    for sync in (True, False):
+        population = Population(copy.deepcopy(members))
+        table = schedule_table(spec.training, jobs, 10, next(iter(population.params.values())))
+        optimizer = PopulationOptimizer("sgd", population.params, table)
+        active = torch.tensor([True, False, True, True])
+        alive = population_step(population, optimizer, batch, active, 0, sync)
+        results.append((alive, population.params, population.buffers, optimizer.state))
+    (alive, *cpu), (no_sync_alive, *no_sync) = results
+    assert alive.tolist() == no_sync_alive.tolist() == [True, False, True, False]
+    for ours, theirs in zip(cpu, no_sync):
+        for key in ours:
+            values = ours[key] if isinstance(ours[key], list) else [ours[key]]
+            others = theirs[key] if isinstance(theirs[key], list) else [theirs[key]]
+            for a, b in zip(values, others):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=key)

@@ -126,3 +126,19 @@ def test_bad_steps_and_missing_cuda_are_named(tmp_path, capsys) -> None:
         assert "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
     with pytest.raises(ZooError, match="--steps: -1 is not allowed"):
         price(parse_spec(SPEC), steps=-1)
+
+
+def test_price_on_cuda_stacks_what_generate_on_cuda_stacks(tmp_path) -> None:
+    from generators.plan import make_plan, plan_tasks
+    from generators.price import plan_priced_tasks
+
+    spec = load_spec("demo")
+    bundle = planner_bundle(data_shape(spec, timing_rows(spec)))
+    generate = plan_tasks(make_plan(spec, "fp", tmp_path / "zoo"), bundle, 1, "cuda")
+    expected = sorted((t.cells[0][0].cell.width, t.cells[0][0].cell.batch_size, t.stacked)
+                      for t in generate)
+    for device in ("cpu", "cuda"):
+        priced = plan_priced_tasks(spec, bundle, device, 1)
+        got = sorted((t.width, t.batch_size, t.stacked) for t in priced)
+        assert (got == expected) == (device == "cuda"), device
+    assert all(stacked for *_, stacked in expected) and len(expected) == 9

@@ -31,13 +31,16 @@ def test_dry_run_writes_nothing_and_prints_old_and_new(zoo_copy, capsys):
 def test_relabel_applies_the_thresholds_to_the_stored_means(zoo_copy):
     result = relabel(zoo_copy, {"high_loss": 100.0, "cka": 0.0})
     thresholds = Thresholds(high_loss=100.0, mc=2.0, cka=0.0)
-    assert result.thresholds == {"cka": 0.0, "high_loss": 100.0, "mc": 2.0}
+    assert result.thresholds == {"cka": 0.0, "cka_metric": "cka_mixup", "high_loss": 100.0,
+                                 "mc": 2.0, "mc_bound": "two-sided"}
     cells = ZooReader(zoo_copy).table("cells").to_pylist()
     assert len(cells) == 4
     for row in cells:
         assert (row["phase"], row["phase_confident"]) == cell_phase(row, "classification",
                                                                    thresholds)
-        assert row["phase"] in ("III", "IV-B")  # nothing is high loss; every CKA is high
+        # nothing is high loss; every CKA is high; mc >= 2 at low loss is in no phase of Yang's
+        assert row["phase"] in ("III", "IV-B", None)
+        assert (row["phase"] is None) is (row["mc_train_error_mean"] >= 2.0)
         assert (row["phase_high_loss"], row["phase_cka"]) == (100.0, 0.0)
     # the other columns are the stored ones
     before = {r["cell_id"]: r for r in result.before}
@@ -74,3 +77,20 @@ def test_relabel_back_to_the_defaults_restores_the_generated_labels(zoo_copy, ti
 def test_bad_thresholds_are_one_line_errors(zoo_copy, capsys):
     assert main(["relabel", str(zoo_copy), "--cka", "1.5"]) == 2
     assert "phases.cka must be a number in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_relabel_applies_the_other_definitions(zoo_copy):
+    ours = relabel(zoo_copy, {"cka_metric": "cka", "mc_bound": "lower"}, dry_run=True)
+    thresholds = Thresholds(high_loss=0.2, mc=2.0, cka=0.9, cka_metric="cka", mc_bound="lower")
+    for row in ours.after:
+        assert (row["phase"], row["phase_confident"]) == cell_phase(row, "classification",
+                                                                   thresholds)
+        assert (row["phase_cka_metric"], row["phase_mc_bound"]) == ("cka", "lower")
+
+
+def test_cli_relabel_takes_the_definitions(zoo_copy, capsys):
+    assert main(["relabel", str(zoo_copy), "--cka-metric", "cka", "--mc-bound", "lower",
+                 "--dry-run"]) == 0
+    assert "'cka_metric': 'cka'" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="2"):  # argparse names the allowed choices
+        main(["relabel", str(zoo_copy), "--mc-bound", "upper"])

@@ -178,3 +178,22 @@ def test_stats_of_permuted_items_equal_the_precomputed_stats(tiny_zoo):
     for i in range(len(plain)):  # a permutation keeps every entry's values, so its statistics
         torch.testing.assert_close(permuted[i]["weights"], plain[i]["weights"],
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("representation", ["flat", "layers", "tokens"])
+def test_counters_stay_out_of_learning_representations_unless_asked(representation):
+    layout, flat = random_layout("resnet18", DIGITS, 2)  # counters hold 7
+    counters = [e.name for e in layout.entries if e.dtype == "int64"]
+    assert len(counters) == 20
+    item = make_encoder(representation, layout, token_size=5).encode(flat)
+    values = item["weights"]
+    values = torch.cat([t.reshape(-1) for pair in values for t in pair] + [
+        t.reshape(-1) for t in item["extras"].values()]) if representation == "layers" else values
+    assert not (values == 7).any()
+    assert sorted(item["buffers"]) == sorted(counters)
+    kept = make_encoder(representation, layout, token_size=5, counters=True).encode(flat)
+    assert "buffers" not in kept
+    if representation == "flat":
+        assert values.numel() == layout.size - 20 and torch.equal(kept["weights"], flat)
+    state = make_encoder("state_dict", layout).encode(flat)["weights"]
+    assert all(state[name].dtype == torch.int64 and int(state[name]) == 7 for name in counters)

@@ -59,7 +59,7 @@ def test_repr_states_rows_models_layouts_split_and_representation(tiny_zoo):
     ds = ZooDataset(tiny_zoo, representation="tokens")
     text = repr(ds)
     summary = ds.splits()
-    assert text.startswith(f"ZooDataset({str(tiny_zoo)!r}, split='train' by model, "
+    assert text.startswith(f"ZooDataset({str(tiny_zoo)!r}, split='train' by cell, "
                            f"epochs='last', representation='tokens'): {len(ds)} rows of "
                            f"{summary['train']['models']} models (zoo: 24 rows, 8 models; ")
     assert f"train {summary['train']['rows']}, val {summary['val']['rows']}" in text
@@ -99,3 +99,35 @@ def test_set_epoch_reaches_persistent_dataloader_workers(tiny_zoo):
         ds.set_epoch(epoch)
         assert torch.equal(epochs[epoch], torch.stack([ds[i]["weights"]
                                                        for i in range(len(ds))]))
+
+
+def test_validation_is_val_and_cells_are_the_default_unit_as_on_the_hub(tiny_zoo):
+    val = ZooDataset(tiny_zoo, split="val", epochs="all")
+    validation = ZooDataset(tiny_zoo, split="validation", epochs="all")
+    by_cell = ZooDataset(tiny_zoo, split="val", epochs="all", split_by="cell")
+    assert validation.split == "val" and len(validation) == len(val) == len(by_cell) == 6
+    assert list(validation.columns["model_id"]) == list(by_cell.columns["model_id"])
+    assert val.splits() == by_cell.splits() and val.splits()["val"]["cells"] == 1
+    with pytest.raises(ValueError, match="split: 'valid' is not allowed; expected one of "
+                                         "'train', 'val', 'test', 'validation', 'all'"):
+        ZooDataset(tiny_zoo, split="valid")
+
+
+def test_arrays_name_their_rows_and_features(tiny_zoo):
+    ds = ZooDataset(tiny_zoo, split="all", epochs="all", where={"width": 4},
+                    targets=["test_accuracy"])
+    result = ds.arrays()
+    x, y = result
+    assert x is result.x and y is result.y and len(result) == 2
+    assert result.index.tolist() == list(range(len(ds)))
+    assert list(result.model_ids) == [ds[i]["model_id"] for i in range(len(ds))]
+    assert list(result.epochs) == [ds[i]["epoch"] for i in range(len(ds))]
+    layout = ds.layouts[ds[0]["layout"]]
+    assert result.features[:2] == [f"{layout.entries[0].name}[0]",
+                                   f"{layout.entries[0].name}[1]"]
+    assert len(result.features) == x.shape[1] == layout.size
+    stats = ZooDataset(tiny_zoo, split="all", representation="stats", where={"width": 4})
+    named = stats.arrays()
+    assert named.features[:2] == [f"{layout.entries[0].name}.mean",
+                                  f"{layout.entries[0].name}.var"]
+    assert len(named.features) == named.x.shape[1]

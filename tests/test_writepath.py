@@ -89,7 +89,8 @@ def test_hdf5_checkpoints_load_back_exactly(resnet_zoo, tmp_path):
     model = build_model(spec, job.cell, bundle, job.seed)
     layout = layout_of(model, "resnet18", 2, {})
     expected = {c.epoch: layout.flatten(c.state_dict) for c in trained.checkpoints}
-    dataset = ZooDataset(resnet_zoo, split="all", epochs="all", where={"model_id": job.model_id})
+    dataset = ZooDataset(resnet_zoo, split="all", epochs="all", where={"model_id": job.model_id},
+                         counters=True)
     assert len(dataset) == 3
     for i in range(len(dataset)):
         item = dataset[i]
@@ -199,14 +200,14 @@ def test_a_spooled_run_saves_no_empty_checkpoint_twins_and_resumes_identically(t
     bundle = datasets.load("mnist1d")
     job = spec.jobs(bundle.fingerprint())[0]
     spool = Spool(tmp_path / "spool")
-    whole = train_model(spec, job, bundle, keep=Spool(tmp_path / "whole").keeper(job.model_id))
+    whole = train_model(spec, job, bundle, hand_off=Spool(tmp_path / "whole").hand_off(job.model_id))
     with pytest.raises(Killed):
-        train_model(spec, job, bundle, keep=spool.keeper(job.model_id),
+        train_model(spec, job, bundle, hand_off=spool.hand_off(job.model_id),
                     store=StateStore(tmp_path / "state", job.model_id, on_epoch=kill_at_3))
     store = StateStore(tmp_path / "state", job.model_id)
     assert load_state(store).epoch == 2
     assert sorted(p.name for p in store.path.iterdir()) == ["state-2.safetensors", STATE_JSON]
-    resumed = train_model(spec, job, bundle, keep=spool.keeper(job.model_id), store=store)
+    resumed = train_model(spec, job, bundle, hand_off=spool.hand_off(job.model_id), store=store)
     assert [(c.epoch, c.train, c.test, c.finite) for c in resumed.checkpoints] == [
         (c.epoch, c.train, c.test, c.finite) for c in whole.checkpoints]
     for epoch in (0, 1, 2, 3):

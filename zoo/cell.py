@@ -14,7 +14,7 @@ from zoo.folder.cellresult import CellResult
 from zoo.folder.modelshards import INLINE_BYTES, write_models
 from zoo.folder.schema import CELL_MEANS
 from zoo.layout import Layout, layout_of
-from zoo.measure import model_metrics, pair_metrics
+from zoo.measure import model_metrics, pairs_metrics
 from zoo.objective import Objective
 from zoo.rows import cell_row, model_row
 from zoo.spec import ModelJob, ZooSpec
@@ -124,8 +124,7 @@ def measure_cell(spec: ZooSpec, jobs: Sequence[ModelJob], trained: Sequence[Trai
                     model, objective, spec.metrics, derive_seed(member.job.seed, "probe"))
         result.models.extend(model_rows(spec, member, layout, fingerprint, metrics))
     for epoch in spec.metrics.epochs:
-        for a, b in combinations([m.job for m in trained], 2):
-            result.pairs.append(_pair_row(spec, a, b, epoch, models, data))
+        result.pairs.extend(_pair_rows(spec, [m.job for m in trained], epoch, models, data))
     epoch = max(spec.metrics.epochs)  # the cell's phase is taken at the last metric epoch
     at_epoch = [p for p in result.pairs if p["epoch"] == epoch]
     result.cells.append(_cell_row(spec, jobs, result.models, at_epoch, epoch, bundle.info.task,
@@ -153,12 +152,23 @@ def _restore(spec: ZooSpec, job: ModelJob, data: DataBundle,
     return model.to(next(iter(data.train)).device).eval()
 
 
-def _pair_row(spec: ZooSpec, a: ModelJob, b: ModelJob, epoch: int,
-              models: dict[tuple[str, int], torch.nn.Module], data: DataBundle) -> dict[str, Any]:
-    row = {"cell_id": a.cell_id, "spec_hash": spec.spec_hash(), "model_id_a": a.model_id,
-           "model_id_b": b.model_id, "seed_a": a.seed, "seed_b": b.seed, "epoch": epoch}
-    model_a, model_b = models.get((a.model_id, epoch)), models.get((b.model_id, epoch))
-    if model_a is not None and model_b is not None:
-        seed = derive_seed(a.seed * 1_000_003 + b.seed, "pair")
-        row.update(pair_metrics(model_a, model_b, data, a.cell.beta, spec.metrics, seed))
-    return row
+def _pair_rows(spec: ZooSpec, jobs: Sequence[ModelJob], epoch: int,
+               models: dict[tuple[str, int], torch.nn.Module],
+               data: DataBundle) -> list[dict[str, Any]]:
+    """The pairs rows of a cell at `epoch`: every seed pair, measured where both are finite
+    (their curves fitted together)."""
+    rows, measured = [], []
+    for a, b in combinations(jobs, 2):
+        rows.append({"cell_id": a.cell_id, "spec_hash": spec.spec_hash(),
+                     "model_id_a": a.model_id, "model_id_b": b.model_id, "seed_a": a.seed,
+                     "seed_b": b.seed, "epoch": epoch})
+        model_a, model_b = models.get((a.model_id, epoch)), models.get((b.model_id, epoch))
+        if model_a is not None and model_b is not None:
+            seed = derive_seed(a.seed * 1_000_003 + b.seed, "pair")
+            measured.append((rows[-1], model_a, model_b, seed))
+    if measured:
+        metrics = pairs_metrics([(a, b) for _, a, b, _ in measured], data,
+                                jobs[0].cell.beta, spec.metrics, [s for *_, s in measured])
+        for (row, *_), values in zip(measured, metrics):
+            row.update(values)
+    return rows

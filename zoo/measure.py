@@ -142,9 +142,21 @@ def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: Metric
                   seed: int, tolerance: float = 1.0) -> dict[str, Any]:
     """Bezier curve fit until its mc converges; mc on train/test error and loss; the straight
     segment beside it. `tolerance` (error points) applies when the spec sets none."""
+    return curves_columns([(a, b)], objective, spec, [seed], tolerance)[0]
+
+
+def curves_columns(pairs: Sequence[tuple[nn.Module, nn.Module]], objective: Objective,
+                   spec: MetricsSpec, seeds: Sequence[int],
+                   tolerance: float = 1.0) -> list[dict[str, Any]]:
+    """`curve_columns` of several seed pairs of one cell, their curves fitted together.
+
+    Where the architecture allows (`connectivity.stackable`, not a PINN) every round fits the
+    pairs still drifting as one stacked fit; each pair keeps its own generator (seeded with
+    its seed), rounds and stopping point, so its columns do not depend on its cellmates.
+    """
     settings = spec.curve
-    module_a, loss_fn = loss_view(a, objective)
-    module_b, _ = loss_view(b, objective)
+    views = [(loss_view(a, objective)[0], loss_view(b, objective)[0]) for a, b in pairs]
+    loss_fn = loss_view(pairs[0][0], objective)[1]
     train = objective.bundle.train
     rounds = round_steps(settings, objective.bundle.num_train)
     tolerance = settings.tolerance if settings.tolerance is not None else tolerance
@@ -157,27 +169,58 @@ def curve_columns(a: nn.Module, b: nn.Module, objective: Objective, spec: Metric
         targets = train[1] if len(train) > 1 else torch.zeros(train[0].shape[0])
         return ((train[0][i], targets[i]) for i in order.split(settings.batch_size))
 
-    generator = torch.Generator().manual_seed(seed)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     ts = [float(t) for t in np.linspace(0, 1, settings.points)]
     evaluate, train_error = _evaluator(objective), _evaluator(objective, ("train",))
+    together = objective.task != "pinn" and connectivity.stackable(pairs[0][0])
+    options = {"steps": rounds, "lr": settings.learning_rate}
 
-    def fit_round(control: dict[str, torch.Tensor] | None) -> tuple[Any, float]:
-        curve = connectivity.fit_bezier(module_a, module_b, loss_fn, epoch, steps=rounds,
-                                        lr=settings.learning_rate, generator=generator,
-                                        control=control)
+    def fit_round(active: list[int], controls: list[Any]) -> list[Any]:
+        if together:
+            return connectivity.fit_bezier_stacked(
+                [views[i] for i in active], loss_fn, epoch, [generators[i] for i in active],
+                controls=controls, **options)
+        return [connectivity.fit_bezier(*views[i], loss_fn, epoch, generator=generators[i],
+                                        control=control, **options)
+                for i, control in zip(active, controls)]
+
+    def mc_of(curve: Any) -> float:
         along = connectivity.evaluate_curve(curve, ts, train_error, bn_batches)["train_error"]
-        return curve, connectivity.mode_connectivity(along, ts)[0]
+        return connectivity.mode_connectivity(along, ts)[0]
 
-    curve, history = _fit_until_converged(fit_round, settings.max_rounds, tolerance)
+    curves: list[Any] = [None] * len(pairs)
+    histories: list[list[float]] = [[] for _ in pairs]
+    active = list(range(len(pairs)))
+    while active:
+        fitted = fit_round(active, [None if curves[i] is None else curves[i].control
+                                    for i in active])
+        for i, curve in zip(active, fitted):
+            curves[i] = curve
+            histories[i].append(mc_of(curve))
+        active = [i for i in active if len(histories[i]) < settings.max_rounds
+                  and not _converged(histories[i], tolerance)]
+    return [_curve_row(curve, history, tolerance, ts, evaluate, bn_batches, settings, rounds)
+            for curve, history in zip(curves, histories)]
+
+
+def _curve_row(curve: Any, history: list[float], tolerance: float, ts: list[float],
+               evaluate: Callable, bn_batches: list, settings: CurveSpec,
+               rounds: int) -> dict[str, Any]:
+    """The pair columns of a fitted curve: values along it and the straight segment, mc, t*,
+    the fit's history and where its mc is heading."""
     values = connectivity.evaluate_curve(curve, ts, evaluate, bn_batches)
     line = connectivity.BezierCurve(curve.architecture, curve.start,
                                     {n: (curve.start[n] + curve.end[n]) / 2 for n in curve.start},
                                     curve.end)  # a Bezier with θ at the midpoint is the segment
     straight = connectivity.evaluate_curve(line, ts, evaluate, bn_batches)
+    limit, drift = connectivity.projected_limit(history)
+    ends = (values["train_error"][0] + values["train_error"][-1]) / 2
     row: dict[str, Any] = {"curve_ts": ts, "linear_alphas": ts,
                            "curve_steps": rounds * len(history), "curve_rounds": len(history),
                            "curve_mc_history": history, "curve_tolerance": tolerance,
                            "mc_converged": _converged(history, tolerance),
+                           "mc_drift": drift,
+                           "mc_projected": min(limit, ends),  # errors >= 0: mc <= the ends'
                            "curve_bn_samples": sum(len(x) for x, _ in bn_batches),
                            "curve_learning_rate": settings.learning_rate,
                            "curve_batch_size": settings.batch_size}
@@ -197,36 +240,29 @@ def round_steps(settings: CurveSpec, num_train: int) -> int:
     return settings.epochs * math.ceil(num_train / settings.batch_size)
 
 
-def _fit_until_converged(fit_round: Callable[[Any], tuple[Any, float]], max_rounds: int,
-                         tolerance: float) -> tuple[Any, list[float]]:
-    """Fit rounds, each continuing the last one's control point, until mc converges.
-
-    Returns:
-        (the last round's curve, mc on train error after each round).
-    """
-    curve, mc = fit_round(None)
-    history = [mc]
-    while len(history) < max_rounds and not _converged(history, tolerance):
-        curve, mc = fit_round(curve.control)
-        history.append(mc)
-    return curve, history
-
-
 def _converged(history: Sequence[float], tolerance: float) -> bool:
-    """The last two rounds' mc are finite and differ by less than `tolerance`."""
-    if len(history) < 2 or not all(math.isfinite(v) for v in history[-2:]):
-        return False
-    return abs(history[-1] - history[-2]) < tolerance
+    """The projected remaining drift of mc (`connectivity.projected_limit`) is below
+    `tolerance`: at least three rounds whose steps shrink fast enough, or a zero last step."""
+    drift = connectivity.projected_limit(history)[1]
+    return math.isfinite(drift) and abs(drift) < tolerance
 
 
 def pair_metrics(a: nn.Module, b: nn.Module, bundle: DataBundle, beta: float,
                  spec: MetricsSpec, seed: int) -> dict[str, Any]:
     """CKA and connectivity columns of one seed pair (both models finite)."""
+    return pairs_metrics([(a, b)], bundle, beta, spec, [seed])[0]
+
+
+def pairs_metrics(pairs: Sequence[tuple[nn.Module, nn.Module]], bundle: DataBundle,
+                  beta: float, spec: MetricsSpec, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """`pair_metrics` of several seed pairs of one cell, their curves fitted together."""
     objective = Objective(bundle, beta=beta)
-    row: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = [{} for _ in pairs]
     if spec.similarity.enabled:
-        row.update(cka_columns(a, b, objective, spec))
-    if spec.curve.enabled:
+        for row, (a, b) in zip(rows, pairs):
+            row.update(cka_columns(a, b, objective, spec))
+    if spec.curve.enabled and pairs:
         tolerance = default_thresholds(bundle.info.task).mc / 2  # when the spec sets none
-        row.update(curve_columns(a, b, objective, spec, seed, tolerance))
-    return row
+        for row, curve in zip(rows, curves_columns(pairs, objective, spec, seeds, tolerance)):
+            row.update(curve)
+    return rows

@@ -74,5 +74,9 @@ def cell_row(spec: ZooSpec, job: ModelJob, epoch: int, finite: Sequence[bool], n
                            "finite_fraction": float(np.mean(finite))}
     for name in CELL_MEANS:
         row[f"{name}_mean"], row[f"{name}_std"] = summarise(values.get(name, ()))
+    projected = [v for v in values.get("mc_projected", ()) if v is not None]
+    if projected:  # an unbounded drift (±inf) must reach the mean, not be left out of it
+        with np.errstate(invalid="ignore"):
+            row["mc_projected_mean"] = float(np.mean(projected))
     row.update(phase_columns(row, task, num_classes, spec.phases))
     return row

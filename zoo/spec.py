@@ -15,7 +15,7 @@ AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-rotate", "crop-flip-
 STACKING = ("auto", "always", "never")
 GRAPHS = ("auto", "never")
 PRECISIONS = ("fp32", "bf16")
-LATER_DEFAULTS = {"graphs": "auto", "precision": "fp32"}  # training fields newer than some zoos
+LATER_DEFAULTS = {"graphs": "auto", "precision": "fp32", "deterministic": True}  # training fields newer than some zoos
 
 
 def canonical_json(value: Any) -> str:
@@ -63,6 +63,7 @@ class TrainingSpec:
     stacking: str = "auto"  # train a cell's seeds as one vmapped population: auto, always, never
     graphs: str = "auto"  # auto: one model's step replayed as a CUDA graph on CUDA; never
     precision: str = "fp32"  # bf16: autocast of forward and backward (opt-in, part of the id)
+    deterministic: bool = True  # CUDA: deterministic cuDNN/cuBLAS kernels (same spec, same bits)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class ZooSpec:
     seeds: tuple[int, ...]
     checkpoint_epochs: tuple[int, ...]
     metrics: MetricsSpec
-    phases: Mapping[str, float] = field(default_factory=dict)
+    phases: Mapping[str, float | str] = field(default_factory=dict)
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,7 +212,8 @@ class ZooSpec:
     def cell_identity(self, cell: Cell, data_fingerprint: str) -> dict[str, Any]:
         """Everything that defines a cell's models except the seed (hashed into `cell_id`)."""
         recipe = asdict(self.training)
-        for name in ("batch_size", "learning_rate", "weight_decay", "stacking", "graphs"):
+        for name in ("batch_size", "learning_rate", "weight_decay", "stacking", "graphs",
+                     "deterministic"):
             recipe.pop(name)
         if recipe["precision"] == "fp32":  # the default leaves the ids of existing zoos alone
             recipe.pop("precision")

@@ -13,6 +13,7 @@ import yaml
 
 from zoo import limits
 from zoo.errors import SpecError
+from zoo.phases import check_choices
 from zoo.spec import (AUGMENTATIONS, GRAPHS, LOAD_AXES, OPTIMIZERS, PRECISIONS, SCHEDULES,
                       STACKING, TEMPERATURE_AXES, ArchitectureSpec, Axis, CurveSpec, DataSpec,
                       HessianSpec, MetricsSpec, SimilaritySpec, TrainingSpec, ZooSpec)
@@ -242,8 +243,10 @@ def parse_spec(raw: Any) -> ZooSpec:
     temperature = _axis(grid["temperature"], "grid.temperature", TEMPERATURE_AXES)
 
     phases = raw.get("phases") or {}
-    _check_keys(phases, "phases", ("high_loss", "mc", "cka"))
-    phases = {k: _number(v, f"phases.{k}", low=0.0) for k, v in phases.items()}
+    _check_keys(phases, "phases", ("high_loss", "mc", "cka", "cka_metric", "mc_bound"))
+    phases = {k: v if k in ("cka_metric", "mc_bound") else _number(v, f"phases.{k}", low=0.0)
+              for k, v in phases.items()}
+    check_choices(phases)
 
     description = raw.get("description", "")
     if not isinstance(description, str) or len(description) > limits.MAX_TEXT:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zoo.phases import CKA_METRICS, MC_BOUNDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `relabel` and `card` commands."""
@@ -24,6 +26,11 @@ def _add_relabel(sub: argparse._SubParsersAction) -> None:
     relabel.add_argument("--mc", type=float, default=None, metavar="POINTS",
                          help="|mc_train_error| below this is well connected")
     relabel.add_argument("--cka", type=float, default=None, help="CKA at or above this is high")
+    relabel.add_argument("--cka-metric", choices=CKA_METRICS, default=None,
+                         help="the CKA that decides IV-A / IV-B (cka_mixup: Yang et al.'s)")
+    relabel.add_argument("--mc-bound", choices=MC_BOUNDS, default=None,
+                         help="two-sided: phase IV needs |mc| < --mc (Yang et al.); "
+                              "lower: only mc >= -mc")
     relabel.add_argument("--dry-run", action="store_true",
                          help="print the table of old and new labels and write nothing")
     relabel.set_defaults(run=cmd_relabel)
@@ -33,7 +40,8 @@ def cmd_relabel(args: argparse.Namespace) -> int:
     from generators.relabel import relabel, relabel_table
 
     overrides = {name: value for name, value in (("high_loss", args.high_loss), ("mc", args.mc),
-                                                 ("cka", args.cka)) if value is not None}
+                                                 ("cka", args.cka), ("cka_metric", args.cka_metric),
+                                                 ("mc_bound", args.mc_bound)) if value is not None}
     result = relabel(Path(args.dir), overrides, dry_run=args.dry_run)
     print(relabel_table(result))
     print(f"thresholds: {result.thresholds}; {len(result.moved())} of {len(result.after)} "

@@ -1,4 +1,5 @@
-"""Commands that turn a zoo folder into figures and downstream results: `plot`, `study`."""
+"""Commands that turn a zoo folder into figures and downstream results: `plot`, `study`,
+`benchmark`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `plot` and `study` commands."""
-    for add in (_add_plot, _add_study):
+    """Add the `plot`, `study` and `benchmark` commands."""
+    for add in (_add_plot, _add_study, _add_benchmark):
         add(sub)
 
 
@@ -66,5 +67,25 @@ def cmd_study(args: argparse.Namespace) -> int:
                "prune": {"densities": args.densities}}[args.name]
     for path in run_study(args.name, Path(args.dir), args.out,
                           show_progress=not args.no_progress, **options):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("benchmark", help="run the weight-space benchmark's baselines",
+                           description="Predict test accuracy, generalisation gap, phase and "
+                                       "the grid's hyperparameters from checkpoints, on splits "
+                                       "that hold out whole cells, the largest widths or seeds; "
+                                       "writes DIR/benchmark/ (splits.json, results.parquet, "
+                                       "results.md, results.png).")
+    bench.add_argument("dir", help="zoo folder")
+    bench.add_argument("--seed", type=int, default=0, help="seed of splits and baselines")
+    bench.set_defaults(run=cmd_benchmark)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from analysis.benchmark import run_benchmark
+
+    for path in run_benchmark(Path(args.dir), seed=args.seed).paths:
         print(f"wrote {path}")
     return 0

@@ -15,12 +15,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
+from zoo.folder.rowgroups import WEIGHTS_LEAF
 
 MAX_ROW_BYTES = 1 << 20  # decoded bytes of one row's columns but weights (a pairs row: ~10 kB)
 MAX_SHARD_BYTES = 256 << 20  # decoded bytes of one shard's columns but weights, any rows
 MAX_EXPANSION = 64  # decoded / stored bytes of a large chunk (real shards: weights ~1.1x)
 LARGE_CHUNK = 1 << 20  # decoded bytes above which a chunk's expansion is held to the bound
-WEIGHTS_LEAF = "weights.list.element"  # the Parquet leaf of the weights lists
 
 
 def check_decoded_sizes(path: Path, metadata: pq.FileMetaData, rows: int,

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from zoo.errors import ZooFolderError
 from zoo.folder.documents import record_documents
-from zoo.folder.names import README
+from zoo.folder.names import README, confined, read_bounded
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
 from zoo.folder.splits import FRACTIONS, SPLITS, owners
@@ -25,6 +25,7 @@ TASK_CATEGORIES = ("tabular-regression", "tabular-classification")  # accuracy, 
 SIZE_CATEGORIES = ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"), (1e6, "100K<n<1M"),
                    (1e7, "1M<n<10M"), (1e8, "10M<n<100M"), (1e9, "100M<n<1B"),
                    (1e10, "1B<n<10B"), (1e11, "10B<n<100B"), (1e12, "100B<n<1T"))
+BENCHMARK_RESULTS = "benchmark/results.md"  # written by `zoo benchmark` (analysis.benchmark)
 TAGS = ("model-zoo", "weight-space-learning", "loss-landscape", "phase-transitions")
 CITATION = """@misc{phase_zoo,
   title = {Phase Zoo: model zoos over the phases of neural network training},
@@ -136,8 +137,10 @@ def metrics_section(spec: dict) -> list[str]:
         f"{c.get('mixup_alpha', 16.0)}) per batch.",
         f"- **Mode connectivity**: a quadratic Bezier curve between the two seeds, ends fixed, "
         f"control point trained by SGD in rounds of {_round_length(k)} (batch "
-        f"{k['batch_size']}, lr {k['learning_rate']}, schedule restarted each round) until mc "
-        f"on train error changes by less than {_tolerance(k)} between two rounds, at most "
+        f"{k['batch_size']}, lr {k['learning_rate']}, schedule restarted each round; a cell's "
+        f"seed pairs fitted together) until the projected remaining drift of mc on train "
+        f"error (a geometric tail fitted to the last three rounds, `mc_drift`; "
+        f"`mc_projected` is where it heads) is below {_tolerance(k)}, at most "
         f"{k.get('max_rounds', 1)} rounds (`mc_converged`, "
         f"`curve_mc_history`); evaluated at {k['points']} points with BatchNorm statistics "
         "re-estimated on the train set (`curve_bn_samples`); `mc = (L(w1)+L(w2))/2 - "
@@ -152,8 +155,31 @@ def metrics_section(spec: dict) -> list[str]:
         "- **Phase** per cell (Yang et al.): I high loss & mc < 0, II high loss & mc ≥ 0, III low "
         "loss & mc < -threshold, IV-A / IV-B low loss & |mc| small with low / high CKA; no "
         "label where a metric it needs is off or failed; `phase_confident` says whether the "
-        "curves converged and the means lie clear of the thresholds. The thresholds are "
-        "stored in every cells row (`phase_*`); `zoo relabel` applies others.", ""]
+        "means lie clear of the thresholds and the projected mc stays in the phase's range. "
+        "The thresholds are stored in every cells row (`phase_*`); `zoo relabel` applies "
+        "others.", "", *thresholds_section(), ""]
+
+
+def thresholds_section() -> list[str]:
+    """Every phase threshold and definition with its origin."""
+    return [
+        "| threshold | default | origin |", "|---|---|---|",
+        "| `phase_high_loss` | 0.2 nats × ln C / ln 10 (classification); 2.0 nats at a "
+        "256-symbol vocabulary, scaled by ln V (language models); relative L2 error 0.1 "
+        "(PINN) | ours: Yang et al. and the phase-transition zoo say \"high\" without a "
+        "number; fitted on our mnist1d pilot |",
+        "| `phase_mc` | 2 error points (PINN: 0.02) | ours: Yang et al. define phase IV by "
+        "mc ≈ 0 and publish no bound |",
+        "| `phase_mc_bound` | `two-sided`: IV needs \\|mc\\| < `phase_mc`; low loss with "
+        "mc ≥ `phase_mc` gets no label | Yang et al.'s table (mc ≈ 0); `lower` (IV needs only "
+        "mc ≥ -`phase_mc`) is our earlier rule, an option |",
+        "| `phase_cka` | 0.9 | ours: set on logit CKA in our mnist1d pilot, not yet "
+        "recalibrated for the mixup CKA |",
+        "| `phase_cka_metric` | `cka_mixup` (classification; others `cka`) | Yang et al. "
+        "(softmax outputs on mixup inputs); `cka` (logits on test data, the phase-transition "
+        "zoo's choice) is an option, and both are stored |",
+        "| `curve_tolerance` | 1 error point (half of `phase_mc`) | ours |",
+    ]
 
 
 def _held_reader(folder: ZooFolder) -> ZooReader:
@@ -165,9 +191,62 @@ def _held_reader(folder: ZooFolder) -> ZooReader:
     return ZooReader.opened(folder.root, manifest, record)
 
 
+DATA_SOURCES = {  # built-in data sets: origin and licence, for the card's Source Data
+    "mnist1d": "MNIST-1D (Greydanus, *Scaling down deep learning*, arXiv:2011.14439, 2020), "
+               "generated offline by the `mnist1d` package (Apache-2.0)",
+    "digits": "the UCI Optical Recognition of Handwritten Digits set as scikit-learn ships it "
+              "(`sklearn.datasets.load_digits`; UCI, CC BY 4.0)",
+}
+
+
+def template_sections(spec: dict) -> list[str]:
+    """The Hugging Face dataset-card template's sections, filled from the zoo's spec."""
+    data, family = spec["data"]["name"], spec["architecture"]["family"]
+    source = DATA_SOURCES.get(data, f"`{data}`, read from a local copy; it keeps its own "
+                                    f"licence and terms")
+    return [
+        "## Dataset Description", "",
+        f"Checkpoints of `{family}` models trained on `{data}` over a grid of a load-like and "
+        f"a temperature-like hyperparameter, each with its train/test metrics, loss-landscape "
+        f"metrics and the phase (Yang et al.) of its grid cell. Curated by the Phase Zoo "
+        f"generator from the spec below; every number is reproducible from it.", "",
+        "## Uses", "",
+        "- Weight-space learning: predicting accuracy, generalisation gap, phase or "
+        "hyperparameters from weights (`zoo benchmark` gives the protocol and baselines); "
+        "model averaging, pruning and fine-tuning studies across phases.", "",
+        "### Out-of-scope use", "",
+        "- The models are small research models on a small data set: not for deployment or "
+        "any decision about people. Results on this zoo need not transfer to other "
+        "architectures, data sets or training recipes.", "",
+        "## Source Data", "",
+        f"Data set: {source}. The models were trained here; no data about people is "
+        f"included.", "",
+        "## Bias, Risks, and Limitations", "",
+        "- One architecture family and one data set; the grid's values, seeds and epochs bound "
+        "what the zoo covers. Phases are labelled per cell from seed means with fixed "
+        "thresholds; a label marked not confident may change under `zoo relabel`.",
+        "- Checkpoints of one cell share hyperparameters: split by cell (the default) or the "
+        "hyperparameters leak into test scores; the `zoo benchmark` control measures how far "
+        "hyperparameters alone go.", ""]
+
+
+def benchmark_section(root: Path) -> list[str]:
+    """The card's benchmark section: `zoo benchmark`'s results.md, when it has been run."""
+    path = Path(root) / BENCHMARK_RESULTS
+    if not path.is_file():
+        return []
+    table = read_bounded(confined(root, BENCHMARK_RESULTS), "benchmark results", 1 << 20)
+    return ["## Benchmark", "",
+            "`zoo benchmark` (see `analysis.benchmark`): each baseline's score, mean ± 95 % "
+            "interval over folds; `hyperparameters` is the control (grid axes and epoch, no "
+            "weights); margin: the best weights-only baseline minus the control.", "",
+            table.decode("utf-8").strip(), ""]
+
+
 def card_text(root: ZooFolder | Path) -> str:
     """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
-    reader = _held_reader(ZooFolder.of(root))
+    folder = ZooFolder.of(root)
+    reader = _held_reader(folder)
     spec = reader.record.spec
     cells = reader.table("cells", columns=["phase"]).column("phase").to_pylist()
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
@@ -187,19 +266,26 @@ def card_text(root: ZooFolder | Path) -> str:
         f"- spec hash: `{reader.record.spec_hash}`",
         f"- data fingerprint: `{reader.record.data_fingerprint}`",
         f"- produced with: {json.dumps(dict(reader.record.versions), sort_keys=True)}", "",
+        *template_sections(spec),
         "## Phases", "", "| phase | cells |", "|---|---|", phase_lines, "",
         *metrics_section(spec),
+        *benchmark_section(folder.root),
         "## Loading", "", "```python",
         "import datasets",
         "models = datasets.load_dataset('PATH')            # one row per model and kept epoch",
         "cells = datasets.load_dataset('PATH', 'cells')    # one row per grid cell, with phase",
         "pairs = datasets.load_dataset('PATH', 'pairs')    # one row per seed pair of a cell",
         "everything = datasets.load_dataset('PATH', split='train+validation+test')",
+        "# a zoo larger than memory or disk: streaming=True reads the shards in place as you",
+        "# iterate (no cache copy), for every config and split",
+        "stream = datasets.load_dataset('PATH', 'models', split='train', streaming=True)",
         "", "from loaders import ZooDataset, load_model",
         "# the same train split, by cell; split='all', epochs='all' for every row",
         "ds = ZooDataset('PATH', split_by='cell', representation='flat',",
         "                targets=['test_accuracy'])",
         "print(ds)          # rows, models, layouts, split; ds.splits() counts every split",
+        "# larger than memory: ZooDataset reads rows lazily above 512 MiB of weights;",
+        "# several DataLoader workers or GPUs: ZooStream gives each row once per epoch",
         "```", "",
         f"Splits: whole cells go to train, validation or test by a hash of the cell id "
         f"(fractions {FRACTIONS}; every split holds at least one cell when there are three), "

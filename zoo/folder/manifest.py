@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooFolderError
-from zoo.folder.names import (FORMAT_VERSION, MANIFEST, README, TABLE_FOLDERS, ZOO_JSON,
-                              inside, read_json, write_atomically)
+from zoo.folder.names import (FORMAT_VERSION, MANIFEST, README, READABLE_VERSIONS, TABLE_FOLDERS,
+                              ZOO_JSON, inside, read_json, write_atomically)
 
 DOCUMENTS = (ZOO_JSON, README)  # the files besides shards and layouts that the manifest covers
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # layout keys and cell ids
@@ -31,6 +31,7 @@ class Shard:
     bytes: int
     sha256: str
     cell_id: str
+    parts: tuple[str, ...] = ()  # models Parquet: sha256 of footer, row groups (rowgroups.py)
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,16 @@ def read_manifest(root: Path) -> Manifest | None:
     try:
         if not isinstance(body, dict):
             raise ValueError(f"expected a mapping, found {type(body).__name__}")
-        if body.get("format_version") != FORMAT_VERSION:
+        if body.get("format_version") not in READABLE_VERSIONS:
             raise ZooFolderError(f"{path}: format version {body.get('format_version')!r} "
-                                 f"is not supported (expected {FORMAT_VERSION})")
+                                 f"is not supported (expected one of {READABLE_VERSIONS})")
         if not isinstance(body.get("spec_hash"), str) or not isinstance(body.get("shards"), list):
             raise ValueError("spec_hash or shards is missing or of the wrong type")
         manifest = Manifest(body["spec_hash"], tuple(_shard(raw) for raw in body["shards"]),
                             _hashes(body.get("layouts"), "layouts", KEY),
                             {k: bool(v) for k, v in _mapping(body.get("stacked"), "stacked")},
-                            _hashes(body.get("documents"), "documents", None))
+                            _hashes(body.get("documents"), "documents", None),
+                            body["format_version"])
     except (ValueError, KeyError, TypeError) as error:
         raise ZooFolderError(f"{path}: malformed manifest ({error})") from None
     unknown = set(manifest.documents) - set(DOCUMENTS)
@@ -90,8 +92,14 @@ def read_manifest(root: Path) -> Manifest | None:
 
 def _shard(raw: Any) -> Shard:
     """One manifest entry, every field of its type (ValueError naming the field)."""
-    if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(Shard)}:
-        raise ValueError(f"a shard entry must have exactly the fields {sorted(SHARD_TYPES)}")
+    if not isinstance(raw, dict) or not set(SHARD_TYPES) <= set(raw) <= {f.name for f in
+                                                                         fields(Shard)}:
+        raise ValueError(f"a shard entry must have exactly the fields {sorted(SHARD_TYPES)} "
+                         f"(and parts)")
+    parts = raw.get("parts", [])
+    if not isinstance(parts, list) or not all(isinstance(p, str) and SHA256.fullmatch(p)
+                                              for p in parts):
+        raise ValueError(f"shard {raw.get('path')!r}: parts must be a list of sha256 digests")
     for name, kind in SHARD_TYPES.items():
         if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
             raise ValueError(f"shard field {name} is {raw[name]!r}; expected {kind.__name__}")
@@ -101,7 +109,7 @@ def _shard(raw: Any) -> Shard:
     if raw["rows"] < 0 or raw["bytes"] < 0 or not SHA256.fullmatch(raw["sha256"]) \
             or not KEY.fullmatch(raw["cell_id"]):
         raise ValueError(f"shard {raw['path']!r}: rows, bytes, sha256 or cell_id is malformed")
-    return Shard(**raw)
+    return Shard(**{**raw, "parts": tuple(parts)})
 
 
 def _mapping(value: Any, name: str) -> list[tuple[str, Any]]:
@@ -128,5 +136,13 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
                             "layouts": dict(sorted(manifest.layouts.items())),
                             "stacked": dict(sorted(manifest.stacked.items())),
                             "documents": dict(sorted(manifest.documents.items())),
-                            "shards": [asdict(s) for s in manifest.shards]}
+                            "shards": [_entry(s) for s in manifest.shards]}
     write_atomically(Path(root) / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def _entry(shard: Shard) -> dict[str, Any]:
+    """A shard's manifest entry (parts only where the shard has them)."""
+    entry = asdict(shard)
+    if not shard.parts:
+        del entry["parts"]
+    return entry

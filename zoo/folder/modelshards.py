@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -24,13 +24,18 @@ from zoo.folder.hdf5 import Expected, open_checked
 from zoo.folder.manifest import Shard
 from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX,
                               sha256_of)
+from zoo.folder.rowgroups import PARQUET_ERRORS, shard_parts
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
 from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout
 from zoo.printable import printable
 
+if TYPE_CHECKING:  # the reader reads through these functions; the writer needs none of it
+    from zoo.folder.reader import ZooReader
+
 INLINE_BYTES = 16 << 20  # default: checkpoints up to 16 MiB stay in the Parquet row
-ROW_GROUP_BYTES = 16 << 20  # inline weights buffered before a Parquet row group is written
+ROW_GROUP_BYTES = 4 << 20  # a Parquet row group holds at most this many bytes of weights, or
+#                            one checkpoint when it is larger: one random read decodes little
 HDF5_COLUMNS = ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
                 "test_accuracy", "test_error", "finite")
 
@@ -92,13 +97,16 @@ class ModelsWriter:
     def _finish(self, relative: str, table: str, fmt: str, rows: int) -> None:
         path = self.folder.replace(relative + TEMPORARY_SUFFIX, relative)
         self.begun.remove(relative + TEMPORARY_SUFFIX)
+        parts = shard_parts(path) if fmt == "parquet" else ()
         self.done.append(Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path),
-                               self.cell_id))
+                               self.cell_id, parts))
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Write one row (its `weights` a flat float32 vector); returns it without weights."""
         flat = np.asarray(row["weights"], dtype=np.float32)
         row = {**row, **self.joined, "weights": None}
+        if self.inline and self.buffered + flat.nbytes > ROW_GROUP_BYTES:
+            self._flush()
         if self.inline:
             self.buffer.append({**row, "weights": flat})
             self.buffered += flat.nbytes
@@ -110,8 +118,6 @@ class ModelsWriter:
                        weights_sha256=flat_sha256(flat))
             self.buffer.append(row)
         self.written += 1
-        if self.buffered >= ROW_GROUP_BYTES:
-            self._flush()
         return row
 
     def _file_name(self, model_id: str) -> str:
@@ -231,3 +237,29 @@ def read_cell_hdf5(path: Path, layout: Layout, rows: int) -> Iterator[tuple[str,
                                  f"Parquet rows {layout.key}")
         for name in cell_datasets(layout, rows):
             yield name, handle[name][()]
+
+
+def row_group_starts(reader: ZooReader, shard: Shard) -> np.ndarray:
+    """The first row of each row group of a models Parquet shard, and its row count last."""
+    metadata = reader.parquet_metadata(shard)
+    return np.cumsum([0] + [metadata.row_group(g).num_rows
+                            for g in range(metadata.num_row_groups)])
+
+
+def read_inline_group(reader: ZooReader, shard: Shard, group: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Row group `group` of a models Parquet shard as `inline_weights` does a table: checked
+    before it is decoded against its row-group digest (format 4), or the whole shard's
+    sha256 once per reader (format 3). The caller checks each row's size (check_weights
+    bounds the shard's)."""
+    import pyarrow.parquet as pq
+
+    if shard.parts:
+        return inline_weights(reader.checked(shard).read_group(group, ["weights"]))
+    path = reader.path(shard)
+    try:
+        table = pq.ParquetFile(path).read_row_group(group, columns=["weights"],
+                                                    use_threads=False)
+    except PARQUET_ERRORS as error:
+        raise ZooFolderError(f"{path}: cannot read row group {group} ({error})") from None
+    return inline_weights(table)

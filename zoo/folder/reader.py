@@ -9,20 +9,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder.bounds import WEIGHTS_LEAF, check_decoded_sizes
+from zoo.folder.bounds import check_decoded_sizes
 from zoo.folder.documents import check_document, check_readme, check_record_hash
 from zoo.folder.layouts import read_layout
 from zoo.folder.manifest import Manifest, Shard, read_manifest
 from zoo.folder.names import ZOO_JSON, confined, sha256_of
 from zoo.folder.record import ZooRecord, read_record
+from zoo.folder.rowgroups import PARQUET_ERRORS, WEIGHTS_LEAF, CheckedShard
 from zoo.folder.schema import arrow_schema
 from zoo.layout import Layout
 
-PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError)  # a truncated or odd file
 
 
 class ZooReader:
-    """Read-only access to one zoo folder; each shard's sha256 is checked on its first read.
+    """Read-only access to one zoo folder; each shard's sha256 is checked on its first read
+    (a shard with row-group digests: its footer and the row groups' chunks it reads).
 
     Opening checks the manifest and, with `check_documents`, zoo.json (sha256 and spec hash)
     and README.md (sha256, and its `configs:` name only the manifest's shards).
@@ -36,6 +37,7 @@ class ZooReader:
                                  f"(or generation has not committed anything yet)")
         self.manifest: Manifest = manifest
         self._verified: set[str] = set()
+        self._checked: dict[str, CheckedShard] = {}
         self._layouts: dict[str, Layout] = {}
         self._sources: dict[str, Shard] | None = None
         if check_documents:
@@ -55,6 +57,7 @@ class ZooReader:
         reader = cls.__new__(cls)
         reader.root, reader.manifest, reader.record = Path(root), manifest, record
         reader._verified, reader._layouts, reader._sources = set(), {}, None
+        reader._checked = {}
         return reader
 
     def path(self, shard: Shard) -> Path:
@@ -63,10 +66,24 @@ class ZooReader:
         if shard.path not in self._verified:
             if not path.exists() and not path.is_symlink():
                 raise IntegrityError(f"{path}: listed in the manifest but missing")
-            if sha256_of(path) != shard.sha256:
-                raise IntegrityError(f"{path}: sha256 does not match the manifest; "
-                                     f"the shard is corrupted or was modified")
+            if shard.parts:  # the footer and every row group's chunks but weights
+                checked = self._checked[shard.path] = CheckedShard(path, shard.parts)
+                checked.check(range(checked.metadata.num_row_groups), weights=False)
+            elif sha256_of(path) != shard.sha256:
+                raise _altered(path)
             self._verified.add(shard.path)
+        return path
+
+    def check_whole(self, shard: Shard) -> Path:
+        """`path`, the whole file hashed against the manifest's sha256 first even where
+        row-group digests would do, and every row group's weights checked (`zoo verify`)."""
+        path = confined(self.root, shard.path)
+        if shard.parts and path.exists() and sha256_of(path) != shard.sha256:
+            raise _altered(path)
+        self.path(shard)
+        if shard.parts:
+            checked = self._checked[shard.path]
+            checked.check(range(checked.metadata.num_row_groups), weights=True)
         return path
 
     def weights_source(self, shard: Shard, weights_file: str | None) -> Shard:
@@ -91,6 +108,9 @@ class ZooReader:
         is decoded (`check_footer`)."""
         if shard.table == "models" and (columns is None or "weights" in columns):
             self.check_weights(shard)
+            if shard.parts:
+                checked = self.checked(shard)
+                checked.check(range(checked.metadata.num_row_groups), weights=True)
         path = self.check_footer(shard, columns)
         try:
             return pq.read_table(path, columns=columns, schema=schema)
@@ -126,9 +146,17 @@ class ZooReader:
             raise ZooFolderError(f"{self.path(shard)}: declares {declared} weights; its rows' "
                                  f"layouts hold {expected}")
 
+    def checked(self, shard: Shard) -> CheckedShard:
+        """The shard with row-group digests, its footer checked (row groups are checked as
+        they are read)."""
+        self.path(shard)
+        return self._checked[shard.path]
+
     def parquet_metadata(self, shard: Shard) -> pq.FileMetaData:
         """The shard's Parquet footer (checked); a decode failure names the file."""
         path = self.path(shard)
+        if shard.parts:
+            return self._checked[shard.path].metadata
         try:
             return pq.read_metadata(path)
         except PARQUET_ERRORS as error:
@@ -150,3 +178,8 @@ class ZooReader:
         if key not in self._layouts:
             self._layouts[key] = read_layout(self.root, key, self.manifest.layouts[key])
         return self._layouts[key]
+
+
+def _altered(path: Path) -> IntegrityError:
+    return IntegrityError(f"{path}: sha256 does not match the manifest; the shard is corrupted "
+                          f"or was modified")

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from zoo.datasets.base import DataInfo, Normalization
 from zoo.errors import ZooFolderError
-from zoo.folder.names import FORMAT_VERSION, ZOO_JSON, read_json, write_atomically
+from zoo.folder.names import (FORMAT_VERSION, READABLE_VERSIONS, ZOO_JSON, read_json,
+                              write_atomically)
 
 MAX_INPUT_SIZE = 1 << 26  # values in one sample, outputs of a model: a bound a reader trusts
 
@@ -77,9 +78,9 @@ class ZooRecord:
             if not isinstance(body, dict):
                 raise ValueError("expected a mapping with a spec")
             _check_spec(body)
-            if body.get("format_version") != FORMAT_VERSION:
+            if body.get("format_version") not in READABLE_VERSIONS:
                 raise ZooFolderError(f"{source}: format version {body.get('format_version')!r}"
-                                     f" is not supported (expected {FORMAT_VERSION})")
+                                     f" is not supported (expected one of {READABLE_VERSIONS})")
             raw = body["data_info"]
             info = DataInfo(raw["task"], tuple(int(n) for n in raw["input_shape"]),
                             int(raw["num_outputs"]))

@@ -108,7 +108,8 @@ CELL_MEANS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "tra
               "test_error", "hessian_top_eigenvalue_train", "hessian_trace_train",
               "hessian_top_eigenvalue_test", "hessian_trace_test", "heavy_tail_alpha",
               "cka", "cka_mixup", "mc_train_error", "mc_test_error", "mc_train_loss",
-              "mc_test_loss", "linear_barrier_train_loss", "linear_barrier_test_error")
+              "mc_test_loss", "linear_barrier_train_loss", "linear_barrier_test_error",
+              "mc_projected")
 
 CELL_COLUMNS: tuple[Column, ...] = (
     *IDENTITY,
@@ -123,17 +124,24 @@ CELL_COLUMNS: tuple[Column, ...] = (
     _c("num_pairs_converged", I64, "seed pairs whose Bezier fit converged (mc_converged)"),
     _c("phase", STR, "phase label: I, II, III, IV-A, IV-B (Yang et al. 2021); null where a "
                      "metric it needs (train loss, mc, CKA for phase IV) is off or failed"),
-    _c("phase_confident", BOOL, "true when every seed pair's curve converged and each mean "
-                                "that decided the label (train loss vs phase_high_loss; "
-                                "mc_train_error vs 0 at high loss or vs -phase_mc at low "
-                                "loss; CKA vs phase_cka in phase IV) lies more than one "
-                                "standard deviation (over >= 2 models or pairs) from its "
-                                "threshold; all seeds diverged: true"),
+    _c("phase_confident", BOOL, "true when each mean that decided the label (train loss vs "
+                                "phase_high_loss; mc_train_error vs the phase's mc bounds; "
+                                "the phase_cka_metric vs phase_cka in phase IV) lies more "
+                                "than one standard deviation (over >= 2 models or pairs) "
+                                "from its threshold, and mc_projected_mean lies within the "
+                                "same mc bounds (drift cannot move the label); all seeds "
+                                "diverged: true"),
     _c("phase_high_loss", F64, "threshold: train loss in nats (PINN: relative L2 error) above "
                                "it is 'high'; default a fixed fraction of ln(classes)"),
     _c("phase_mc", F64, "threshold: |mc_train_error| (error points; PINN: relative L2 "
                         "error) below it is 'well connected'"),
     _c("phase_cka", F64, "threshold: CKA at or above it is 'high'"),
+    _c("phase_cka_metric", STR, "the CKA that decides IV-A / IV-B: 'cka_mixup' (Yang et al.'s "
+                                "softmax on mixup inputs; the default where measured) or "
+                                "'cka' (logits on test data)"),
+    _c("phase_mc_bound", STR, "'two-sided' (Yang et al.: IV needs |mc| < phase_mc; low loss "
+                              "with mc >= phase_mc is unlabelled) or 'lower' (IV needs only "
+                              "mc >= -phase_mc)"),
 )
 
 CURVE_LISTS = tuple(
@@ -171,9 +179,15 @@ PAIR_COLUMNS: tuple[Column, ...] = (
     _c("curve_rounds", I64, "fit rounds (each curve_steps / curve_rounds steps, schedule "
                             "restarted); mc_train_error is measured after each"),
     _c("curve_mc_history", F64_LIST, "mc_train_error after each fit round"),
-    _c("curve_tolerance", F64, "the fit stops once mc_train_error changes by less than this "
-                               "between two rounds (error points)"),
-    _c("mc_converged", BOOL, "the last two rounds' mc_train_error differ by < curve_tolerance"),
+    _c("curve_tolerance", F64, "the fit stops once the projected remaining drift of "
+                               "mc_train_error (mc_drift) is below this (error points)"),
+    _c("mc_converged", BOOL, "|mc_drift| < curve_tolerance (at least three rounds whose mc "
+                             "steps shrink, or a zero last step)"),
+    _c("mc_drift", F64, "projected remaining drift of mc_train_error: a geometric tail fitted "
+                        "to the last three rounds of curve_mc_history (Aitken); +-inf where "
+                        "the steps do not shrink, in the last step's direction"),
+    _c("mc_projected", F64, "mc_train_error + mc_drift, capped at the ends' mean train error "
+                            "(mc can never exceed it): where mc is heading"),
     _c("curve_bn_samples", I64, "train samples that re-estimate BatchNorm at each curve point"),
     _c("curve_learning_rate", F64, "learning rate of the curve fit"),
     _c("curve_batch_size", I64, "batch size of the curve fit"),

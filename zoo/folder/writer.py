@@ -21,6 +21,7 @@ from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
 from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, MANIFEST, README, TABLE_FOLDERS,
                               TEMPORARY_SUFFIX, ZOO_JSON, sha256_of)
 from zoo.folder.record import ZooRecord
+from zoo.folder.rowgroups import shard_parts
 from zoo.folder.schema import to_arrow
 from zoo.folder.zoofolder import ZooFolder
 
@@ -174,7 +175,8 @@ class ZooWriter:
                                          f"replaced in place")
                 path = self.folder.write(relative, lambda p, c=content: write_parquet(c, p))
                 new.append(Shard(table, "parquet", relative, content.num_rows,
-                                 path.stat().st_size, sha256_of(path), cell_id))
+                                 path.stat().st_size, sha256_of(path), cell_id,
+                                 shard_parts(path) if table == "models" else ()))
             replaced = [s for s in self.manifest.shards if s.table == table
                         and s.format == "parquet" and s.cell_id in tables]
             shards = [s for s in self.manifest.shards if s not in replaced] + new

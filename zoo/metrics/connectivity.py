@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 Batch = tuple[Tensor, Tensor]
 Params = dict[str, Tensor]
@@ -144,6 +144,110 @@ def fit_bezier(
             schedule.step()
     control = {n: p.detach() for n, p in control.items()}
     return BezierCurve(architecture.eval(), start, control, end)
+
+
+def stackable(module: nn.Module) -> bool:
+    """Curves of `module` can be fitted stacked: no BatchNorm (batch statistics) and no
+    dropout (its draws), so that each curve's step sees only its own batch and t."""
+    return not any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))
+                   for m in module.modules())
+
+
+def fit_bezier_stacked(
+    pairs: Sequence[tuple[nn.Module, nn.Module]],
+    loss_fn: LossFn,
+    train_batches: BatchSource,
+    generators: Sequence[torch.Generator],
+    *,
+    steps: int = 4000,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    controls: Sequence[Mapping[str, Tensor] | None] | None = None,
+) -> list[BezierCurve]:
+    """Fit several curves of one architecture at once: one vmapped forward and backward per
+    step over all pairs, each pair with its own generator (batches and t) and control point.
+
+    Curve i is `fit_bezier(*pairs[i], loss_fn, train_batches, generator=generators[i],
+    control=controls[i], ...)` up to float rounding: the pairs share nothing but the step
+    count and schedule (SGD is elementwise; the summed loss gives each θ its own gradient).
+    Only for `stackable` architectures; everything runs on the first model's device.
+    """
+    _check_positive_int(steps, "steps")
+    if not pairs or len(generators) != len(pairs):
+        raise ValueError(f"expected one generator per pair, got {len(generators)} for "
+                         f"{len(pairs)} pairs")
+    if not stackable(pairs[0][0]):
+        raise ValueError("fit_bezier_stacked: the architecture has BatchNorm or dropout; "
+                         "use fit_bezier")
+    controls = list(controls) if controls is not None else [None] * len(pairs)
+    ends = [_matching_parameters(a, b) for a, b in pairs]
+    trains = {n: p.requires_grad for n, p in pairs[0][0].named_parameters()}
+    start = {n: torch.stack([w1[n] for w1, _ in ends]) for n in trains}
+    end = {n: torch.stack([w2[n] for _, w2 in ends]) for n in trains}
+    first = [{n: (w1[n] + w2[n]) / 2 for n in w1} if c is None else c
+             for (w1, w2), c in zip(ends, controls)]
+    if any(set(c) != set(trains) for c in first):
+        raise ValueError(f"controls must hold the parameters {sorted(trains)[:4]}...")
+    theta = {n: torch.stack([c[n].detach().to(start[n].device) for c in first]).clone()
+             .requires_grad_(grad) for n, grad in trains.items()}  # frozen: θ stays put
+    architecture = copy.deepcopy(pairs[0][0]).train()
+    optimizer = torch.optim.SGD([p for p in theta.values() if p.requires_grad], lr=lr,
+                                momentum=momentum, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: _garipov(k / steps))
+    dtype, device = next(iter(start.values())).dtype, next(iter(start.values())).device
+    for generator in generators:  # the draw fit_bezier spends seeding dropout
+        torch.randint(0, 2**62, (), generator=generator, device=_gen_device(generator))
+    streams = [_endless(train_batches, g) for g in generators]
+
+    def one(w1: Params, th: Params, w2: Params, coefficients: Tensor, x: Tensor, y: Tensor):
+        a, b, c = coefficients
+        params = {n: a * w1[n] + b * th[n] + c * w2[n] for n in w1}
+        return loss_fn(functional_call(architecture, params, (x,)), y)
+
+    for _ in range(steps):
+        batches, ts = [], []
+        for stream, generator in zip(streams, generators):
+            batches.append(next(stream))
+            ts.append(float(torch.rand((), generator=generator, device=_gen_device(generator))))
+        coefficients = torch.tensor([[(1 - t) ** 2, 2 * t * (1 - t), t**2] for t in ts],
+                                    dtype=dtype, device=device)
+        x = torch.stack([_to(x, device, dtype) for x, _ in batches])
+        y = torch.stack([_to(y, device, dtype) for _, y in batches])
+        loss = vmap(one)(start, theta, end, coefficients, x, y).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    curves = []
+    for i, (w1, w2) in enumerate(ends):
+        control = {n: theta[n][i].detach().clone() for n in w1}
+        curves.append(BezierCurve(copy.deepcopy(architecture).eval(), w1, control, w2))
+    return curves
+
+
+def projected_limit(history: Sequence[float]) -> tuple[float, float]:
+    """Where the mc of rounds of curve fitting is heading, from its last three values.
+
+    The tail is taken as geometric (Aitken's Δ²): with steps d1, d2 between the last three
+    rounds and ratio q = d2 / d1 in [0, 1), the remaining drift is d2 q / (1 − q). A tail that
+    does not shrink (q outside [0, 1)) or only two rounds leave an unbounded drift in the
+    direction of the last step (±inf); a last step of exactly 0 leaves none.
+
+    Returns:
+        (projected limit, remaining drift = limit − last value); (nan, nan) for fewer than two
+        rounds or non-finite values.
+    """
+    tail = [float(v) for v in history[-3:]]
+    if len(tail) < 2 or not all(math.isfinite(v) for v in tail):
+        return math.nan, math.nan
+    d2 = tail[-1] - tail[-2]
+    if d2 == 0.0:
+        return tail[-1], 0.0
+    d1 = tail[-2] - tail[-3] if len(tail) == 3 else 0.0
+    q = d2 / d1 if d1 != 0.0 else math.inf
+    drift = d2 * q / (1 - q) if 0.0 <= q < 1.0 else math.copysign(math.inf, d2)
+    return tail[-1] + drift, drift
 
 
 def evaluate_curve(

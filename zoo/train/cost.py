@@ -45,6 +45,7 @@ COST = {
 EVAL_RATE = 25e9  # FLOP/s of evaluation, taken as the same for both ways
 AUTO_FAMILIES = {"linear": None, "vmap": ("cnn",)}  # None: any family with the MLP shape
 MIN_SPEEDUP = 1.3  # stack only with a clear predicted margin: near-ties train one by one
+REFERENCE_MEMBERS = 3  # the population the cost model prices: the paper's three seeds
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,11 @@ def choose_stacking(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
     """Whether `jobs` train as one population: spec.training.stacking, else the cost model,
     which counts (never times), so a spec always trains the same way on a machine. "always"
     raises ValueError where stacking cannot work. Off the CPU (uncalibrated; small steps are
-    launch-bound) every stackable population of an AUTO_FAMILIES family is stacked."""
+    launch-bound) every stackable population of an AUTO_FAMILIES family is stacked.
+
+    The cost model prices REFERENCE_MEMBERS copies of the first job, never len(jobs): the
+    choice is a function of the model's own facts (architecture, width, batch size, data,
+    device), so a model id gets the same weights whatever the seed count or the grouping."""
     mode = spec.training.stacking
     if mode == "always":
         check_jobs(jobs, bundle.info.task)
@@ -111,8 +116,8 @@ def choose_stacking(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle,
         return False
     model = build_model(spec, jobs[0].cell, bundle, jobs[0].seed)
     families = AUTO_FAMILIES["linear" if batched_matmul_ready(model) else "vmap"]
-    if len(jobs) < 2 or (families is not None and spec.architecture.family not in families):
+    if families is not None and spec.architecture.family not in families:
         return False
     if torch.device(device).type != "cpu":
         return True
-    return predicted_speedup(spec, jobs, bundle) >= MIN_SPEEDUP
+    return predicted_speedup(spec, [jobs[0]] * REFERENCE_MEMBERS, bundle) >= MIN_SPEEDUP

@@ -9,10 +9,10 @@ from typing import Any, Sequence
 
 import torch
 
-from zoo.augment import augment
+from zoo.augment import apply, epoch_draws, joined
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
-from zoo.precision import autocast
+from zoo.precision import autocast, set_deterministic
 from zoo.spec import ModelJob, ZooSpec
 from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             handed_over, is_finite_checkpoint)
@@ -20,6 +20,7 @@ from zoo.train.loop import run_epochs
 from zoo.train.optimizers import PopulationOptimizer, schedule_table
 from zoo.train.stacked import Population, check_jobs, population_step
 from zoo.train.state import Entry, StateStore, Tensors, load_checked, ordered, under
+from zoo.train.steps import CHECK_EVERY
 
 
 class PopulationRun:
@@ -72,22 +73,29 @@ class PopulationRun:
         return state.epoch
 
     def epoch(self) -> None:
-        """Each member draws its permutation, then per batch its augmentation, from its own
-        generator as a single model does."""
+        """Each member draws its permutation, then its epoch's augmentation draws, from its own
+        generator as a single model does; each batch's draws are applied to all members' images
+        at once."""
         data, generators, augmentation = self.data, self.generators, self.recipe.augmentation
+        fill = data.normalization.raw_zero() if data.normalization else None
         with autocast(self.recipe.precision, self.device):
             orders = torch.stack([torch.randperm(data.num_train, generator=g)
                                   for g in generators])
-            for index in orders.to(self.active.device).split(self.batch_size, dim=1):
-                if not bool(self.active.any()):
+            indices = orders.to(self.active.device).split(self.batch_size, dim=1)
+            sizes = [i.shape[1] for i in indices]
+            members = [epoch_draws(augmentation, sizes, g, self.active.device)
+                       for g in generators]
+            sync = self.active.device.type == "cpu"  # elsewhere read `active` every CHECK_EVERY
+            for k, index in enumerate(indices):
+                if (sync or k % CHECK_EVERY == 0) and not bool(self.active.any()):
                     break
                 batch = [t[index] for t in data.train]
                 if augmentation != "none":
-                    fill = data.normalization.raw_zero() if data.normalization else None
-                    batch[0] = torch.stack([augment(x, augmentation, g, fill)
-                                            for x, g in zip(batch[0], generators)])
+                    images = batch[0].flatten(0, 1)  # (members * B, C, H, W)
+                    drawn = joined([draws[k] for draws in members])
+                    batch[0] = apply(images, augmentation, drawn, fill).reshape(batch[0].shape)
                 self.active = population_step(self.population, self.optimizer, batch,
-                                              self.active, self.step)
+                                              self.active, self.step, sync)
                 self.step += 1
 
     def checkpoint(self, epoch: int) -> None:
@@ -133,6 +141,7 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     per job, where its checkpoints go (train_model's `hand_off`)."""
     start = time.perf_counter()
     check_jobs(jobs, bundle.info.task)
+    set_deterministic(spec.training.deterministic, device)
     run = PopulationRun(spec, jobs, bundle, device,
                         list(hand_offs) if hand_offs is not None else [None] * len(jobs))
     run_epochs(run, spec.training.epochs, spec.kept_epochs, store)

@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from zoo.augment import augment
+from zoo.augment import apply, epoch_draws
 from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
+from zoo.precision import set_deterministic
 from zoo.spec import ModelJob, ZooSpec
 from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             handed_over, snapshot)
@@ -59,13 +60,15 @@ class SingleRun:
         step, data, diverged = self.step, self.data, self.diverged
         step.model.train()
         order = torch.randperm(data.num_train, generator=self.generator)
-        for count, index in enumerate(order.to(data.train[0].device).split(self.batch_size), 1):
+        indices = order.to(data.train[0].device).split(self.batch_size)
+        draws = epoch_draws(self.augmentation, [len(i) for i in indices], self.generator,
+                            data.train[0].device)  # the epoch's draws: one copy, no sync a step
+        for count, (index, drawn) in enumerate(zip(indices, draws), 1):
             if diverged:
                 break
             batch = tuple(t[index] for t in data.train)
             if self.augmentation != "none":  # padded like a raw 0
-                batch = (augment(batch[0], self.augmentation, self.generator, self.fill),
-                         *batch[1:])
+                batch = (apply(batch[0], self.augmentation, drawn, self.fill), *batch[1:])
             step(batch)
             if count % step.check_every == 0:
                 diverged = step.diverged()
@@ -112,6 +115,7 @@ def train_graphed(spec: ZooSpec, job: ModelJob, bundle: DataBundle,
 def _train(spec: ZooSpec, job: ModelJob, bundle: DataBundle, device: torch.device | str,
            store: StateStore | None, hand_off: HandOff | None, graphed: bool) -> TrainedModel:
     start = time.perf_counter()
+    set_deterministic(spec.training.deterministic, device)
     run = SingleRun(spec, job, bundle, device, hand_off, graphed)
     run_epochs(run, spec.training.epochs, spec.kept_epochs, store)
     return TrainedModel(job, tuple(run.checkpoints), time.perf_counter() - start)

@@ -99,14 +99,17 @@ def check_jobs(jobs: Sequence[ModelJob], task: str) -> None:
 
 
 def population_step(population: Population, optimizer: PopulationOptimizer,
-                    batch: list[torch.Tensor], active: torch.Tensor, index: int) -> torch.Tensor:
+                    batch: list[torch.Tensor], active: torch.Tensor, index: int,
+                    sync: bool = True) -> torch.Tensor:
     """One optimizer step of every active member; returns who is still active.
 
     A member whose loss is not finite stops here, as in train_model: no update, but the forward
     pass that found it (BatchNorm statistics included) counts. Members stopped before keep
-    everything, buffers included.
+    everything, buffers included. With `sync` (the CPU, where reading `active` is free) the
+    masks are applied only once a member stopped; without, always (the same values), so no
+    step waits for the host.
     """
-    stopped = bool(population.buffers) and not bool(active.all())
+    stopped = bool(population.buffers) and (not sync or not bool(active.all()))
     before = {k: v.clone() for k, v in population.buffers.items()} if stopped else {}
     losses = member_losses(population.forward(batch[0]), batch[1])
     alive = active & torch.isfinite(losses.detach())
@@ -114,5 +117,6 @@ def population_step(population: Population, optimizer: PopulationOptimizer,
     for key, old in before.items():  # after backward: BatchNorm saved its buffers for it
         was_active = active.view(-1, *[1] * (old.dim() - 1))
         population.buffers[key].copy_(torch.where(was_active, population.buffers[key], old))
-    optimizer.step(population.params, grads, index, None if bool(alive.all()) else alive)
+    optimizer.step(population.params, grads, index,
+                   None if sync and bool(alive.all()) else alive)
     return alive

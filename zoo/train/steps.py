@@ -67,10 +67,11 @@ def prepare(model: nn.Module, device: torch.device | str) -> nn.Module:
 
 
 class EagerStep:
-    """A step as torch trains: loss, backward, torch's optimizer, then the schedule. A batch
-    whose loss is not finite takes no step and marks the run diverged."""
-
-    check_every = 1  # the loss is checked every step anyway
+    """A step as torch trains: loss, backward, torch's optimizer, then the schedule. On the CPU
+    a batch whose loss is not finite takes no step and marks the run diverged (the check is
+    free there); elsewhere the loss's finiteness goes into a device flag read every
+    CHECK_EVERY steps, so no step waits for the host (steps after a non-finite loss change
+    only weights that are stored as not finite)."""
 
     def __init__(self, model: nn.Module, objective: Objective, recipe: TrainingSpec, cell: Cell,
                  total_steps: int) -> None:
@@ -80,22 +81,27 @@ class EagerStep:
         self.optimizer = make_optimizer(recipe, cell, params)
         self.schedule = make_schedule(recipe, self.optimizer, cell, total_steps)
         self.stopped = False
+        self.sync = self.device.type == "cpu"
+        self.check_every = 1 if self.sync else CHECK_EVERY
+        self.finite = torch.ones((), dtype=torch.bool, device=self.device)
 
     def __call__(self, batch: tuple[torch.Tensor, ...]) -> None:
-        """One step on `batch` (none when its loss is not finite)."""
+        """One step on `batch` (on the CPU none when its loss is not finite)."""
         with autocast(self.recipe.precision, self.device):
             loss = self.objective.loss(self.model, batch)
-        if not torch.isfinite(loss):
+        if self.sync and not torch.isfinite(loss):
             self.stopped = True
             return
+        if not self.sync:
+            self.finite.logical_and_(torch.isfinite(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.schedule.step()
 
     def diverged(self) -> bool:
-        """Whether a step met a non-finite loss."""
-        return self.stopped
+        """Whether a step met a non-finite loss (off the CPU: reads the device flag, a sync)."""
+        return self.stopped if self.sync else not bool(self.finite)
 
     def pack(self) -> tuple[Tensors, dict[str, Any]]:
         """The optimizer's per-parameter tensors (`optimizer/<index>/<name>`), its param groups

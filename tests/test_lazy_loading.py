@@ -1,0 +1,189 @@
+"""Lazy ZooDataset: rows read on demand equal rows read at once, checked a row group at a
+time, in DataLoader workers of either start method; format-3 zoos still load."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import loaders.dataset
+from loaders import Augment, ZooDataset, pad_collate
+from loaders.rowsource import ByteCache
+from zoo.errors import IntegrityError
+from zoo.folder import modelshards
+from zoo.folder.manifest import read_manifest
+from zoo.folder.names import FORMAT_VERSION
+from zoo.folder.reader import ZooReader
+from zoo.folder.rowgroups import CheckedShard, chunk_spans
+from zoo.layout import Entry, Layout
+
+FORMAT3 = Path(__file__).parent / "fixtures" / "zoo-format3"
+
+
+def same(a, b):
+    """Items equal bit for bit, nested dicts and lists of tensors included."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
+
+
+@pytest.mark.parametrize("representation", ["flat", "layers", "tokens", "state_dict", "stats"])
+@pytest.mark.parametrize("normalize", [None, "layer"])
+def test_lazy_items_are_the_in_memory_items(tiny_zoo, representation, normalize):
+    for split in ("train", "test"):
+        options = dict(split=split, split_by="model", epochs="all", representation=representation,
+                       normalize=normalize, targets=["test_loss", "phase"])
+        ours = ZooDataset(tiny_zoo, in_memory=False, cache_bytes=2048, **options)
+        whole = ZooDataset(tiny_zoo, in_memory=True, **options)
+        assert ours.lazy and not whole.lazy and len(ours) == len(whole) > 0
+        assert all(same(ours[i], whole[i]) for i in range(len(whole)))
+        if representation in ("flat", "stats"):
+            for key in whole.layouts:
+                assert all(np.array_equal(a, b) for a, b in zip(ours.arrays(key),
+                                                                whole.arrays(key)))
+
+
+def test_lazy_augmentation_models_and_decode_match(tiny_zoo):
+    augment = Augment(permute=True, additive_noise=0.01, seed=5)
+    ours = ZooDataset(tiny_zoo, in_memory=False, augment=augment, epochs="all")
+    whole = ZooDataset(tiny_zoo, in_memory=True, augment=augment, epochs="all")
+    for epoch in (0, 1):
+        ours.set_epoch(epoch)
+        whole.set_epoch(epoch)
+        assert all(same(ours[i], whole[i]) for i in range(len(whole)))
+    state = ours.load_model(0).state_dict()
+    assert same(state, whole.load_model(0).state_dict())
+    plain = ZooDataset(tiny_zoo, in_memory=False, epochs="all")
+    assert same(plain.decode(plain[1]), ZooDataset(tiny_zoo, in_memory=True,
+                                                   epochs="all").decode(plain[1]))
+
+
+def test_small_zoos_are_read_at_once_unless_asked(tiny_zoo, monkeypatch):
+    assert not ZooDataset(tiny_zoo).lazy
+    monkeypatch.setattr(loaders.dataset, "IN_MEMORY_BYTES", 100)
+    assert ZooDataset(tiny_zoo).lazy and not ZooDataset(tiny_zoo, in_memory=True).lazy
+    with pytest.raises(ValueError, match="in_memory: 'yes' is not allowed"):
+        ZooDataset(tiny_zoo, in_memory="yes")
+    with pytest.raises(ValueError, match="cache_bytes: -1 is not allowed"):
+        ZooDataset(tiny_zoo, in_memory=False, cache_bytes=-1)
+
+
+def test_byte_cache_keeps_the_latest_within_its_bound():
+    cache, loads = ByteCache(100), []
+
+    def load(key, size):
+        return lambda: loads.append(key) or (key, size)
+
+    for key in ("a", "b", "c"):
+        assert cache.get(key, load(key, 40)) == key
+    assert cache.used == 80 and list(cache.items) == ["b", "c"]
+    cache.get("b", load("b", 40))  # held: not loaded again, now the latest
+    cache.get("huge", load("huge", 101))  # larger than the bound: served, not kept
+    cache.get("d", load("d", 40))
+    assert loads == ["a", "b", "c", "huge", "d"] and list(cache.items) == ["b", "d"]
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_open_their_own_files_and_return_the_same_rows(tiny_zoo, context):
+    ours = ZooDataset(tiny_zoo, in_memory=False, split="all", epochs="all", cache_bytes=4096)
+    ours[0]  # the parent's cache holds a row group: workers must not need it
+    loader = DataLoader(ours, batch_size=5, num_workers=2, multiprocessing_context=context,
+                        collate_fn=pad_collate)
+    rows = torch.cat([b["weights"][b["mask"]] if "mask" in b else b["weights"].reshape(-1)
+                      for b in loader])
+    whole = ZooDataset(tiny_zoo, in_memory=True, split="all", epochs="all")
+    expected = torch.cat([whole[i]["weights"] for i in range(len(whole))])
+    assert torch.equal(rows, expected)
+
+
+def test_new_zoos_record_a_digest_per_row_group(tiny_zoo):
+    manifest = read_manifest(tiny_zoo)
+    assert manifest.format_version == FORMAT_VERSION == 4
+    for shard in manifest.shards_of("models"):
+        groups = pq.read_metadata(tiny_zoo / shard.path).num_row_groups
+        assert len(shard.parts) == 1 + 2 * groups
+        CheckedShard(tiny_zoo / shard.path, shard.parts).check(range(groups), weights=True)
+    assert all(not s.parts for s in manifest.shards if s.format != "parquet"
+               or s.table != "models")
+
+
+def test_large_checkpoints_get_a_row_group_each(tmp_path, monkeypatch):
+    monkeypatch.setattr(modelshards, "ROW_GROUP_BYTES", 1000)
+    layout = Layout("w", "mlp", 1, {}, (Entry("w", (100,), "float32", 0, 100),))  # 400 B
+    big = Layout("b", "mlp", 3, {}, (Entry("w", (300,), "float32", 0, 300),))  # 1200: alone
+    for lay, per_group in ((layout, 2), (big, 1)):
+        rows = [{"model_id": "m", "epoch": e, "layout": lay.key, "num_params": lay.size,
+                 "weights": np.full(lay.size, e, np.float32)} for e in range(5)]
+        shards, _ = modelshards.write_models(tmp_path / lay.key, "c", lay, rows, 5,
+                                             cell_hdf5=False)
+        metadata = pq.read_metadata(tmp_path / lay.key / shards[0].path)
+        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        assert sizes == ([2, 2, 1] if per_group == 2 else [1] * 5)
+        assert len(shards[0].parts) == 1 + 2 * len(sizes)
+
+
+def tamper(root: Path, shard_path: str, *, weights: bool) -> None:
+    """Flip one byte inside row group 0's weights chunk (or its first other chunk)."""
+    path = root / shard_path
+    metadata = pq.read_metadata(path)
+    columns, weights_span = chunk_spans(metadata, 0)
+    start, length = weights_span if weights else columns[0]
+    data = bytearray(path.read_bytes())
+    data[start + length // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_tampered_row_group_is_refused_naming_the_file_before_its_values(tiny_zoo, tmp_path):
+    root = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, root)
+    shards = read_manifest(root).shards_of("models")
+    tamper(root, shards[0].path, weights=True)
+    ours = ZooDataset(root, in_memory=False, split="all", epochs="all")  # metadata: fine
+    bad = {i for i in range(len(ours)) if ours._places.shard[i] == 0}
+    good = [i for i in range(len(ours)) if i not in bad]
+    whole = ZooDataset(tiny_zoo, in_memory=True, split="all", epochs="all")
+    assert all(same(ours[i], whole[i]) for i in good)  # other shards still read
+    for i in bad:
+        with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0 \(weights\) "
+                                                 r"does not match"):
+            ours[i]
+    with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0"):
+        ZooDataset(root, in_memory=True, split="all", epochs="all")
+    shutil.copy(tiny_zoo / shards[0].path, root / shards[0].path)
+    tamper(root, shards[1].path, weights=False)
+    with pytest.raises(IntegrityError, match=rf"{shards[1].path}: row group 0 \(columns\)"):
+        ZooDataset(root, in_memory=False)
+
+
+def test_a_tampered_footer_is_refused_before_it_is_parsed(tiny_zoo, tmp_path):
+    root = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, root)
+    shard = read_manifest(root).shards_of("models")[0]
+    path = root / shard.path
+    data = bytearray(path.read_bytes())
+    data[-12] ^= 0xFF  # inside the footer
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=rf"{shard.path}: footer does not match"):
+        ZooReader(root).parquet_metadata(shard)
+
+
+def test_format3_zoos_load_in_memory_and_lazily():
+    body = json.loads((FORMAT3 / "manifest.json").read_text())
+    assert body["format_version"] == 3 and all("parts" not in s for s in body["shards"])
+    whole = ZooDataset(FORMAT3, in_memory=True, split="all", epochs="all",
+                       representation="state_dict")
+    ours = ZooDataset(FORMAT3, in_memory=False, split="all", epochs="all",
+                      representation="state_dict")
+    assert len(ours) == 12 and ours.lazy
+    assert not np.all(ours._places.file == None)  # noqa: E711 (per-model HDF5 rows too)
+    assert all(same(ours[i], whole[i]) for i in range(12))
+    assert ours.load_model(3).state_dict().keys() == whole[3]["weights"].keys()

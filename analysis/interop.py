@@ -192,7 +192,7 @@ def _axis(trials: Sequence[Trial], keys: dict[str, str], default: str,
                        f"trials; a zoo grid has one load and one temperature axis")
     name = named or (default if not varying or varying == ["width"] else varying[0])
     key = keys[load_field(name)]
-    return name, sorted({t.param(key) for t in trials})
+    return name, sorted({t.number(key) for t in trials})
 
 
 def _recipe(first: Trial) -> dict[str, Any]:
@@ -203,11 +203,12 @@ def _recipe(first: Trial) -> dict[str, Any]:
         raise ZooError(f"{first.path / PARAMS}: optim::scheduler {scheduler!r} is not one of "
                        f"{', '.join(SCHEDULERS.values())}")
     return {"optimizer": str(first.param("optim::optimizer", "sgd")).lower(),
-            "learning_rate": float(first.param("optim::lr")),
-            "weight_decay": float(first.param("optim::wd", 0.0)),
-            "momentum": float(first.param("optim::momentum", 0.9)),
+            "learning_rate": first.number("optim::lr"),
+            "weight_decay": first.number("optim::wd", 0.0),
+            "momentum": first.number("optim::momentum", 0.9),
             "schedule": schedules[scheduler.lower()],
-            "epochs": int(first.param("training::epochs_train", max(len(first.results) - 1, 1))),
+            "epochs": first.number("training::epochs_train", max(len(first.results) - 1, 1),
+                                    integer=True),
             "augmentation": first.param("training::augmentation", "none")}
 
 
@@ -232,16 +233,16 @@ def infer_spec(trials: Sequence[Trial], *, name: str, family: str | None = None,
     kept = sorted({e for t in trials for e in t.checkpoints if e <= epochs})
     return parse_spec({
         "name": name, "description": f"Imported from the Ray Tune trials in {first.path.parent}.",
-        "architecture": {"family": family, "width": int(first.param("model::width")),
+        "architecture": {"family": family, "width": first.number("model::width", integer=True),
                          "args": {k: first.params[f"model::{k}"] for k in REGISTRY[family].args
                                   if f"model::{k}" in first.params}},
         "data": {"name": data, "root": data_root, "args": first.param("dataset::args", {}),
-                 "fraction": float(first.param("dataset::fraction", 1.0)),
-                 "beta": float(first.param("dataset::beta", 1.0))},
+                 "fraction": first.number("dataset::fraction", 1.0),
+                 "beta": first.number("dataset::beta", 1.0)},
         "training": training,
         "grid": {"load": {"axis": load, "values": load_values},
                  "temperature": {"axis": temperature, "values": temperature_values}},
-        "seeds": sorted({int(t.param("seed")) for t in trials}),
+        "seeds": sorted({t.number("seed", integer=True) for t in trials}),
         "checkpoints": {"epochs": kept},
         "metrics": {"epochs": [e for e in metric_epochs(trials) if e <= epochs] or ["last"]},
         "phases": {"cka_metric": "cka"},  # the trials carry the published (logit) CKA only
@@ -258,13 +259,13 @@ def _fingerprint(spec: ZooSpec) -> str:
 def _job_of(spec: ZooSpec, jobs: dict[tuple[Any, int], ModelJob], trial: Trial) -> ModelJob:
 
     base = spec.cells()[0]
-    cell = Cell(width=int(trial.param("model::width")),
-                data_fraction=float(trial.param("dataset::fraction", base.data_fraction)),
-                beta=float(trial.param("dataset::beta", base.beta)),
-                batch_size=int(trial.param("training::batchsize")),
-                learning_rate=float(trial.param("optim::lr")),
-                weight_decay=float(trial.param("optim::wd", base.weight_decay)))
-    job = jobs.get((cell, int(trial.param("seed"))))
+    cell = Cell(width=trial.number("model::width", integer=True),
+                data_fraction=trial.number("dataset::fraction", base.data_fraction),
+                beta=trial.number("dataset::beta", base.beta),
+                batch_size=trial.number("training::batchsize", integer=True),
+                learning_rate=trial.number("optim::lr"),
+                weight_decay=trial.number("optim::wd", base.weight_decay))
+    job = jobs.get((cell, trial.number("seed", integer=True)))
     if job is None:
         raise ZooError(f"{trial.path / PARAMS}: its config ({cell}) is not a cell of the grid "
                        f"the other trials span")

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from zoo.errors import ZooFolderError
+from zoo.limits import short_repr
 from zoo.phases import PHASES
 
 PHASE_COLOURS = {"I": "#d7301f", "II": "#fc8d59", "III": "#8856a7", "IV-A": "#74add1",
@@ -292,6 +294,29 @@ def _phase_counts(ax: Any, cells: Sequence[dict[str, Any]]) -> None:
     ax.yaxis.get_major_locator().set_params(integer=True)
 
 
+MAX_PLOT_AXIS = 64  # values of one axis drawn (the published grids: 8); a figure grows with it
+
+
+def grid_axes(spec: dict[str, Any], cells: Sequence[dict[str, Any]],
+              source: Path) -> dict[str, list[float]]:
+    """The grid values of zoo.json's spec, each a finite number, at most MAX_PLOT_AXIS per
+    axis with the cells' own values (a figure is sized by them: refused before it is made)."""
+    axes = {}
+    for axis in ("load", "temperature"):
+        values = spec[f"{axis}_axis"]["values"]
+        if len(values) > MAX_PLOT_AXIS or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values):
+            raise ZooFolderError(f"{source}: {axis} axis values {short_repr(values)} are not "
+                                 f"at most {MAX_PLOT_AXIS} finite numbers; zoo plot draws none")
+        drawn = {float(v) for v in values} | {float(c[f"{axis}_value"]) for c in cells}
+        if len(drawn) > MAX_PLOT_AXIS:
+            raise ZooFolderError(f"{source}: its cells hold {len(drawn)} {axis} values; zoo "
+                                 f"plot draws at most {MAX_PLOT_AXIS} per axis")
+        axes[axis] = [float(v) for v in values]
+    return axes
+
+
 def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
     """Write one PNG per quantity, the phase map and an overview of a zoo's cells table.
 
@@ -309,8 +334,7 @@ def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
     reader = ZooReader(root)
     cells = reader.table("cells").to_pylist()
     spec = reader.record.spec
-    axes = {"load": spec["load_axis"]["values"],
-            "temperature": spec["temperature_axis"]["values"]}
+    axes = grid_axes(spec, cells, Path(root) / "zoo.json")
     if out is None:  # inside the zoo: confined (no link on the way, regular files only)
         from zoo.folder.names import PLOTS
         from zoo.folder.zoofolder import ZooFolder

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, ZooFolderError
+from zoo.folder.names import open_regular, read_bounded
+from zoo.limits import short_repr
 from zoo.folder.schema import CELL_MEANS, EVALUATION, HESSIAN, PAIR_COLUMNS
 
 PARAMS, RESULTS, STATE = "params.json", "result.json", "checkpoints"
@@ -68,46 +71,98 @@ class Trial:
             raise ZooError(f"{self.path / PARAMS}: no {key!r}; the import needs it")
         return self.params.get(key, default)
 
+    def number(self, key: str, default: Any = None, *, integer: bool = False) -> Any:
+        """A config value that must be a finite number (an integer of at most 2**53 when
+        `integer`); a ZooError naming params.json and the key otherwise."""
+        value = self.param(key, default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value) and (not integer or (float(value).is_integer() and
+                                      abs(value) <= 2**53))
+        if not ok:
+            raise ZooError(f"{self.path / PARAMS}: {key} is {short_repr(value)}; expected "
+                           f"{'an integer' if integer else 'a finite number'}")
+        return int(value) if integer else value
+
     def metrics(self, epoch: int) -> dict[str, Any]:
         """Our column names -> values from result line `epoch` (empty past the last line)."""
         return translate(self.results[epoch]) if epoch < len(self.results) else {}
 
 
+MAX_TRIAL_FILE = 64 << 20  # bytes of one params.json or result.json
+
+
 def _read_json(path: Path, text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as error:
-        raise ZooError(f"{path}: not valid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:
+        raise ZooError(f"{path}: not valid JSON ({short_repr(str(error), 120)})") from None
+
+
+def _read_text(path: Path) -> str:
+    """A trial file's text: a regular file (never a link or a FIFO), at most MAX_TRIAL_FILE."""
+    data = read_bounded(path, "trial file", MAX_TRIAL_FILE)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ZooError(f"{path}: byte {error.start} is not UTF-8; expected JSON text") from None
+
+
+def _check_line(path: Path, number: int, line: Any) -> dict[str, Any]:
+    """A result line: a JSON object whose metric values are numbers or null (lists of them
+    for heavy_tail_alphas)."""
+    if not isinstance(line, dict):
+        raise ZooError(f"{path}: line {number + 1} is {short_repr(line)}; expected a JSON object")
+    metrics = {"train_loss", "test_loss", *PUBLISHED, *LOGS, *CURVES, *PAIR_MEANS, *OWN}
+    for key in metrics & set(line):
+        values = line[key] if key == "heavy_tail_alphas" and isinstance(line[key], list) \
+            else [line[key]]
+        if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for v in values):
+            raise ZooError(f"{path}: line {number + 1}: {key} is {short_repr(line[key])}; "
+                           f"expected a number or null")
+    return line
 
 
 def read_trial(folder: Path) -> Trial:
-    """Read params.json, result.json and the checkpoint paths of one trial folder."""
-    params = _read_json(folder / PARAMS, (folder / PARAMS).read_text())
+    """Read params.json, result.json and the checkpoint paths of one trial folder; links,
+    FIFOs and other non-regular files are refused, never followed or opened."""
+    params = _read_json(folder / PARAMS, _read_text(folder / PARAMS))
     if not isinstance(params, dict):
         raise ZooError(f"{folder / PARAMS}: expected a JSON object of config keys")
     results_path = folder / RESULTS
-    lines = results_path.read_text().splitlines() if results_path.exists() else []
-    results = [_read_json(results_path, line) for line in lines if line.strip()]
+    exists = results_path.exists() or results_path.is_symlink()
+    lines = _read_text(results_path).splitlines() if exists else []
+    results = [_check_line(results_path, i, _read_json(results_path, line))
+               for i, line in enumerate(lines) if line.strip()]
     checkpoints = {}
-    for path in folder.glob("checkpoint_*/" + STATE):
-        suffix = path.parent.name.removeprefix("checkpoint_")
-        if suffix.isdigit():
-            checkpoints[int(suffix)] = path
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        suffix = entry.name.removeprefix("checkpoint_")
+        if entry.name.startswith("checkpoint_") and suffix.isdigit() and len(suffix) < 10:
+            if entry.is_symlink():
+                raise ZooError(f"{entry.path}: is a symbolic link; trial folders are read "
+                               f"without following links")
+            if (Path(entry.path) / STATE).exists() or (Path(entry.path) / STATE).is_symlink():
+                checkpoints[int(suffix)] = Path(entry.path) / STATE
     return Trial(folder, params, results, checkpoints)
 
 
 def read_trials(source: Path) -> list[Trial]:
-    """Every trial folder under `source` (any folder holding a params.json), sorted by path."""
-    folders = sorted(p.parent for p in Path(source).rglob(PARAMS))
+    """Every trial folder under `source` (any folder holding a params.json), sorted by path;
+    linked folders are not descended."""
+    folders = sorted(Path(parent) for parent, _, files in os.walk(source) if PARAMS in files)
     if not folders:
         raise ZooError(f"{source}: no trial folders (no {PARAMS} anywhere below it)")
     return [read_trial(folder) for folder in folders]
 
 
 def read_trial_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's state_dict, `module.` prefixes removed; pickled code is refused."""
+    """A checkpoint's state_dict, `module.` prefixes removed; pickled code is refused, and so
+    is a link, a FIFO or any file that is not regular (opened before torch reads a byte)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path) as handle:
+            state = torch.load(handle, map_location="cpu", weights_only=True)
+    except ZooFolderError:
+        raise
     except Exception as error:  # untrusted file: every failure is the file's fault
         raise ZooError(f"{path}: refused to load; not a plain state_dict of tensors "
                        f"(read with weights_only=True): {_reason(error)}") from None
@@ -125,7 +180,7 @@ def _reason(error: Exception) -> str:
     """The line of torch's message that names what the file tried to load, else the first."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    return (named or lines or [type(error).__name__])[0]
+    return short_repr((named or lines or [type(error).__name__])[0], 200)
 
 
 def _number(value: Any) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from analysis.verify_ids import check_identities, unlisted_files
 from analysis.verify_rows import check_hdf5, check_rows
 from zoo.errors import ZooError, ZooFolderError
 from zoo.folder.documents import check_document, check_readme, check_record_hash
@@ -183,7 +184,10 @@ def _verify(reader: ZooReader, recompute_count: int, deep: bool,
     problems += _check_shards(reader) + _check_layouts(reader, spec)
     if problems or spec is None:
         return problems  # counts and values are meaningless over broken files
-    problems += _check_counts(reader, spec)
+    problems += _check_counts(reader, spec) + unlisted_files(reader)
+    if problems:
+        return problems
+    problems += check_identities(reader, spec)
     if problems:
         return problems
     problems += check_rows(reader, deep) + check_hdf5(reader, deep)

@@ -60,7 +60,8 @@ def _shard_rows(reader: ZooReader, shard: Shard) -> list[str]:
             try:
                 reader.ensure_local(source)  # on a store: fetched into the cache
                 flat = read_checkpoint(reader.root, source.path, row["weights_index"],
-                                       row["weights_sha256"], layout)
+                                       row["weights_sha256"], layout,
+                                       model_id=row["model_id"], epoch=row["epoch"])
             except ZooError as error:
                 problems.append(f"{name}: {error}")
                 continue

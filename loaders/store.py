@@ -16,6 +16,7 @@ from zoo.folder.modelshards import inline_weights
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import MODEL_COLUMNS, arrow_schema, python_value
 from zoo.layout import Layout
+from zoo.limits import short_repr
 from zoo.phases import PHASES
 
 META_COLUMNS = tuple(c.name for c in MODEL_COLUMNS if c.name != "weights")
@@ -54,9 +55,11 @@ def epoch_mask(columns: Columns, epochs: str | Sequence[int]) -> np.ndarray:
         for model, epoch in zip(columns["model_id"], columns["epoch"]):
             last[model] = max(last.get(model, epoch), epoch)
         return np.array([last[m] == e for m, e in zip(columns["model_id"], columns["epoch"])])
-    if isinstance(epochs, str) or not all(isinstance(e, int) for e in epochs):
-        raise ValueError(f"epochs: {epochs!r} is not allowed; expected 'last', 'all' or a "
-                         f"list of integers")
+    integers = isinstance(epochs, (list, tuple, range)) and all(
+        isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in epochs)
+    if not integers:  # True is an int in Python; epochs=[True] must not mean epoch 1
+        raise ValueError(f"epochs: {short_repr(epochs)} is not allowed; expected 'last', 'all' "
+                         f"or a list of integers")
     return np.isin(columns["epoch"], list(epochs))
 
 
@@ -140,7 +143,8 @@ def _read_external(reader: ZooReader, columns: Columns, chosen: np.ndarray,
         reader.ensure_local(sources[j])  # on a store: fetched into the cache, checked
         arrays[keys[j]][slots[j]] = read_checkpoint(
             reader.root, sources[j].path, int(columns["weights_index"][i]),
-            columns["weights_sha256"][i], layouts[keys[j]])
+            columns["weights_sha256"][i], layouts[keys[j]], model_id=str(columns["model_id"][i]),
+            epoch=int(columns["epoch"][i]))
     return external
 
 

@@ -18,6 +18,8 @@ MAX_NESTING = 32  # levels of mappings and lists in a spec document
 MAX_NODES = 100_000  # values in a spec document, YAML aliases expanded (alias bombs)
 MAX_TEXT = 10_000  # characters of one string (a description, a data.root)
 MAX_NAME = 100  # characters of a zoo name (it becomes a folder name)
+MAX_PATH = 4_096  # characters of a path such as data.root (Linux's PATH_MAX)
+MAX_PATH_PART = 255  # bytes of one name in such a path (Linux's NAME_MAX)
 
 MAX_EPOCHS = 100_000
 MAX_WIDTH = 65_536  # architecture.width, grid width or model_dim values
@@ -46,6 +48,17 @@ def short_repr(value: Any, length: int = 60) -> str:
     except ValueError:  # an integer of more digits than Python prints
         text = f"<an integer of {value.bit_length()} bits>"
     return text if len(text) <= length else f"{text[:length - 3]}..."
+
+
+def check_folder_path(path: str, value: Any) -> str:
+    """A path the system can open: a string of at most MAX_PATH characters, no NUL, each name
+    at most MAX_PATH_PART bytes (else the first stat fails with a traceback, not a line)."""
+    plain = isinstance(value, str) and len(value) <= MAX_PATH and "\0" not in value
+    if not plain or max(len(p.encode("utf-8", "surrogateescape")) for p in value.split("/")) \
+            > MAX_PATH_PART:
+        raise refuse(path, value, f"a folder path of at most {MAX_PATH} characters, each "
+                                  f"name at most {MAX_PATH_PART} bytes")
+    return value
 
 
 def refuse(path: str, value: Any, allowed: str) -> SpecError:

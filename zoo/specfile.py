@@ -7,7 +7,7 @@ import math
 from dataclasses import fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Hashable, Mapping
 
 import yaml
 
@@ -213,8 +213,8 @@ def parse_spec(raw: Any) -> ZooSpec:
     data_raw = raw["data"]
     _check_keys(data_raw, "data", ("name", "root", "fraction", "beta", "args"))
     root = data_raw.get("root")
-    if root is not None and (not isinstance(root, str) or len(root) > limits.MAX_TEXT):
-        raise _fail("data.root", root, "a folder path")
+    if root is not None:
+        limits.check_folder_path("data.root", root)
     data_args = data_raw.get("args") or {}
     limits.check_arguments(data_args, "data.args", limits.DATA_ARG_LIMITS)
     data = DataSpec(
@@ -298,6 +298,21 @@ class _SpecLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A mapping whose keys are distinct; YAML would keep the last of a repeated key."""
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` keys are merged, not repeated
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise SpecError(f"{self.where}: line {line}: {limits.short_repr(key, 40)} "
+                                f"appears twice in one mapping; expected each key once")
+            if isinstance(key, Hashable):
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _one_line(error: Exception, length: int = 300) -> str:

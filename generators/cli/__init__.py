@@ -8,12 +8,15 @@ each command's arguments beside its handler; a new command goes into the group i
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 from typing import Callable, Sequence
 
 from generators.cli import generate, interop, read, rewrite, store, study
+from generators.stopping import exit_on_sigterm
 from zoo.errors import ZooError
+from zoo.printable import printable
 
 GROUPS = (generate, read, rewrite, study, interop, store)  # the order of `zoo --help`
 
@@ -31,14 +34,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `zoo` console script; errors are one line on stderr, exit code 2."""
+    """Entry point of the `zoo` console script; errors are one line on stderr, exit code 2;
+    Ctrl-C exits 130 and SIGTERM 143, each in one line, once the workers are stopped and the
+    folder's lock released (both unwind with the exception)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
+    previous = exit_on_sigterm()
     try:
         return run(args)
     except ZooError as error:
         if args.debug:
             traceback.print_exc()
-        print(f"zoo: error: {error}", file=sys.stderr)
+        print(f"zoo: error: {printable(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # the system refused a file: an unwritable --out, a full disk
+        if args.debug:
+            traceback.print_exc()
+        where = f"{error.filename}: " if error.filename is not None else ""
+        print(f"zoo: error: {printable(where)}{printable(error.strerror or error)}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return _stopped("interrupted", 130)
+    except SystemExit as exit:  # Ray's driver handler turns SIGTERM into sys.exit(SIGTERM)
+        if exit.code != signal.SIGTERM:
+            raise
+        return _stopped("terminated (SIGTERM)", 143)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(how: str, code: int) -> int:
+    """Stop this process's local Ray runtime (its workers) and say what was kept."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    print(f"zoo: {how}; the workers were stopped and the lock released; every cell "
+          f"committed before stays (rerun the same command to go on)", file=sys.stderr)
+    return code

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from generators.cli.tables import summary_table
+from zoo.printable import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +34,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = sum(s.rows for s in reader.manifest.shards_of("models"))
     phases = Counter(reader.table("cells", columns=["phase"]).column("phase").to_pylist())
     where = args.dir if is_uri(args.dir) else Path(args.dir).resolve()
-    print(f"zoo {spec['name']} in {where}")
-    print(f"spec hash {reader.record.spec_hash}; {len(shards)} shards, {size / 1e6:.2f} MB")
+    print(printable(f"zoo {spec['name']} in {where}"))
+    print(printable(f"spec hash {reader.record.spec_hash}; {len(shards)} shards, "
+                    f"{size / 1e6:.2f} MB"))
     print(f"{len(reader.manifest.cell_ids())} cells, {rows} model rows")
-    print("phases: " + ", ".join(f"{p or 'unlabelled'}: {n}" for p, n in sorted(
-        phases.items(), key=lambda item: str(item[0]))))
+    print(printable("phases: " + ", ".join(f"{p or 'unlabelled'}: {n}" for p, n in sorted(
+        phases.items(), key=lambda item: str(item[0])))))
     print(summary_table(args.dir))
     return 0
 
@@ -67,7 +69,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     problems = verify(args.dir, recompute_count=args.recompute, deep=args.deep,
                       data_root=args.data_root)
     for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
+        print(f"problem: {printable(problem)}", file=sys.stderr)
     if problems:
         print(f"zoo: {len(problems)} problems in {args.dir}", file=sys.stderr)
         return 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.printable import printable
+
 PHASE_UNSURE = ("?: label not confident (a curve fit did not converge, a deciding mean lies "
                 "within one standard deviation of its threshold, or fewer than 2 seed pairs)")
 PHASE_NONE = "-: no label (a metric the label needs is off or failed)"
@@ -14,7 +16,7 @@ def _fmt(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return printable(value)
 
 
 def summary_table(root: str | Path) -> str:
@@ -30,13 +32,13 @@ def summary_table(root: str | Path) -> str:
     load, temperature = cells[0]["load_axis"], cells[0]["temperature_axis"]
     header = (load, temperature, "models", "test_acc", "test_err", "train_loss", "mc_train_err",
               "cka", "phase")
-    lines = [header]
+    lines = [tuple(printable(v) for v in header)]
     for row in sorted(cells, key=lambda r: (r["load_value"], r["temperature_value"])):
         lines.append((_fmt(row["load_value"]), _fmt(row["temperature_value"]),
                       _fmt(row["num_models"]), _fmt(row["test_accuracy_mean"]),
                       _fmt(row["test_error_mean"]), _fmt(row["train_loss_mean"]),
                       _fmt(row["mc_train_error_mean"]), _fmt(row["cka_mean"]),
-                      phase_text(row)))
+                      printable(phase_text(row))))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     table = "\n".join("  ".join(str(v).rjust(w) for v, w in zip(line, widths)) for line in lines)
     marks = {line[-1][-1] for line in lines[1:]}

@@ -19,6 +19,7 @@ from zoo.datasets.arguments import Param, resolve
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.datasets.convection import exact_solution
 from zoo.datasets.normalize import is_image, normalize_images
+from zoo import limits
 from zoo.errors import SpecError
 
 __all__ = ["DataBundle", "DataInfo", "exact_solution", "load", "names", "validate"]
@@ -89,7 +90,7 @@ def _check(
     has_root = root is not None and str(root) != ""
     if entry.locate is None:
         if has_root:
-            raise SpecError(f"data.root: {str(root)!r} is not used by {name}, a built-in data "
+            raise SpecError(f"data.root: {limits.short_repr(str(root), 300)} is not used by {name}, a built-in data "
                             "set; leave data.root out")
         return entry, None, resolved
     if not has_root:

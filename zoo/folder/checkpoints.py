@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder.names import confined, open_regular
+from zoo.folder.hdf5 import Expected, open_checked
+from zoo.folder.names import confined
 from zoo.layout import Layout
+from zoo.printable import printable
 
 CHECKPOINTS_FORMAT = "checkpoints"  # the manifest's format of a per-model file
 
@@ -35,12 +38,10 @@ class CheckpointFile:
         self.handle = h5py.File(path, "w")
         self.handle.attrs["layout"] = layout.key
         self.handle.attrs["model_id"] = model_id
-        self.handle.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype=np.int64)
-        group = self.handle.create_group("weights")
-        for entry in layout.entries:
-            group.create_dataset(entry.name, shape=(0, *entry.shape),
-                                 maxshape=(None, *entry.shape), chunks=(1, *entry.shape),
-                                 dtype=np.float32)
+        for name, (shape, dtype) in checkpoint_datasets(layout).items():  # one chunk an epoch
+            chunks = (1, *shape[1:]) if name.startswith("weights/") else True
+            self.handle.create_dataset(name, shape=(0, *shape[1:]), maxshape=shape,
+                                       chunks=chunks, dtype=dtype)
 
     def append(self, epoch: int, flat: np.ndarray) -> int:
         """Store `flat` (layout.size,) as the next checkpoint; returns its index."""
@@ -57,24 +58,47 @@ class CheckpointFile:
         self.handle.close()
 
 
-def read_checkpoint(root: Path, relative: str, index: int, sha256: str | None,
-                    layout: Layout) -> np.ndarray:
-    """Checkpoint `index` of the per-model file `relative` as a flat float32 vector, checked
-    against the row's sha256 (IntegrityError names the file)."""
-    import h5py
+def checkpoint_datasets(layout: Layout) -> Expected:
+    """What `CheckpointFile` makes for `layout`: every dataset's shape (n: kept epochs)."""
+    return {"epoch": ((None,), "<i8"),
+            **{f"weights/{e.name}": ((None, *e.shape), "<f4") for e in layout.entries}}
 
+
+def read_checkpoint(root: Path, relative: str, index: int, sha256: str | None,
+                    layout: Layout, *, model_id: str | None = None,
+                    epoch: int | None = None) -> np.ndarray:
+    """Checkpoint `index` of the per-model file `relative` as a flat float32 vector, checked
+    against the row's sha256 and, when given, the row's model id and epoch (IntegrityError
+    names the file); the file's structure is checked first (`open_checked`)."""
     path = confined(Path(root), relative)
     if not path.exists():
         raise IntegrityError(f"{path}: checkpoint file named by a models row is missing")
     flat = np.empty(layout.size, np.float32)
-    try:  # a regular file inside the folder, opened before h5py reads a byte
-        with open_regular(path) as raw, h5py.File(raw, "r") as handle:
-            for entry in layout.entries:
-                values = handle["weights"][entry.name][index]
-                flat[entry.offset:entry.offset + entry.size] = np.asarray(values).reshape(-1)
-    except (OSError, KeyError, IndexError, ValueError) as error:
-        raise ZooFolderError(f"{path}: cannot read checkpoint {index} ({error})") from None
+    with open_checked(path, checkpoint_datasets(layout), ("layout", "model_id")) as handle:
+        count = handle["epoch"].shape[0]
+        if isinstance(index, bool) or not 0 <= index < count:
+            raise ZooFolderError(f"{path}: weights_index {index} is out of range; the file "
+                                 f"holds checkpoints 0 to {count - 1}")
+        _check_owner(path, handle, layout, model_id, epoch, index)
+        for entry in layout.entries:
+            values = handle["weights"][entry.name][index]
+            flat[entry.offset:entry.offset + entry.size] = np.asarray(values).reshape(-1)
     if sha256 is not None and flat_sha256(flat) != sha256:
         raise IntegrityError(f"{path}: checkpoint {index} does not match its sha256; the file "
                              f"is corrupted or was modified")
     return flat
+
+
+def _check_owner(path: Path, handle: Any, layout: Layout, model_id: str | None,
+                 epoch: int | None, index: int) -> None:
+    """The file's layout, model and the epoch at `index` against the row that names them."""
+    if handle.attrs.get("layout") != layout.key:
+        raise IntegrityError(f"{path}: holds layout {printable(handle.attrs.get('layout'))}; "
+                             f"the row's is {layout.key}")
+    if model_id is not None and handle.attrs.get("model_id") != model_id:
+        raise IntegrityError(f"{path}: holds model {printable(handle.attrs.get('model_id'))}; "
+                             f"the row's is {model_id}")
+    stored = int(handle["epoch"][index])
+    if epoch is not None and stored != epoch:
+        raise IntegrityError(f"{path}: checkpoint {index} is epoch {stored}; the row's epoch "
+                             f"is {epoch}")

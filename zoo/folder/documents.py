@@ -7,12 +7,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import IntegrityError, ZooFolderError
+from zoo.errors import IntegrityError, SpecError, ZooFolderError
 from zoo.folder.manifest import Manifest
 from zoo.folder.names import README, ZOO_JSON, confined, read_bounded, sha256_of
 from zoo.folder.zoofolder import ZooFolder
+from zoo.limits import check_document as check_nesting
+from zoo.printable import printable
 
 MAX_README_BYTES = 16 << 20
+HF_YAML = ".huggingface.yaml"  # datasets merges this file's YAML into the card's
+CONFIG_KEYS = ("config_name", "default", "data_files")  # all that `zoo card` writes
 
 
 def document_hashes(folder: ZooFolder, names: tuple[str, ...]) -> dict[str, str]:
@@ -49,52 +53,90 @@ def check_document(root: Path, manifest: Manifest, name: str) -> Path | None:
 
 def check_readme(root: Path, manifest: Manifest) -> None:
     """Refuse a README.md that the manifest does not cover, or whose `configs:` name a file
-    that is not one of the manifest's shards (an outside path, a glob, a symlink)."""
+    that is not one of the manifest's shards (an outside path, a glob, a URL, a symlink), or
+    set anything that moves where `datasets` looks (data_dir); and refuse the standalone
+    `.huggingface.yaml` that `datasets` merges into the card."""
+    extra = confined(root, HF_YAML)
+    if extra.exists() or extra.is_symlink():
+        raise ZooFolderError(f"{extra}: datasets merges it into the card's configs; a zoo folder "
+                             f"holds none (remove it)")
     path = check_document(root, manifest, README)
     if path is None:
         return
     shards = {s.path for s in manifest.shards}
     for config, file in readme_files(path):
         if file not in shards:
-            raise ZooFolderError(f"{path}: config {config!r} names {file!r}, which is not a "
-                                 f"shard of the manifest (configs must stay inside the folder)")
+            raise ZooFolderError(f"{path}: config {printable(repr(config))} names "
+                                 f"{printable(repr(file))}, which is not a shard of the "
+                                 f"manifest (configs must stay inside the folder)")
 
 
 def readme_files(path: Path) -> list[tuple[str, str]]:
-    """(config name, data file) for every data file named in README.md's YAML front matter."""
-    try:
-        return [(str(config.get("config_name")), file) for config in readme_configs(path)
-                for file in _files(config.get("data_files", []))]
-    except (AttributeError, TypeError) as error:
-        raise ZooFolderError(f"{path}: front matter is not a dataset card this version "
-                             f"reads ({type(error).__name__}: {error})") from None
+    """(config name, data file) for every data file named in README.md's `configs:` (see
+    `readme_configs`), in the data_files forms `datasets` accepts."""
+    out = []
+    for config in readme_configs(path):
+        name = config.get("config_name")
+        out += [(str(name), file) for file in _files(path, name, config.get("data_files"))]
+    return out
 
 
-def readme_configs(path: Path) -> list[Any]:
-    """The `configs:` list of README.md's YAML front matter ([] without front matter)."""
+def readme_configs(path: Path) -> list[dict[str, Any]]:
+    """The `configs:` of README.md, the card read as Hugging Face reads it: utf-8-sig, line
+    endings kept, the front matter found by huggingface_hub's own pattern and parsed by
+    yaml.safe_load (as `DatasetCard` does); [] without front matter. A config setting more than
+    its name, default flag and data_files (data_dir, features, builder options) is refused: a
+    zoo's card never does."""
     import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
     data = read_bounded(path, "dataset card", MAX_README_BYTES)
     try:
-        text = data.decode("utf-8")
-        if not text.startswith("---\n"):
-            return []
-        body = yaml.safe_load(text[4:text.index("\n---", 3)])
-        return list(body.get("configs", []))
-    except (ValueError, yaml.YAMLError, AttributeError, TypeError, RecursionError) as error:
+        match = REGEX_YAML_BLOCK.search(data.decode("utf-8-sig"))
+        metadata = yaml.safe_load(match.group(2)) if match else None
+        check_nesting(metadata, f"{path}: front matter")
+    except (ValueError, yaml.YAMLError, RecursionError, SpecError) as error:
         raise ZooFolderError(f"{path}: front matter is not a dataset card this version "
-                             f"reads ({type(error).__name__}: {error})") from None
+                             f"reads ({type(error).__name__}: {_short(error)})") from None
+    if metadata is None:
+        return []
+    if not isinstance(metadata, dict):
+        raise ZooFolderError(f"{path}: front matter is a {type(metadata).__name__}; a dataset "
+                             f"card's is a mapping")
+    configs = metadata.get("configs") or []
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise ZooFolderError(f"{path}: configs is not a list of mappings")
+    for config in configs:
+        for key in config:
+            if key not in CONFIG_KEYS:
+                raise ZooFolderError(f"{path}: config {printable(repr(config.get('config_name')))}"
+                                     f" sets {printable(repr(key))}; a zoo's card sets only "
+                                     f"{', '.join(CONFIG_KEYS)}")
+    return configs
 
 
-def _files(data_files: Any) -> list[Any]:
-    """Every path of a `data_files` entry (a string, a list, or a list of split mappings)."""
-    if isinstance(data_files, (str, dict)):
-        data_files = [data_files]
-    out: list[Any] = []
-    for item in data_files:
-        paths = item.get("path", []) if isinstance(item, dict) else item
-        out += paths if isinstance(paths, list) else [paths]
+def _files(path: Path, config: Any, data_files: Any) -> list[str]:
+    """Every path of a `data_files` entry in the forms `datasets` accepts: a string, a list of
+    strings, or a list of {split, path} mappings whose path is a string or list of strings."""
+    items = [data_files] if isinstance(data_files, str) else data_files
+    if not isinstance(items, list):
+        raise ZooFolderError(f"{path}: config {printable(repr(config))} has data_files of a form "
+                             f"datasets does not read")
+    out: list[str] = []
+    for item in items:
+        paths = item.get("path") if isinstance(item, dict) and len(item) == 2 and \
+            "split" in item else item
+        paths = [paths] if isinstance(paths, str) else paths
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ZooFolderError(f"{path}: config {printable(repr(config))} has data_files of "
+                                 f"a form datasets does not read")
+        out += paths
     return out
+
+
+def _short(error: Exception, length: int = 200) -> str:
+    text = printable(" ".join(str(error).split()))
+    return text if len(text) <= length else f"{text[:length - 3]}..."
 
 
 def check_record_hash(root: Path, manifest: Manifest, spec_hash: str) -> None:

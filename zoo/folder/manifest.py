@@ -85,8 +85,13 @@ def parse_manifest(body: Any, path: Path | str) -> Manifest:
     if unknown or ZOO_JSON not in manifest.documents:
         raise ZooFolderError(f"{path}: malformed manifest (documents must cover {ZOO_JSON} and "
                              f"may cover {README}; found {sorted(manifest.documents)})")
+    listed: set[str] = set()
     for shard in manifest.shards:  # symlinks are refused when a file is opened
         inside(Path(str(path)).parent, shard.path)
+        if shard.path in listed:  # read once per listing, a repeated shard multiplies work
+            raise ZooFolderError(f"{path}: malformed manifest (shard {shard.path!r} is listed "
+                                 f"more than once)")
+        listed.add(shard.path)
     return manifest
 
 

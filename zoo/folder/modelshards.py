@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from zoo.folder.checkpoints import CHECKPOINTS_FORMAT, CheckpointFile, flat_sha256
 from zoo.errors import ZooFolderError
+from zoo.folder.hdf5 import Expected, open_checked
 from zoo.folder.manifest import Shard
 from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX,
                               sha256_of)
@@ -27,6 +28,7 @@ from zoo.folder.rowgroups import PARQUET_ERRORS, shard_parts
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
 from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout
+from zoo.printable import printable
 
 if TYPE_CHECKING:  # the reader reads through these functions; the writer needs none of it
     from zoo.folder.reader import ZooReader
@@ -158,13 +160,8 @@ class ModelsWriter:
         if self.hdf5 is None:
             self.hdf5 = h5py.File(self._begin(f"{HDF5_FOLDER}/{self._stem()}.h5"), "w")
             self.hdf5.attrs["layout"] = self.layout.key
-            self.hdf5.create_dataset("model_id", shape=(self.rows,), dtype="S64")
-            self.hdf5.create_dataset("epoch", shape=(self.rows,), dtype=np.int64)
-            for entry in self.layout.entries:
-                self.hdf5.create_dataset(f"weights/{entry.name}", dtype=np.float32,
-                                         shape=(self.rows, *entry.shape))
-            for name in HDF5_COLUMNS:
-                self.hdf5.create_dataset(f"columns/{name}", shape=(self.rows,), dtype=np.float64)
+            for name, (shape, dtype) in cell_datasets(self.layout, self.rows).items():
+                self.hdf5.create_dataset(name, shape=shape, dtype=dtype)
         i = self.written
         self.hdf5["model_id"][i] = row["model_id"].encode()
         self.hdf5["epoch"][i] = row["epoch"]
@@ -223,28 +220,23 @@ def inline_weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return array.values.to_numpy(zero_copy_only=False), array.offsets.to_numpy()
 
 
-def cell_hdf5_shapes(layout: Layout, rows: int) -> list[tuple[str, tuple[int, ...]]]:
-    """Every dataset of a cell HDF5 shard of `rows` rows of `layout`, with its shape."""
-    return [("model_id", (rows,)), ("epoch", (rows,)),
-            *((f"columns/{name}", (rows,)) for name in HDF5_COLUMNS),
-            *((f"weights/{e.name}", (rows, *e.shape)) for e in layout.entries)]
+def cell_datasets(layout: Layout, rows: int) -> Expected:
+    """Every dataset of a cell HDF5 shard of `rows` rows of `layout`: shape and dtype (what
+    the writer makes, and all that `read_cell_hdf5` accepts)."""
+    return {"model_id": ((rows,), "S64"), "epoch": ((rows,), "<i8"),
+            **{f"columns/{name}": ((rows,), "<f8") for name in HDF5_COLUMNS},
+            **{f"weights/{e.name}": ((rows, *e.shape), "<f4") for e in layout.entries}}
 
 
 def read_cell_hdf5(path: Path, layout: Layout, rows: int) -> Iterator[tuple[str, np.ndarray]]:
-    """A cell HDF5 shard's datasets (`cell_hdf5_shapes` order), one at a time, each checked
-    against its shape before it is read; ZooFolderError names the first that differs."""
-    import h5py
-
-    with h5py.File(path, "r") as handle:
+    """A cell HDF5 shard's datasets (`cell_datasets` order), one at a time, once the whole
+    file holds only what the writer makes (`open_checked`); ZooFolderError names the file."""
+    with open_checked(path, cell_datasets(layout, rows), ("layout",)) as handle:
         if handle.attrs.get("layout") != layout.key:
-            raise ZooFolderError(f"{path}: layout {handle.attrs.get('layout')!r}, Parquet "
-                                 f"rows {layout.key}")
-        for name, shape in cell_hdf5_shapes(layout, rows):
-            dataset = handle.get(name)
-            if not isinstance(dataset, h5py.Dataset) or dataset.shape != shape:
-                found = getattr(dataset, "shape", "nothing")
-                raise ZooFolderError(f"{path}: /{name} is {found}; expected shape {shape}")
-            yield name, dataset[()]
+            raise ZooFolderError(f"{path}: layout {printable(handle.attrs.get('layout'))}, "
+                                 f"Parquet rows {layout.key}")
+        for name in cell_datasets(layout, rows):
+            yield name, handle[name][()]
 
 
 def row_group_starts(reader: ZooReader, shard: Shard) -> np.ndarray:

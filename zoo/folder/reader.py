@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
+from zoo.folder.bounds import check_decoded_sizes
 from zoo.folder.cache import StoreCache
 from zoo.folder.documents import check_document, check_readme, check_record_hash
 from zoo.folder.layouts import read_layout
@@ -20,7 +21,6 @@ from zoo.folder.rowgroups import PARQUET_ERRORS, WEIGHTS_LEAF, CheckedShard
 from zoo.folder.schema import arrow_schema
 from zoo.layout import Layout
 
-MAX_ROW_BYTES = 1 << 20  # decoded bytes of one row's columns but weights (a pairs row: ~10 kB)
 
 
 class ZooReader:
@@ -124,14 +124,14 @@ class ZooReader:
     def parquet(self, shard: Shard, columns: Sequence[str] | None = None,
                 schema: pa.Schema | None = None) -> pa.Table:
         """The shard's Parquet table (checked); a decode failure names the file. The footer's
-        row count must be the manifest's and the columns but weights must decode to at most
-        MAX_ROW_BYTES a row, before anything is decoded (`check_footer`)."""
-        path = self.check_footer(shard, columns)
+        row count must be the manifest's and the columns' decoded sizes bounded, before anything
+        is decoded (`check_footer`)."""
         if shard.table == "models" and (columns is None or "weights" in columns):
             self.check_weights(shard)
             if shard.parts:
                 checked = self.checked(shard)
                 checked.check(range(checked.metadata.num_row_groups), weights=True)
+        path = self.check_footer(shard, columns)
         try:
             return pq.read_table(path, columns=columns, schema=schema)
         except PARQUET_ERRORS as error:
@@ -139,20 +139,13 @@ class ZooReader:
 
     def check_footer(self, shard: Shard, columns: Sequence[str] | None = None) -> Path:
         """The shard's path once its footer holds the manifest's row count and `columns` (all
-        but weights when None) declare at most MAX_ROW_BYTES of decoded bytes a row."""
+        but weights when None) are bounded in decoded size (`check_decoded_sizes`)."""
         path = self.path(shard)
         metadata = self.parquet_metadata(shard)
         if metadata.num_rows != shard.rows:
             raise IntegrityError(f"{path}: {metadata.num_rows} rows, the manifest says "
                                  f"{shard.rows}")
-        leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
-        wanted = [i for i, leaf in enumerate(leaves) if leaf != WEIGHTS_LEAF and (
-            columns is None or leaf.split(".")[0] in columns)]
-        declared = sum(metadata.row_group(g).column(i).total_uncompressed_size
-                       for g in range(metadata.num_row_groups) for i in wanted)
-        if declared > max(shard.rows, 1) * MAX_ROW_BYTES:
-            raise ZooFolderError(f"{path}: its columns declare {declared} bytes for "
-                                 f"{shard.rows} rows; at most {MAX_ROW_BYTES} a row is read")
+        check_decoded_sizes(path, metadata, shard.rows, columns)
         return path
 
     def check_weights(self, shard: Shard) -> None:

@@ -166,13 +166,16 @@ class CheckedBytes(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        if not len(view) or self.position >= self.size:
-            return 0
-        for start, data in self.pieces:
-            if start <= self.position < start + len(data):
-                low = self.position - start
-                count = min(len(view), len(data) - low)
-                view[:count] = data[low:low + count]
-                self.position += count
-                return count
-        raise OSError(f"read at byte {self.position} outside the checked row group")
+        wanted = min(len(view), max(self.size - self.position, 0))
+        done = 0
+        while done < wanted:  # a read may span adjacent chunks
+            piece = next(((start, data) for start, data in self.pieces
+                          if start <= self.position < start + len(data)), None)
+            if piece is None:
+                raise OSError(f"read at byte {self.position} outside the checked row group")
+            low = self.position - piece[0]
+            count = min(wanted - done, len(piece[1]) - low)
+            view[done:done + count] = piece[1][low:low + count]
+            self.position += count
+            done += count
+        return done

@@ -19,7 +19,7 @@ from zoo.folder import modelshards
 from zoo.folder.manifest import read_manifest
 from zoo.folder.names import FORMAT_VERSION
 from zoo.folder.reader import ZooReader
-from zoo.folder.rowgroups import CheckedShard, chunk_spans
+from zoo.folder.rowgroups import CheckedBytes, CheckedShard, chunk_spans
 from zoo.layout import Entry, Layout
 
 FORMAT3 = Path(__file__).parent / "fixtures" / "zoo-format3"
@@ -162,6 +162,20 @@ def test_a_tampered_row_group_is_refused_naming_the_file_before_its_values(tiny_
     tamper(root, shards[1].path, weights=False)
     with pytest.raises(IntegrityError, match=rf"{shards[1].path}: row group 0 \(columns\)"):
         ZooDataset(root, in_memory=False)
+
+
+def test_row_groups_decode_from_the_checked_bytes_only(tiny_zoo):
+    shard = read_manifest(tiny_zoo).shards_of("models")[0]
+    path = tiny_zoo / shard.path
+    checked = CheckedShard(path, shard.parts)
+    ours = checked.read_group(0, ["weights", "epoch"])
+    assert ours.equals(pq.ParquetFile(path).read_row_group(0, columns=["weights", "epoch"]))
+    window = CheckedBytes([(10, b"abcd")], 20)
+    window.seek(11)
+    assert window.read(2) == b"bc" and window.read(1) == b"d"
+    window.seek(4)
+    with pytest.raises(OSError, match="byte 4 outside the checked row group"):
+        window.read(1)
 
 
 def test_a_tampered_footer_is_refused_before_it_is_parsed(tiny_zoo, tmp_path):

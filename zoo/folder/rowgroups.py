@@ -10,8 +10,10 @@ row group, not its shard; `zoo verify` still hashes whole shards against `sha256
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -103,22 +105,77 @@ class CheckedShard:
         (weights, or all but weights) differ from the manifest's digests."""
         with open_regular(self.path) as handle:
             for group in groups:
-                columns, weights_span = chunk_spans(self.metadata, group)
-                spans = ([weights_span] if weights_span else []) if weights else columns
-                if _sha256(handle.fileno(), spans) != self.parts[1 + 2 * group + weights]:
-                    what = "weights" if weights else "columns"
-                    raise IntegrityError(f"{self.path}: row group {group} ({what}) does not "
-                                         f"match the manifest's digest; the shard is corrupted "
-                                         f"or was modified")
+                self._checked_bytes(handle.fileno(), group, weights=weights)
+
+    def _checked_bytes(self, fd: int, group: int, *, weights: bool) -> list[tuple[int, bytes]]:
+        """Row group `group`'s chunks (weights, or all but weights) read once, as (offset,
+        bytes) pieces, after their digest matched the manifest's."""
+        columns, weights_span = chunk_spans(self.metadata, group)
+        spans = ([weights_span] if weights_span else []) if weights else columns
+        pieces, digest = [], hashlib.sha256()
+        for start, length in spans:
+            data = os.pread(fd, length, start)
+            digest.update(data)
+            pieces.append((start, data))
+        if digest.hexdigest() != self.parts[1 + 2 * group + weights]:
+            what = "weights" if weights else "columns"
+            raise IntegrityError(f"{self.path}: row group {group} ({what}) does not match the "
+                                 f"manifest's digest; the shard is corrupted or was modified")
+        return pieces
 
     def read_group(self, group: int, columns: list[str]) -> pa.Table:
-        """Row group `group`'s `columns` (checked first); a decode failure names the file."""
-        self.check([group], weights="weights" in columns)
-        if any(c != "weights" for c in columns):
-            self.check([group], weights=False)
+        """Row group `group`'s `columns`, decoded from the very bytes checked (one read of
+        each chunk); a decode failure names the file."""
+        with open_regular(self.path) as handle:
+            fd, size = handle.fileno(), os.fstat(handle.fileno()).st_size
+            pieces = self._checked_bytes(fd, group, weights=True) if "weights" in columns \
+                else []
+            if any(c != "weights" for c in columns):
+                pieces += self._checked_bytes(fd, group, weights=False)
         try:
-            return pq.ParquetFile(self.path, metadata=self.metadata).read_row_group(
-                group, columns=columns, use_threads=False)  # one row group: threads cost
+            return pq.ParquetFile(CheckedBytes(pieces, size), metadata=self.metadata
+                                  ).read_row_group(group, columns=columns,
+                                                   use_threads=False)  # one group: threads cost
         except PARQUET_ERRORS as error:
             raise ZooFolderError(f"{self.path}: cannot read row group {group} ({error})") \
                 from None
+
+
+class CheckedBytes(io.RawIOBase):
+    """A read-only file of `size` bytes of which only `pieces` ((offset, bytes), checked) can
+    be read: Parquet decodes them without a second read, and a read of any other byte (a
+    footer that points outside its checked chunks) is refused."""
+
+    def __init__(self, pieces: list[tuple[int, bytes]], size: int) -> None:
+        super().__init__()
+        self.pieces, self.size, self.position = sorted(pieces), size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = base + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), max(self.size - self.position, 0))
+        done = 0
+        while done < wanted:  # a read may span adjacent chunks
+            piece = next(((start, data) for start, data in self.pieces
+                          if start <= self.position < start + len(data)), None)
+            if piece is None:
+                raise OSError(f"read at byte {self.position} outside the checked row group")
+            low = self.position - piece[0]
+            count = min(wanted - done, len(piece[1]) - low)
+            view[done:done + count] = piece[1][low:low + count]
+            self.position += count
+            done += count
+        return done

@@ -78,3 +78,11 @@ def tiny_zoo(tmp_path_factory, ray_runtime) -> Path:
     out = folder / "tiny-zoo"
     generate(spec, out, progress=False)
     return out
+
+
+@pytest.fixture
+def zoo(tiny_zoo: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's tiny zoo, for tests that change or attack it."""
+    copy = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, copy)
+    return copy

@@ -23,13 +23,6 @@ from zoo.train.spool import Spool
 
 
 @pytest.fixture
-def zoo(tiny_zoo: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "zoo"
-    shutil.copytree(tiny_zoo, copy)
-    return copy
-
-
-@pytest.fixture
 def victim(tmp_path: Path) -> Path:
     """A folder beside the zoo with canary files (one in a subfolder) nothing may touch."""
     folder = tmp_path / "victim"

@@ -54,13 +54,6 @@ class watching:
 
 
 @pytest.fixture
-def zoo(tiny_zoo: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "zoo"
-    shutil.copytree(tiny_zoo, copy)
-    return copy
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A folder beside the zoo holding a canary file no reader may open."""
     folder = tmp_path / "outside"

@@ -9,11 +9,15 @@ from its saved training state.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import traceback
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from zoo import datasets
 from zoo.cell import CellOutput, CellResult, run_cell_group
@@ -62,6 +66,7 @@ class WorkerData:
 
     bundle: DataBundle | None
     fingerprint: str
+    cwd: str = field(default_factory=os.getcwd)  # the driver's: a relative data.root is under it
 
     def load(self, spec: ZooSpec) -> DataBundle:
         """The bundle, loading it from data.root when not shipped.
@@ -71,7 +76,8 @@ class WorkerData:
         """
         if self.bundle is not None:
             return self.bundle
-        bundle = datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
+        root = None if spec.data.root is None else os.path.join(self.cwd, spec.data.root)
+        bundle = datasets.load(spec.data.name, root=root, args=spec.data.args)
         found = bundle.fingerprint()
         if found != self.fingerprint:
             raise DataError(f"{spec.data.root}: data set {spec.data.name!r} on this worker has "
@@ -92,11 +98,33 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:  # "local": a new runtime even where `ray start` left one running on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 log_to_driver=False)
+    with _import_safe_directory():
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:  # "local": a new runtime even where `ray start` left one running on this machine
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     log_to_driver=False)
+
+
+@contextmanager
+def _import_safe_directory() -> Iterator[None]:
+    """Ray puts the driver's working directory first on every worker's import path (and makes
+    it the workers' working directory): a `zoo/` there (an output folder, anybody's code) would
+    be imported instead of the installed package. Unless the working directory is this
+    package's own checkout, Ray starts from a new empty folder instead."""
+    import zoo
+
+    here = os.getcwd()
+    if Path(zoo.__file__).resolve().parent.parent == Path(here).resolve():
+        yield
+        return
+    empty = tempfile.mkdtemp(prefix="phase-zoo-ray-")
+    atexit.register(shutil.rmtree, empty, True)
+    os.chdir(empty)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,

@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from tests.test_hostile_folders import reseal, verify_outcome, zoo  # noqa: F401 (fixture)
+from tests.test_hostile_folders import reseal, verify_outcome
 from zoo.errors import ZooFolderError
 from zoo.folder.reader import ZooReader
 

@@ -21,7 +21,7 @@ import pytest
 
 from generators.cli import main
 from tests.test_hostile_folders import (edit_json, layout_file, models_shard, reseal,
-                                        verify_outcome, zoo)  # noqa: F401 (fixture)
+                                        verify_outcome)
 from zoo.errors import ZooFolderError
 from zoo.folder.reader import ZooReader
 from zoo.folder.writer import write_parquet

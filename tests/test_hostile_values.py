@@ -12,7 +12,6 @@ import yaml
 
 from tests.conftest import TINY_SPEC
 from tests.test_hostile_specs import _refused
-from tests.test_hostile_folders import zoo  # noqa: F401 (fixture)
 from zoo.printable import printable
 from zoo.specfile import read_yaml
 

@@ -36,8 +36,9 @@ def test_export_writes_the_published_layout(tiny_zoo, tmp_path):
     assert len(folders) == 8
     assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == ["width_4", "width_8"]
     for group in (tmp_path / "trials").iterdir():  # one shape per folder, as their stack needs
-        shapes = {tuple(v.shape) for trial in group.iterdir() for v in torch.load(
-            trial / "checkpoint_000002" / "checkpoints", weights_only=True).values()}
+        states = [torch.load(trial / "checkpoint_000002" / "checkpoints", weights_only=True)
+                  for trial in group.iterdir()]
+        shapes = {tuple(v.shape) for state in states for v in state.values()}
         assert len(shapes) == 4
     params = json.loads((folders[0] / "params.json").read_text())
     assert params["model::type"] == "mlp" and params["model::width"] == 4

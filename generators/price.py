@@ -203,7 +203,7 @@ def price(spec: ZooSpec, device: str = "cpu", steps: int | None = None, workers:
         timings, populations = _time_all(spec, tasks, data, steps, target, stream)
         scale = (shape.num_train + shape.num_test) / (data.num_train + len(data.test[0]))
         metrics = {width: time_metrics(spec, next(t.jobs[0] for t in tasks if t.width == width),
-                                       data, target, scale)
+                                       data, target, scale, shape.num_train)
                    for width in sorted({t.width for t in tasks})}
     finally:
         torch.set_num_threads(previous)

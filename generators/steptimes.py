@@ -177,11 +177,21 @@ def time_shape(spec: ZooSpec, job: ModelJob, data: DataBundle, steps: int,
 CURVE_STEPS_TIMED = (10, 40)  # a curve's cost is linear in its steps: two lengths give the line
 
 
+def priced_curve_steps(spec: ZooSpec, num_train: int) -> int:
+    """SGD steps a seed pair's curve fit is priced at: every round of `max_rounds` (a fit
+    stops earlier when its mc converges, so the price is an upper bound)."""
+    from zoo.measure import round_steps
+
+    curve = spec.metrics.curve
+    return round_steps(curve, num_train) * curve.max_rounds if curve.enabled else 0
+
+
 def time_metrics(spec: ZooSpec, job: ModelJob, data: DataBundle, device: torch.device,
-                 scale: float) -> tuple[float, float]:
+                 scale: float, num_train: int) -> tuple[float, float]:
     """Seconds of the landscape metrics at one metric epoch: of one model (Hessian, spectra)
-    and of one seed pair (CKA, the curve extrapolated to its spec's steps, its evaluations
-    scaled by `scale`, the full data's rows over the timing rows). Models are at their init."""
+    and of one seed pair (CKA, the curve extrapolated to `priced_curve_steps` on `num_train`
+    rows, its evaluations scaled by `scale`, the full data's rows over the timing rows).
+    Models are at their init."""
     from dataclasses import replace
 
     from zoo.measure import model_metrics, pair_metrics
@@ -203,5 +213,4 @@ def time_metrics(spec: ZooSpec, job: ModelJob, data: DataBundle, device: torch.d
     short, long = (pair(steps) for steps in CURVE_STEPS_TIMED)
     per_step = max(long - short, 0.0) / (CURVE_STEPS_TIMED[1] - CURVE_STEPS_TIMED[0])
     fixed = max(short - per_step * CURVE_STEPS_TIMED[0], 0.0)
-    steps = spec.metrics.curve.steps if spec.metrics.curve.enabled else 0
-    return one, fixed * scale + per_step * steps
+    return one, fixed * scale + per_step * priced_curve_steps(spec, num_train)

@@ -142,3 +142,22 @@ def test_price_on_cuda_stacks_what_generate_on_cuda_stacks(tmp_path) -> None:
         got = sorted((t.width, t.batch_size, t.stacked) for t in priced)
         assert (got == expected) == (device == "cuda"), device
     assert all(stacked for *_, stacked in expected) and len(expected) == 9
+
+
+def test_a_curve_without_steps_is_priced_at_every_round_of_its_epochs(tmp_path) -> None:
+    from generators.steptimes import priced_curve_steps
+
+    published = load_spec("resnet18-cifar10")  # curve: rounds of 10 epochs, no `steps`
+    assert published.metrics.curve.steps is None
+    rounds = published.metrics.curve.max_rounds
+    assert priced_curve_steps(published, 50_000) == rounds * 10 * math.ceil(50_000 / 128)
+    demo = load_spec("demo")  # curve: rounds of 1500 steps
+    assert priced_curve_steps(demo, 4000) == demo.metrics.curve.max_rounds * 1500
+    raw = {**SPEC, "training": {"epochs": 1}, "seeds": [0, 1],
+           "grid": {**SPEC["grid"], "load": {"axis": "width", "values": [4]},
+                    "temperature": {"axis": "batch_size", "values": [500]}},
+           "metrics": {**SPEC["metrics"], "curve": {"epochs": 1, "batch_size": 500,
+                                                    "points": 3, "max_rounds": 2}}}
+    result = price(parse_spec(raw), steps=2, stream=None)
+    (metrics,) = result["metrics"]
+    assert metrics["pair"] > 0 and result["ours"]["metrics_hours"] > 0

@@ -86,6 +86,13 @@ class WorkerData:
         return bundle
 
 
+def warm_imports() -> None:
+    """Import now what the first torch optimizer imports on first use: torch._dynamo, about
+    as long to import as torch itself. Each worker does it while the driver loads and plans,
+    so that its first cell does not wait for it."""
+    import torch._dynamo  # noqa: F401
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start a local Ray runtime (or join `address`, else RAY_ADDRESS) unless this process
     already has one.
@@ -149,11 +156,12 @@ def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,
 
 class CellWorker:
     """A long-lived worker (a Ray actor) running tasks with `function` (`_task`). Created
-    before the data exist, it imports torch and the training code while the driver plans;
-    the data come with each task as a reference, fetched once and kept (a folder data set is
-    loaded on its first task and kept too)."""
+    before the data exist, it imports torch and the training code (and warm_imports) while
+    the driver plans; the data come with each task as a reference, fetched once and kept (a
+    folder data set is loaded on its first task and kept too)."""
 
     def __init__(self, function: Callable[..., list[TaskOutcome]]) -> None:
+        warm_imports()
         self.function = function
         self.ref: Any = None
         self.data: WorkerData | DataBundle | None = None

@@ -207,6 +207,25 @@ def test_choice_ignores_the_seed_count_across_the_old_boundary() -> None:
     assert {choose_stacking(spec, jobs[:k], full) for k in (1, 2, 3)} == {True}
 
 
+@pytest.mark.parametrize("data,args", [("mnist1d", {"depth": 1}), ("mnist1d", {"depth": 3}),
+                                       ("digits", {"depth": 2})])
+def test_an_mlps_counted_flops_are_flop_counter_modes(data, args) -> None:
+    """The cost model counts an MLP's FLOPs without FlopCounterMode, to the same number."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from zoo.train import build_model
+    from zoo.train.cost import model_shape
+
+    bundle = datasets.load(data)
+    spec = make_spec(args=args, data=data)
+    job = spec.jobs(bundle.fingerprint())[0]
+    model = build_model(spec, job.cell, bundle, job.seed)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(bundle.train[0][:1])
+    shape = model_shape(model, bundle)
+    assert shape.path == "linear" and shape.flops == counter.get_total_flops() > 0
+
+
 def test_a_member_is_the_same_in_a_population_of_any_size(mnist1d, float64) -> None:
     spec = make_spec(seeds=(0, 1, 2), epochs=1)
     jobs = spec.jobs(mnist1d.fingerprint())

@@ -4,6 +4,7 @@ Layers, each importing only those above it (tests/test_imports.py refuses any ci
     base        seeds, build_model, optimizer and schedule, Checkpoint/TrainedModel, hand-off
     spool       kept checkpoints on disk as training makes them
     state       a run's saved state (StateStore, save/load, Autosave)
+    schedules   torch's OneCycle/cosine schedules as whole-run float64 tables, bit for bit
     optimizers  functional SGD/Adam/AdamW over per-step coefficient tables
     steps       one model's step: EagerStep, GraphedStep (CUDA graphs)
     stacked     a stacked Population, its forward pass and population_step

@@ -17,6 +17,8 @@ from zoo.datasets.base import DataBundle
 from zoo.objective import Objective
 from zoo.spec import Cell, ModelJob, TrainingSpec, ZooSpec
 
+ONECYCLE_WARMUP = 0.3  # OneCycle's pct_start (torch's default): the fraction of steps rising
+
 
 def derive_seed(seed: int, purpose: str) -> int:
     """A 63-bit seed for one purpose ('init', 'data', 'probe', ...) derived from a model seed."""
@@ -90,7 +92,8 @@ def make_schedule(recipe: TrainingSpec, optimizer: torch.optim.Optimizer, cell: 
     """OneCycle (max lr = the cell's lr, stepped per batch, as the paper), cosine or constant."""
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cell.learning_rate,
-                                                   total_steps=total_steps)
+                                                   total_steps=total_steps,
+                                                   pct_start=ONECYCLE_WARMUP)
     if recipe.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)

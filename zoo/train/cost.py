@@ -60,18 +60,35 @@ class ModelShape:
 
 
 def model_shape(model: nn.Module, bundle: DataBundle) -> ModelShape:
-    """Count `model`'s leaf modules, parameters, activations and FLOPs on one training sample."""
+    """Count `model`'s leaf modules, parameters, activations and FLOPs on one training sample.
+
+    An MLP-shaped model's FLOPs are its Linear layers' 2 * inputs * outputs, exactly what
+    FlopCounterMode counts for their matmuls, counted without it (FlopCounterMode imports
+    torch._dynamo on first use: seconds of a zoo's start-up)."""
     leaves = [m for m in model.modules() if not list(m.children())]
+    linear = batched_matmul_ready(model)
     outputs: list[int] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel()))
-             for m in leaves]
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(bundle.train[0][:1].cpu())
+    matmuls: list[int] = []
+
+    def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        outputs.append(out.numel())
+        if isinstance(module, nn.Linear):
+            matmuls.append(2 * inputs[0].numel() * module.out_features)
+
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    with torch.no_grad():
+        if linear:
+            model.eval()(bundle.train[0][:1].cpu())
+            flops = sum(matmuls)
+        else:
+            with FlopCounterMode(display=False) as counter:
+                model.eval()(bundle.train[0][:1].cpu())
+            flops = int(counter.get_total_flops())
     for hook in hooks:
         hook.remove()
-    return ModelShape("linear" if batched_matmul_ready(model) else "vmap", len(leaves),
+    return ModelShape("linear" if linear else "vmap", len(leaves),
                       sum(p.numel() for p in model.parameters() if p.requires_grad),
-                      sum(outputs), int(counter.get_total_flops()))
+                      sum(outputs), flops)
 
 
 def step_seconds(shape: ModelShape, batch_size: int, members: int) -> float:

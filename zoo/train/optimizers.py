@@ -1,5 +1,6 @@
-"""Functional SGD (momentum), Adam and AdamW: in-place updates over per-step coefficient tables
-read off the torch optimizer and schedule that train a single model eagerly.
+"""Functional SGD (momentum), Adam and AdamW: in-place updates over per-step coefficient tables,
+each built once per run (zoo.train.schedules) bit-equal to what the torch optimizer and
+schedule that train a single model eagerly would use at every step.
 
 The CUDA-graphed step and the stacked population update with these, so their arithmetic is
 torch's single-tensor optimizers' up to rounding, with every per-step number on the device.
@@ -13,34 +14,45 @@ import torch
 from torch import nn
 
 from zoo.spec import Cell, ModelJob, TrainingSpec
-from zoo.train.base import make_optimizer, make_schedule
+from zoo.train import schedules
+from zoo.train.base import ONECYCLE_WARMUP, make_optimizer, make_schedule
 
 # update(param, grad, state, coefficients, decoupled): one in-place step, `grad` consumed
 Update = Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...], bool],
                   None]
 
 
-def coefficients(kind: str, group: dict, step: int) -> tuple[float, ...]:
-    """The numbers torch's single-tensor SGD/Adam/AdamW use at `step` (1-based), as floats."""
-    lr, decay = group["lr"], group["weight_decay"]
-    if kind == "sgd":
-        return lr, group["momentum"], decay
-    beta1, beta2 = group["betas"]
-    return (lr / (1 - beta1 ** step), 1 - beta1, beta2, 1 - beta2,
-            (1 - beta2 ** step) ** 0.5, group["eps"], decay, 1 - lr * decay)
+def learning_rates(recipe: TrainingSpec, group: dict,
+                   total_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(learning rate, momentum or beta1) before each step, float64, as the schedule that
+    make_schedule built over `group` (a param group right after it was built) sets them."""
+    if recipe.schedule == "onecycle":
+        return schedules.onecycle(total_steps, ONECYCLE_WARMUP, group["initial_lr"],
+                                  group["max_lr"], group["min_lr"], group["base_momentum"],
+                                  group["max_momentum"])
+    momentum = group["momentum"] if recipe.optimizer == "sgd" else group["betas"][0]
+    lr = (schedules.cosine(total_steps, group["initial_lr"]) if recipe.schedule == "cosine"
+          else torch.full((total_steps,), group["lr"], dtype=torch.float64))
+    return lr, torch.full((total_steps,), momentum, dtype=torch.float64)
 
 
-def hyperparameters(recipe: TrainingSpec, cell: Cell, total_steps: int) -> list[tuple[float, ...]]:
-    """One model's per-step coefficients, read off the eager step's own optimizer and schedule."""
-    dummy = nn.Parameter(torch.zeros(1))
-    optimizer = make_optimizer(recipe, cell, [dummy])
-    schedule = make_schedule(recipe, optimizer, cell, total_steps)
-    rows = []
-    for step in range(1, total_steps + 1):
-        rows.append(coefficients(recipe.optimizer, optimizer.param_groups[0], step))
-        optimizer.step()  # a no-op (no gradient) that keeps the schedule's call order honest
-        schedule.step()
-    return rows
+def hyperparameters(recipe: TrainingSpec, cell: Cell, total_steps: int) -> torch.Tensor:
+    """One model's coefficients before each step, (steps, coefficients) float64: the numbers
+    torch's single-tensor SGD (lr, momentum, weight decay) or Adam/AdamW (step size,
+    1 - beta1, beta2, 1 - beta2, sqrt of beta2's bias correction, eps, weight decay,
+    1 - lr * weight decay) use under the eager step's own optimizer and schedule, bit for bit."""
+    optimizer = make_optimizer(recipe, cell, [nn.Parameter(torch.zeros(1))])
+    make_schedule(recipe, optimizer, cell, total_steps)
+    group = optimizer.param_groups[0]
+    lr, beta1 = learning_rates(recipe, group, total_steps)
+    decay = torch.full((total_steps,), group["weight_decay"], dtype=torch.float64)
+    if recipe.optimizer == "sgd":
+        return torch.stack([lr, beta1, decay], 1)
+    beta2, eps = group["betas"][1], group["eps"]
+    bias2_sqrt = schedules.math_of(pow, 1 - schedules.bias_corrections(beta2, total_steps), 0.5)
+    return torch.stack([lr / (1 - schedules.bias_corrections(beta1, total_steps)), 1 - beta1,
+                        torch.full_like(lr, beta2), torch.full_like(lr, 1 - beta2), bias2_sqrt,
+                        torch.full_like(lr, eps), decay, 1 - lr * decay], 1)
 
 
 def schedule_table(recipe: TrainingSpec, jobs: Sequence[ModelJob], total_steps: int,
@@ -48,8 +60,8 @@ def schedule_table(recipe: TrainingSpec, jobs: Sequence[ModelJob], total_steps: 
     """(steps, members, coefficients): each member's optimizer numbers at every step."""
     per_cell = {cell: hyperparameters(recipe, cell, total_steps)
                 for cell in dict.fromkeys(job.cell for job in jobs)}
-    rows = [per_cell[job.cell] for job in jobs]
-    return torch.tensor(rows, dtype=like.dtype, device=like.device).transpose(0, 1).contiguous()
+    table = torch.stack([per_cell[job.cell] for job in jobs], 1)
+    return table.to(dtype=like.dtype, device=like.device)
 
 
 def sgd_update(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
@@ -65,7 +77,7 @@ def sgd_update(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
 def adam_update(p: torch.Tensor, grad: torch.Tensor, state: list[torch.Tensor],
                 c: tuple[torch.Tensor, ...], decoupled: bool) -> None:
     """One Adam step in place (AdamW's decoupled decay when `decoupled`) with the
-    coefficients `coefficients` gives; `state` = [first, second moment]; `grad` is consumed."""
+    coefficients `hyperparameters` gives; `state` = [first, second moment]; `grad` is consumed."""
     step_size, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps, decay, shrink = c
     p.mul_(shrink) if decoupled else grad.addcmul_(p, decay)
     mean, square = state

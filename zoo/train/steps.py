@@ -4,8 +4,8 @@ copying the batch in: launch overhead off the hot path). Each packs and restores
 optimizer state for zoo.train.state.
 
 The graphed step's optimizer is functional (zoo.train.optimizers) over a per-step table of its
-coefficients read off the eager step's own optimizer and schedule, indexed on the device by a
-step counter that the graph advances; divergence is a device flag read every CHECK_EVERY
+coefficients, built once and bit-equal to the eager step's own optimizer and schedule, indexed
+on the device by a step counter that the graph advances; divergence is a device flag read every CHECK_EVERY
 steps. Its result is the eager step's up to rounding (the stacked population's arithmetic);
 the same spec gives the same bits on the same GPU. Batches of another shape (an epoch's last,
 smaller batch) run the very same step eagerly. On the CPU nothing is captured: that path
@@ -136,8 +136,7 @@ class GraphedStep:
         self.model, self.objective, self.recipe = model, objective, recipe
         self.params = [p for p in model.parameters() if p.requires_grad]
         device = self.params[0].device
-        rows = hyperparameters(recipe, cell, total_steps)
-        self.table = torch.tensor(rows, dtype=self.params[0].dtype, device=device)
+        self.table = hyperparameters(recipe, cell, total_steps).to(device, self.params[0].dtype)
         self.state = [[torch.zeros_like(p) for _ in range(moments(recipe.optimizer))]
                       for p in self.params]
         self.counter = torch.zeros(1, dtype=torch.long, device=device)

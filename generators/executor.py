@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from zoo import datasets
+from zoo import dataroot
 from zoo.cell import CellOutput, CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
 from zoo.errors import DataError
+from zoo.folder.location import is_uri
 from zoo.spec import ModelJob, ZooSpec
 from zoo.train import Spool, StateStore, state_keys
 
@@ -62,7 +63,8 @@ class TaskOutcome:
 class WorkerData:
     """What a task trains on: the driver's `bundle` (built-in data sets, small), or None for a
     folder data set, which each worker loads from `data.root` (a filesystem the cluster
-    shares) and checks against the driver's `fingerprint`."""
+    shares, or a URI each node fetches into its own cache) and checks against the driver's
+    `fingerprint`."""
 
     bundle: DataBundle | None
     fingerprint: str
@@ -76,8 +78,10 @@ class WorkerData:
         """
         if self.bundle is not None:
             return self.bundle
-        root = None if spec.data.root is None else os.path.join(self.cwd, spec.data.root)
-        bundle = datasets.load(spec.data.name, root=root, args=spec.data.args)
+        root = spec.data.root
+        if root is not None and not is_uri(root):
+            root = os.path.join(self.cwd, root)
+        bundle = dataroot.load(spec.data.name, root=root, args=spec.data.args)
         found = bundle.fingerprint()
         if found != self.fingerprint:
             raise DataError(f"{spec.data.root}: data set {spec.data.name!r} on this worker has "

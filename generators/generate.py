@@ -16,7 +16,7 @@ from generators.executor import (CellFailure, TaskOutcome, WorkerData, WorkerPoo
 from generators.packing import auto_gpus_per_task, device_memory
 from generators.plan import Plan, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
-from zoo import architectures, datasets, limits
+from zoo import architectures, dataroot, datasets, limits
 from zoo.cell import CellOutput
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
@@ -61,7 +61,7 @@ def count_parameters(spec: ZooSpec, info: DataInfo) -> dict[int, int]:
 
 def load_data(spec: ZooSpec) -> DataBundle:
     """The spec's data set, fully in memory."""
-    return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
+    return dataroot.load(spec.data.name, root=spec.data.root, args=spec.data.args)
 
 
 def _load_while_ray_starts(spec: ZooSpec, address: str | None, workers: int | None,

@@ -195,12 +195,22 @@ class StorePrefix:
 
     def listing(self) -> dict[str, int]:
         """Every object under the prefix: relative name -> bytes."""
+        return {name: int(info["size"]) for name, info in self._found().items()}
+
+    def versions(self) -> dict[str, str]:
+        """Every object under the prefix: relative name -> a token that changes when the object
+        does (its size and ETag, or its modification time where the store has no ETag)."""
+        return {name: f"{info['size']}:" + next(
+                    (str(info[k]) for k in ("ETag", "etag", "mtime", "LastModified") if info.get(k)),
+                    "") for name, info in self._found().items()}
+
+    def _found(self) -> dict[str, dict[str, Any]]:
         prefix = self.root + "/"
         try:
             found = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
             return {}
-        return {key[len(prefix):]: int(info["size"]) for key, info in found.items()
+        return {key[len(prefix):]: info for key, info in found.items()
                 if key.startswith(prefix) and info.get("type") == "file"}
 
 

@@ -1,5 +1,5 @@
 """Readers of a zoo on an object store (a real S3 server, moto on loopback): ZooDataset,
-load_model, `zoo info`, `zoo verify` and datasets.load_dataset, through a bounded local cache
+load_model, `zoo info`, `zoo verify`, `zoo plot`, the studies and datasets.load_dataset, through a bounded local cache
 with the integrity and confinement rules of a local folder."""
 
 from __future__ import annotations
@@ -120,3 +120,35 @@ def test_load_dataset_reads_the_store_with_storage_options(stored, tiny_zoo, s3_
                                streaming=True)
     assert len(list(streamed)) == len(datasets.load_dataset(
         str(tiny_zoo), "cells", split="train", cache_dir=str(tmp_path / "hf3")))
+
+
+def test_zoo_plot_of_a_store_zoo_writes_the_local_figures_into_its_plots_prefix(
+        stored, tiny_zoo, s3_store, tmp_path, capsys):
+    from analysis.plots import plot_zoo
+
+    local = plot_zoo(tiny_zoo, tmp_path / "local")
+    assert main(["plot", stored]) == 0
+    printed = capsys.readouterr().out.split()
+    store = open_location(stored)
+    for path in local:
+        assert f"{stored}/plots/{path.name}" in printed
+        assert store.read_bytes(f"plots/{path.name}", "figure", 1 << 24) == path.read_bytes()
+    assert main(["plot", stored, "--out", str(tmp_path / "figures")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == \
+        sorted(p.name for p in local)
+    sync(stored, s3_store.url("readers-copy"))
+    assert "plots/" not in " ".join(s3_store.keys("readers-copy"))  # sync copies the zoo only
+
+
+def test_a_study_of_a_store_zoo_writes_the_local_table_into_its_studies_prefix(
+        stored, tiny_zoo, tmp_path):
+    import pyarrow.parquet as pq
+
+    from analysis.studies import run_study
+
+    remote = run_study("prune", stored, show_progress=False, densities=[1.0, 0.5])
+    assert remote == [f"{stored}/studies/prune/prune.parquet", f"{stored}/studies/prune/prune.png"]
+    local = run_study("prune", tiny_zoo, tmp_path, show_progress=False, densities=[1.0, 0.5])
+    open_location(stored).get("studies/prune/prune.parquet", tmp_path / "remote.parquet")
+    assert repr(pq.read_table(tmp_path / "remote.parquet").to_pylist()) == \
+        repr(pq.read_table(local[0]).to_pylist())  # repr: NaN metrics compare equal

@@ -33,8 +33,7 @@ class StudyZoo:
     (weights excluded) and checkpoints rebuilt as modules on demand."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.reader = ZooReader(self.root)
+        self.reader = ZooReader(root)  # a URI: read through the local cache
         self.spec = spec_from_dict(self.reader.record.spec)
         data = self.spec.data
         self.bundle = dataroot.load(data.name, root=data.root, args=data.args)

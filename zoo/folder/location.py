@@ -135,8 +135,10 @@ class StorePrefix:
         return f"{self.url}/{relative}"
 
     def _size(self, relative: str) -> int | None:
+        key = self.key(relative)
+        self.fs.invalidate_cache(key)  # another process may have written it since a listing
         try:
-            info = self.fs.info(self.key(relative))
+            info = self.fs.info(key)
         except FileNotFoundError:
             return None
         if info.get("type") != "file":

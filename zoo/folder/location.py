@@ -10,6 +10,7 @@ the zoo's prefix is ever read or written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -186,6 +187,36 @@ class StorePrefix:
             self.fs.pipe_file(self.key(relative), data, mode="create")
         except FileExistsError:
             return False
+        return True
+
+    def etag(self, relative: str) -> str | None:
+        """The object's ETag (any write changes it), None when missing."""
+        key = self.key(relative)
+        self.fs.invalidate_cache(key)
+        try:
+            info = self.fs.info(key)
+        except FileNotFoundError:
+            return None
+        return str(info.get("ETag") or info.get("etag") or "") or None
+
+    def replace_if(self, relative: str, data: bytes, etag: str) -> bool:
+        """Replace the object with `data` in one PUT only while its ETag is `etag` (If-Match):
+        of writers racing from the same ETag exactly one succeeds. False when the object has
+        changed or is gone; a store without conditional replaces (not S3) is refused."""
+        if not hasattr(self.fs, "call_s3"):
+            raise ZooFolderError(f"{self.name(relative)}: this store cannot replace an object "
+                                 f"conditionally (If-Match); if no writer holds it, delete it")
+        bucket, key, _ = self.fs.split_path(self.key(relative))
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=etag)
+        except FileNotFoundError:
+            return False
+        except OSError as error:  # s3fs: PreconditionFailed (412) as EINVAL
+            if error.errno != errno.EINVAL:
+                raise
+            return False
+        finally:
+            self.fs.invalidate_cache(self.key(relative))
         return True
 
     def delete(self, relative: str) -> None:

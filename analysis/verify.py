@@ -170,11 +170,12 @@ def verify(root: str | Path, recompute_count: int = 0, *, deep: bool = False,
     """
     reader = ZooReader(root, check_documents=False)
     try:
-        return _verify(reader, recompute_count, deep, data_root)
+        problems = _verify(reader, recompute_count, deep, data_root)
     except ZooError as error:
-        return [str(error)]
+        problems = [str(error)]
     except Exception as error:  # a decoder failing in a way no check foresaw: still one line
         return [f"{root}: verification stopped at an unexpected {type(error).__name__}: {error}"]
+    return [reader.named(problem) for problem in problems]  # a store's: its URIs
 
 
 def _verify(reader: ZooReader, recompute_count: int, deep: bool,

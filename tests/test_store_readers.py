@@ -152,3 +152,24 @@ def test_a_study_of_a_store_zoo_writes_the_local_table_into_its_studies_prefix(
     open_location(stored).get("studies/prune/prune.parquet", tmp_path / "remote.parquet")
     assert repr(pq.read_table(tmp_path / "remote.parquet").to_pylist()) == \
         repr(pq.read_table(local[0]).to_pylist())  # repr: NaN metrics compare equal
+
+
+@pytest.mark.parametrize("document, garbled", [("zoo.json", False), ("README.md", False),
+                                               ("zoo.json", True), ("README.md", True)])
+def test_verify_of_a_tampered_document_on_the_store_fails_as_on_a_folder(
+        document, garbled, zoo, s3_store, capsys):
+    """A changed zoo.json or README.md (edited, or not even JSON/YAML) gets the same exit code
+    and the same problems from `zoo verify` in a folder and on a store (there naming URIs)."""
+    url = s3_store.url(f"tampered-{document}-{garbled}")
+    sync(zoo, url)
+    data = b"{not: [json" if garbled else (zoo / document).read_bytes().replace(b"tiny", b"tinY")
+    (zoo / document).write_bytes(data)
+    open_location(url).write_bytes(document, data)
+    local_code = main(["verify", str(zoo)])
+    local = capsys.readouterr().err.replace(str(zoo), "ZOO")
+    remote_code = main(["verify", url])
+    remote = capsys.readouterr().err.replace(url, "ZOO")
+    assert (remote_code, remote) == (local_code, local)
+    if not garbled:
+        assert local_code == 1 and local.startswith(f"problem: ZOO/{document}: sha256 does not "
+                                                    f"match the manifest")

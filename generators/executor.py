@@ -133,7 +133,8 @@ def _import_safe_directory() -> Iterator[None]:
 
 
 def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,
-          state_folder: Path | StoreStates | None, output: CellOutput | None = None) -> list[TaskOutcome]:
+          state_folder: Path | StoreStates | None,
+          output: CellOutput | None = None) -> list[TaskOutcome]:
     import ray
     import torch
 
@@ -165,7 +166,8 @@ class CellWorker:
         self.ref: Any = None
         self.data: WorkerData | DataBundle | None = None
 
-    def run(self, spec: ZooSpec, task: Task, data: list[Any], state_folder: Path | StoreStates | None,
+    def run(self, spec: ZooSpec, task: Task, data: list[Any],
+            state_folder: Path | StoreStates | None,
             output: CellOutput | None) -> list[TaskOutcome]:
         """Run `task` on the data `data[0]` refers to (a list, so Ray leaves it unfetched)."""
         import ray
@@ -197,8 +199,8 @@ class WorkerPool:
     def slots(self) -> int:
         return len(self.idle) + len(self.busy)
 
-    def submit(self, spec: ZooSpec, task: Task, data_ref: Any, state_folder: Path | StoreStates | None,
-               output: CellOutput | None) -> Any:
+    def submit(self, spec: ZooSpec, task: Task, data_ref: Any,
+               state_folder: Path | StoreStates | None, output: CellOutput | None) -> Any:
         actor = self.idle.pop()
         ref = actor.run.remote(spec, task, [data_ref], state_folder, output)
         self.busy[ref] = actor

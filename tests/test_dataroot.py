@@ -34,7 +34,7 @@ def cifar(tmp_path, s3_store, request) -> tuple[Path, str]:
     return tmp_path / "local", url
 
 
-def test_a_uri_root_loads_the_same_tensors_as_the_local_folder(cifar, tmp_path):
+def test_a_uri_root_loads_the_same_tensors_as_the_local_folder(cifar):
     local, url = cifar
     remote = dataroot.load("cifar10", root=url)
     assert remote.fingerprint() == datasets.load("cifar10", root=str(local)).fingerprint()
@@ -46,7 +46,7 @@ def test_a_uri_root_loads_the_same_tensors_as_the_local_folder(cifar, tmp_path):
 
 
 def test_an_object_changed_in_the_store_is_fetched_again(cifar, tmp_path):
-    local, url = cifar
+    _, url = cifar
     first = dataroot.load("cifar10", root=url).fingerprint()
     write_synthetic(tmp_path / "other", "cifar10", train=50, test=20, seed=1)
     upload(tmp_path / "other", url)
@@ -73,7 +73,7 @@ def test_an_empty_prefix_is_refused_in_one_line(s3_store):
 
 
 def test_a_missing_file_is_named_by_its_uri(cifar):
-    local, url = cifar
+    _, url = cifar
     open_location(url).delete("cifar-10-batches-bin/test_batch.bin")
     with pytest.raises(DataError, match=rf"^cifar10: {url}/cifar-10-batches-bin/test_batch.bin "
                                         r"not found; download the CIFAR-10 binary version"):

@@ -1,6 +1,6 @@
 """Readers of a zoo on an object store (a real S3 server, moto on loopback): ZooDataset,
-load_model, `zoo info`, `zoo verify`, `zoo plot`, the studies and datasets.load_dataset, through a bounded local cache
-with the integrity and confinement rules of a local folder."""
+load_model, `zoo info`, `zoo verify`, `zoo plot`, the studies and datasets.load_dataset,
+through a bounded local cache with the integrity and confinement rules of a local folder."""
 
 from __future__ import annotations
 

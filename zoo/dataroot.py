@@ -3,8 +3,8 @@ are `zoo.datasets`' own, with a URI's files first fetched into a local cache, bo
 that the folder loaders read.
 
 Every object under the prefix is mirrored under the same relative name in the cache folder's
-`files/` (the prefix holds what the local folder would); objects already there with the same size and ETag are not fetched
-again. The bound ($PHASE_ZOO_CACHE_BYTES, shared with the zoo caches' setting) covers all the
+`files/` (the prefix holds what the local folder would); objects already there with the same
+size and ETag are not fetched again. The bound ($PHASE_ZOO_CACHE_BYTES, shared with the zoo caches' setting) covers all the
 data sets cached on this machine: the least recently used others are removed to make room, and
 a data set larger than the bound is refused in one line before anything is fetched.
 """
@@ -44,7 +44,8 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None,
 
 def validate(name: str, root: str | os.PathLike[str] | None,
              args: Mapping[str, Any] | None) -> None:
-    """`zoo.datasets.validate`, a URI root fetched into the local cache first."""
+    """`zoo.datasets.validate`, a URI root fetched into the local cache first (as a local
+    root's files are looked for; the load that follows finds them there)."""
     with _named_as(name, root) as local:
         datasets.validate(name, local, args)
 
@@ -65,7 +66,8 @@ def _named_as(name: str, root: str | os.PathLike[str] | None
 
 
 def local_root(url: str, max_bytes: int | None = None, home: Path | None = None) -> Path:
-    """The local folder (`<cache>/data/<hash of url>/files`) mirroring the data set at `url`, fetched where it is missing or stale.
+    """The local folder (`<cache>/data/<hash of url>/files`) mirroring the data set at `url`,
+    each object fetched where it is missing or stale.
 
     Raises:
         DataError: no object under the prefix, the data set larger than the cache, or a

@@ -233,9 +233,9 @@ class StorePrefix:
     def versions(self) -> dict[str, str]:
         """Every object under the prefix: relative name -> a token that changes when the object
         does (its size and ETag, or its modification time where the store has no ETag)."""
-        return {name: f"{info['size']}:" + next(
-                    (str(info[k]) for k in ("ETag", "etag", "mtime", "LastModified") if info.get(k)),
-                    "") for name, info in self._found().items()}
+        tags = ("ETag", "etag", "mtime", "LastModified")
+        return {name: f"{info['size']}:" + next((str(info[k]) for k in tags if info.get(k)), "")
+                for name, info in self._found().items()}
 
     def _found(self) -> dict[str, dict[str, Any]]:
         prefix = self.root + "/"

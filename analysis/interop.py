@@ -23,7 +23,7 @@ from analysis.trial_folders import (LOAD_KEYS, MODULE_LIST, PAIR_MEANS, PARAMS, 
                                      checkpoint_folder, dump, metric_epochs, published_line,
                                      read_trial_checkpoint, read_trials, result_text)
 from loaders.store import META_COLUMNS, read_metadata, read_weights
-from zoo import architectures, datasets
+from zoo import architectures, dataroot, datasets
 from zoo.architectures import REGISTRY, families
 from zoo.datasets.base import DataInfo
 from zoo.errors import ZooError
@@ -253,7 +253,7 @@ def _fingerprint(spec: ZooSpec) -> str:
     """The data fingerprint that model ids hash, when the data is at hand."""
     if spec.data.root is None and datasets.needs_root(spec.data.name):
         return "unavailable: the data was not loaded at import (pass --data-root)"
-    return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args).fingerprint()
+    return dataroot.load(spec.data.name, root=spec.data.root, args=spec.data.args).fingerprint()
 
 
 def _job_of(spec: ZooSpec, jobs: dict[tuple[Any, int], ModelJob], trial: Trial) -> ModelJob:

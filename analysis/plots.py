@@ -298,7 +298,7 @@ MAX_PLOT_AXIS = 64  # values of one axis drawn (the published grids: 8); a figur
 
 
 def grid_axes(spec: dict[str, Any], cells: Sequence[dict[str, Any]],
-              source: Path) -> dict[str, list[float]]:
+              source: str) -> dict[str, list[float]]:
     """The grid values of zoo.json's spec, each a finite number, at most MAX_PLOT_AXIS per
     axis with the cells' own values (a figure is sized by them: refused before it is made)."""
     axes = {}
@@ -317,33 +317,30 @@ def grid_axes(spec: dict[str, Any], cells: Sequence[dict[str, Any]],
     return axes
 
 
-def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
+def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path | str]:
     """Write one PNG per quantity, the phase map and an overview of a zoo's cells table.
 
     Args:
-        root: the zoo folder.
-        out: folder for the PNGs (default root/plots); created when missing.
+        root: the zoo folder, or its URI (s3://bucket/prefix: read through the local cache).
+        out: folder or URI for the PNGs (default: the zoo's plots/, on the store for a URI);
+            created when missing.
     Returns:
-        the written paths: phases.png, one per quantity with data, overview.png.
+        the written files (local paths, or URIs on a store): phases.png, one per quantity
+        with data, overview.png.
     """
     import matplotlib
 
     matplotlib.use("Agg")
+    from zoo.folder.names import PLOTS
+    from zoo.folder.outputs import Outputs
     from zoo.folder.reader import ZooReader
 
     reader = ZooReader(root)
     cells = reader.table("cells").to_pylist()
     spec = reader.record.spec
-    axes = grid_axes(spec, cells, Path(root) / "zoo.json")
-    if out is None:  # inside the zoo: confined (no link on the way, regular files only)
-        from zoo.folder.names import PLOTS
-        from zoo.folder.zoofolder import ZooFolder
-
-        folder = ZooFolder(root).makedirs(PLOTS)
-        ZooFolder(root).check_tree(PLOTS)
-    else:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
+    axes = grid_axes(spec, cells, f"{str(root).rstrip('/')}/zoo.json")
+    outputs = Outputs(root, out, PLOTS)
+    folder = outputs.folder
     grid = phase_matrix(cells, axes)
     fig, ax = _figure(grid)
     draw_phases(ax, grid)
@@ -356,4 +353,4 @@ def plot_zoo(root: str | Path, out: str | Path | None = None) -> list[Path]:
         fig.suptitle(_subtitle(spec), fontsize=9)
         paths.append(save_figure(fig, folder / f"{quantity.name}.png"))
     paths.append(_overview(cells, axes, spec, folder / "overview.png"))
-    return paths
+    return outputs.publish(paths)

@@ -121,7 +121,7 @@ def recompute(reader: ZooReader, count: int, seed: int = 0,
 
     from loaders.models import module_from
     from loaders.store import read_metadata, read_weights
-    from zoo import datasets
+    from zoo import dataroot
     from zoo.objective import Objective
     from zoo.precision import recompute_tolerance
 
@@ -131,7 +131,7 @@ def recompute(reader: ZooReader, count: int, seed: int = 0,
         return [f"{reader.root / ZOO_JSON}: data set {data['name']!r} lives in a folder; "
                 f"--recompute needs it passed with --data-root (the root zoo.json names is "
                 f"never opened)"]
-    bundle = datasets.load(data["name"], root=data_root, args=data.get("args"))
+    bundle = dataroot.load(data["name"], root=data_root, args=data.get("args"))
     if bundle.fingerprint() != reader.record.data_fingerprint:
         return [f"{reader.root / ZOO_JSON}: data fingerprint {reader.record.data_fingerprint} "
                 f"differs from the data set's {bundle.fingerprint()}; cannot recompute"]
@@ -170,11 +170,12 @@ def verify(root: str | Path, recompute_count: int = 0, *, deep: bool = False,
     """
     reader = ZooReader(root, check_documents=False)
     try:
-        return _verify(reader, recompute_count, deep, data_root)
+        problems = _verify(reader, recompute_count, deep, data_root)
     except ZooError as error:
-        return [str(error)]
+        problems = [str(error)]
     except Exception as error:  # a decoder failing in a way no check foresaw: still one line
         return [f"{root}: verification stopped at an unexpected {type(error).__name__}: {error}"]
+    return [reader.named(problem) for problem in problems]  # a store's: its URIs
 
 
 def _verify(reader: ZooReader, recompute_count: int, deep: bool,

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from zoo import datasets
+from zoo import dataroot
 from zoo.cell import CellOutput, CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
 from zoo.errors import DataError
+from zoo.folder.location import is_uri
+from zoo.folder.storestates import StoreStates
 from zoo.spec import ModelJob, ZooSpec
 from zoo.train import Spool, StateStore, state_keys
 
@@ -62,7 +64,8 @@ class TaskOutcome:
 class WorkerData:
     """What a task trains on: the driver's `bundle` (built-in data sets, small), or None for a
     folder data set, which each worker loads from `data.root` (a filesystem the cluster
-    shares) and checks against the driver's `fingerprint`."""
+    shares, or a URI each node fetches into its own cache) and checks against the driver's
+    `fingerprint`."""
 
     bundle: DataBundle | None
     fingerprint: str
@@ -76,8 +79,10 @@ class WorkerData:
         """
         if self.bundle is not None:
             return self.bundle
-        root = None if spec.data.root is None else os.path.join(self.cwd, spec.data.root)
-        bundle = datasets.load(spec.data.name, root=root, args=spec.data.args)
+        root = spec.data.root
+        if root is not None and not is_uri(root):
+            root = os.path.join(self.cwd, root)
+        bundle = dataroot.load(spec.data.name, root=root, args=spec.data.args)
         found = bundle.fingerprint()
         if found != self.fingerprint:
             raise DataError(f"{spec.data.root}: data set {spec.data.name!r} on this worker has "
@@ -135,7 +140,8 @@ def _import_safe_directory() -> Iterator[None]:
 
 
 def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,
-          state_folder: Path | None, output: CellOutput | None = None) -> list[TaskOutcome]:
+          state_folder: Path | StoreStates | None,
+          output: CellOutput | None = None) -> list[TaskOutcome]:
     import ray
     import torch
 
@@ -143,6 +149,8 @@ def _task(spec: ZooSpec, task: Task, data: WorkerData | DataBundle,
     node = ray.get_runtime_context().get_node_id()
     device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES per task
     try:
+        if isinstance(state_folder, StoreStates):  # resume where any node left these models
+            state_folder.pull(state_keys([job for jobs in task.cells for job in jobs]))
         bundle = data.load(spec) if isinstance(data, WorkerData) else data
         results = run_cell_group(spec, task.cells, bundle, device, task.stacked, state_folder,
                                  output)
@@ -166,7 +174,8 @@ class CellWorker:
         self.ref: Any = None
         self.data: WorkerData | DataBundle | None = None
 
-    def run(self, spec: ZooSpec, task: Task, data: list[Any], state_folder: Path | None,
+    def run(self, spec: ZooSpec, task: Task, data: list[Any],
+            state_folder: Path | StoreStates | None,
             output: CellOutput | None) -> list[TaskOutcome]:
         """Run `task` on the data `data[0]` refers to (a list, so Ray leaves it unfetched)."""
         import ray
@@ -198,8 +207,8 @@ class WorkerPool:
     def slots(self) -> int:
         return len(self.idle) + len(self.busy)
 
-    def submit(self, spec: ZooSpec, task: Task, data_ref: Any, state_folder: Path | None,
-               output: CellOutput | None) -> Any:
+    def submit(self, spec: ZooSpec, task: Task, data_ref: Any,
+               state_folder: Path | StoreStates | None, output: CellOutput | None) -> Any:
         actor = self.idle.pop()
         ref = actor.run.remote(spec, task, [data_ref], state_folder, output)
         self.busy[ref] = actor
@@ -232,7 +241,7 @@ def worker_slots(workers: int | None, gpus_per_task: float) -> int:
 def run_tasks(spec: ZooSpec, tasks: Sequence[Task], data: WorkerData | DataBundle, *,
               workers: int | None = None, gpus_per_task: float = 0.0,
               on_outcome: Callable[[TaskOutcome], None],
-              state_folder: Path | None = None, output: CellOutput | None = None,
+              state_folder: Path | StoreStates | None = None, output: CellOutput | None = None,
               pool: WorkerPool | None = None) -> None:
     """Run `tasks` on Ray, at most `workers` at a time, handing each cell's outcome to
     `on_outcome`. The caller commits each result as it arrives, so a crash loses only
@@ -291,12 +300,17 @@ def _outcomes(ref: Any, task: Task) -> list[TaskOutcome]:
                 for jobs in task.cells]
 
 
-def _clear_states(folder: Path, task: Task, output: CellOutput | None) -> None:
-    """Delete the training states and spooled checkpoints of a task whose cells are committed."""
+def _clear_states(folder: Path | StoreStates, task: Task, output: CellOutput | None) -> None:
+    """Delete the training states and spooled checkpoints of a task whose cells are committed
+    (a zoo on a store's: on the store)."""
     jobs = [job for jobs in task.cells for job in jobs]
     for key in state_keys(jobs):
-        StateStore(folder, key).clear()
+        if isinstance(folder, StoreStates):
+            folder.clear(key)
+        else:
+            StateStore(folder, key).clear()
     if output is not None:
         Spool(output.spool).clear(job.model_id for job in jobs)
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+    local = Path(folder)
+    if local.is_dir() and not any(local.iterdir()):
+        local.rmdir()

@@ -16,7 +16,7 @@ from generators.executor import (CellFailure, TaskOutcome, WorkerData, WorkerPoo
 from generators.packing import auto_gpus_per_task, device_memory
 from generators.plan import Plan, make_plan, plan_tasks
 from generators.shrink import prune as prune_cells
-from zoo import architectures, datasets, limits
+from zoo import architectures, dataroot, datasets, limits
 from zoo.cell import CellOutput
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
@@ -25,6 +25,7 @@ from zoo.folder.names import FAILURES, README, SPOOL, STATE
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
 from zoo.folder.storefolder import StoreFolder, open_folder, writer_lock
+from zoo.folder.storestates import StoreStates
 from zoo.folder.zoofolder import ZooFolder
 from zoo.precision import precision_record
 from zoo.spec import ZooSpec
@@ -61,7 +62,7 @@ def count_parameters(spec: ZooSpec, info: DataInfo) -> dict[int, int]:
 
 def load_data(spec: ZooSpec) -> DataBundle:
     """The spec's data set, fully in memory."""
-    return datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
+    return dataroot.load(spec.data.name, root=spec.data.root, args=spec.data.args)
 
 
 def _load_while_ray_starts(spec: ZooSpec, address: str | None, workers: int | None,
@@ -195,11 +196,13 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
                               fingerprint)
             folder.makedirs(SPOOL)  # workers write below: no link on the way, none inside
             folder.check_tree(STATE)
-            state = out.resolve() / STATE
-            # a store's workers write shards through a scratch of their own (StoreFolder)
-            shards_to = folder if isinstance(folder, StoreFolder) else out.resolve()
-            output = CellOutput(shards_to, out.resolve() / SPOOL, inline_bytes,
+            output = CellOutput(out.resolve(), out.resolve() / SPOOL, inline_bytes,
                                 "hdf5" in formats)
+            state: Path | StoreStates = out.resolve() / STATE
+            if isinstance(folder, StoreFolder):  # workers write through scratches of their own
+                output = CellOutput(folder, StoreFolder(f"{folder.url}/{SPOOL}"), inline_bytes,
+                                    "hdf5" in formats)
+                state = StoreStates(f"{folder.url}/{STATE}")  # a retry on any node resumes
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=state, output=output, pool=pool)
     if generation.committed or plan.shrink is not None or not (out / README).exists():

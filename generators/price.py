@@ -22,7 +22,7 @@ from typing import Any, Sequence, TextIO
 import torch
 
 from generators.steptimes import ShapeTiming, time_metrics, time_population, time_shape
-from zoo import datasets
+from zoo import dataroot, datasets
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
 from zoo.spec import ModelJob, ZooSpec
@@ -58,7 +58,7 @@ class PricedTask:
 def data_shape(spec: ZooSpec, rows: int) -> DataShape:
     """Sizes and `rows` timing rows: a folder set's from FOLDER_SIZES and random tensors."""
     if spec.data.name not in FOLDER_SIZES:
-        bundle = datasets.load(spec.data.name, root=spec.data.root, args=spec.data.args)
+        bundle = dataroot.load(spec.data.name, root=spec.data.root, args=spec.data.args)
         return DataShape(bundle.info, bundle.num_train, len(bundle.test[0]), bundle)
     info = datasets.describe(spec.data.name, spec.data.args)
     generator = torch.Generator().manual_seed(0)

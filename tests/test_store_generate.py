@@ -112,13 +112,18 @@ def _weights(root: str | Path) -> dict:
 @pytest.mark.slow
 def test_a_worker_killed_inside_a_model_resumes_to_the_same_zoo(tiny_zoo, s3_store, address,
                                                                 tmp_path):
+    """The killed worker's scratch goes with it (as on another node): the retried task resumes
+    from the state on the store, inside its model, to the identical zoo."""
     url, marker = s3_store.url("resumed"), tmp_path / "killed-once"
-    done = _generate(tiny_zoo.parent / "tiny.yaml", url, address, f"kill-once-saved:{marker}")
+    done = _generate(tiny_zoo.parent / "tiny.yaml", url, address, f"kill-once-stored:{marker}")
     assert done.returncode == 0, done.stderr
-    assert marker.exists()  # a worker died while a training state was saved
+    assert marker.exists()  # a worker died once a training state was on the store
+    resumed = Path(f"{marker}.resumed").read_text().split()
+    assert resumed and int(resumed[1]) >= 1  # from a state the dead worker stored, mid-model
     stored, local = ZooReader(url), ZooReader(tiny_zoo)
     assert digests(stored.manifest) == digests(local.manifest)
     assert models_rows(stored) == models_rows(local)
+    assert not any(k.startswith("state/") for k in s3_store.keys("resumed"))  # cleared
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Readers of a zoo on an object store (a real S3 server, moto on loopback): ZooDataset,
-load_model, `zoo info`, `zoo verify` and datasets.load_dataset, through a bounded local cache
-with the integrity and confinement rules of a local folder."""
+load_model, `zoo info`, `zoo verify`, `zoo plot`, the studies and datasets.load_dataset,
+through a bounded local cache with the integrity and confinement rules of a local folder."""
 
 from __future__ import annotations
 
@@ -120,3 +120,56 @@ def test_load_dataset_reads_the_store_with_storage_options(stored, tiny_zoo, s3_
                                streaming=True)
     assert len(list(streamed)) == len(datasets.load_dataset(
         str(tiny_zoo), "cells", split="train", cache_dir=str(tmp_path / "hf3")))
+
+
+def test_zoo_plot_of_a_store_zoo_writes_the_local_figures_into_its_plots_prefix(
+        stored, tiny_zoo, s3_store, tmp_path, capsys):
+    from analysis.plots import plot_zoo
+
+    local = plot_zoo(tiny_zoo, tmp_path / "local")
+    assert main(["plot", stored]) == 0
+    printed = capsys.readouterr().out.split()
+    store = open_location(stored)
+    for path in local:
+        assert f"{stored}/plots/{path.name}" in printed
+        assert store.read_bytes(f"plots/{path.name}", "figure", 1 << 24) == path.read_bytes()
+    assert main(["plot", stored, "--out", str(tmp_path / "figures")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == \
+        sorted(p.name for p in local)
+    sync(stored, s3_store.url("readers-copy"))
+    assert "plots/" not in " ".join(s3_store.keys("readers-copy"))  # sync copies the zoo only
+
+
+def test_a_study_of_a_store_zoo_writes_the_local_table_into_its_studies_prefix(
+        stored, tiny_zoo, tmp_path):
+    import pyarrow.parquet as pq
+
+    from analysis.studies import run_study
+
+    remote = run_study("prune", stored, show_progress=False, densities=[1.0, 0.5])
+    assert remote == [f"{stored}/studies/prune/prune.parquet", f"{stored}/studies/prune/prune.png"]
+    local = run_study("prune", tiny_zoo, tmp_path, show_progress=False, densities=[1.0, 0.5])
+    open_location(stored).get("studies/prune/prune.parquet", tmp_path / "remote.parquet")
+    assert repr(pq.read_table(tmp_path / "remote.parquet").to_pylist()) == \
+        repr(pq.read_table(local[0]).to_pylist())  # repr: NaN metrics compare equal
+
+
+@pytest.mark.parametrize("document, garbled", [("zoo.json", False), ("README.md", False),
+                                               ("zoo.json", True), ("README.md", True)])
+def test_verify_of_a_tampered_document_on_the_store_fails_as_on_a_folder(
+        document, garbled, zoo, s3_store, capsys):
+    """A changed zoo.json or README.md (edited, or not even JSON/YAML) gets the same exit code
+    and the same problems from `zoo verify` in a folder and on a store (there naming URIs)."""
+    url = s3_store.url(f"tampered-{document}-{garbled}")
+    sync(zoo, url)
+    data = b"{not: [json" if garbled else (zoo / document).read_bytes().replace(b"tiny", b"tinY")
+    (zoo / document).write_bytes(data)
+    open_location(url).write_bytes(document, data)
+    local_code = main(["verify", str(zoo)])
+    local = capsys.readouterr().err.replace(str(zoo), "ZOO")
+    remote_code = main(["verify", url])
+    remote = capsys.readouterr().err.replace(url, "ZOO")
+    assert (remote_code, remote) == (local_code, local)
+    if not garbled:
+        assert local_code == 1 and local.startswith(f"problem: ZOO/{document}: sha256 does not "
+                                                    f"match the manifest")

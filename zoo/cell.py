@@ -13,6 +13,7 @@ from zoo.datasets.base import DataBundle
 from zoo.folder.cellresult import CellResult
 from zoo.folder.modelshards import INLINE_BYTES, write_models
 from zoo.folder.schema import CELL_MEANS
+from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout, layout_of
 from zoo.measure import model_metrics, pairs_metrics
 from zoo.objective import Objective
@@ -24,10 +25,11 @@ from zoo.train import Spool, TrainedModel, build_model, derive_seed, train_cell_
 @dataclass(frozen=True)
 class CellOutput:
     """Where a worker writes its cells: the zoo folder (models shards and checkpoint files),
-    the spool of checkpoints in progress, the inline limit, and whether to add cell HDF5."""
+    the spool of checkpoints in progress, the inline limit, and whether to add cell HDF5.
+    A zoo on a store gives both as `StoreFolder`s (the spool: its state/spool prefix)."""
 
-    root: Path
-    spool: Path
+    root: Path | ZooFolder
+    spool: Path | ZooFolder
     inline_bytes: int = INLINE_BYTES
     cell_hdf5: bool = True
 

@@ -388,12 +388,12 @@ def validate_registries(spec: ZooSpec) -> None:
     A folder data set without a root passes here (a dry run needs no data); generation
     itself asks for the root before any work.
     """
-    from zoo import architectures, datasets
+    from zoo import architectures, dataroot, datasets
 
     architectures.validate_args(spec.architecture.family, spec.architecture.args)
     if spec.data.root is None and datasets.needs_root(spec.data.name):
         return
-    datasets.validate(spec.data.name, spec.data.root, spec.data.args)
+    dataroot.validate(spec.data.name, spec.data.root, spec.data.args)
 
 
 def spec_from_dict(resolved: Mapping[str, Any]) -> ZooSpec:

@@ -35,28 +35,27 @@ STUDIES: dict[str, Study] = {
 
 
 def run_study(name: str, root: str | Path, out: str | Path | None = None, *,
-              show_progress: bool = True, **options: Any) -> list[Path]:
+              show_progress: bool = True, **options: Any) -> list[Path | str]:
     """Run study `name` on the zoo in `root`; write out/<name>.parquet and out/<name>.png.
 
     Args:
-        out: output folder (default root/studies/<name>), created when missing.
+        root: the zoo folder, or its URI (s3://bucket/prefix: read through the local cache).
+        out: output folder or URI (default: the zoo's studies/<name>, on the store for a URI),
+            created when missing.
         options: the study's own options (averaging: last; finetune: epochs; prune: densities).
     Returns:
-        the paths of the table and the figure.
+        the table and the figure (local paths, or URIs on a store).
     """
+    from zoo.folder.names import STUDIES as STUDIES_FOLDER
+    from zoo.folder.outputs import Outputs
+
     if name not in STUDIES:
         raise ZooError(f"study: {name!r} is not a study; expected one of {', '.join(STUDIES)}")
     study = STUDIES[name]
     zoo = StudyZoo(root)
-    if out is None:  # inside the zoo: confined (no link on the way, regular files only)
-        from zoo.folder import names
-        from zoo.folder.zoofolder import ZooFolder
-
-        folder = ZooFolder(root).makedirs(f"{names.STUDIES}/{name}")
-        ZooFolder(root).check_tree(f"{names.STUDIES}/{name}")
-    else:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
+    outputs = Outputs(root, out, f"{STUDIES_FOLDER}/{name}")
+    folder = outputs.folder
     rows = study.measure(zoo, show_progress=show_progress, **options)
     table = write_table(rows, folder / f"{name}.parquet")
-    return [table, study.figure(rows, score_name(zoo.task), folder / f"{name}.png")]
+    return outputs.publish([table, study.figure(rows, score_name(zoo.task),
+                                                folder / f"{name}.png")])

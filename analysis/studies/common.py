@@ -13,7 +13,7 @@ from torch import nn
 
 from loaders.models import module_from
 from loaders.store import read_metadata, read_weights
-from zoo import datasets
+from zoo import dataroot
 from zoo.errors import ZooError
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import python_value
@@ -33,11 +33,10 @@ class StudyZoo:
     (weights excluded) and checkpoints rebuilt as modules on demand."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.reader = ZooReader(self.root)
+        self.reader = ZooReader(root)  # a URI: read through the local cache
         self.spec = spec_from_dict(self.reader.record.spec)
         data = self.spec.data
-        self.bundle = datasets.load(data.name, root=data.root, args=data.args)
+        self.bundle = dataroot.load(data.name, root=data.root, args=data.args)
         self.columns = read_metadata(self.reader)
 
     @property

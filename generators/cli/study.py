@@ -18,16 +18,17 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
                           description="Heatmaps over (load, temperature) of test accuracy, train "
                                       "loss, log Hessian trace and top eigenvalue, CKA, mc and "
                                       "the phase map, one PNG each plus overview.png.")
-    plot.add_argument("dir", help="zoo folder")
+    plot.add_argument("dir", help="zoo folder, or URI such as s3://bucket/prefix")
     plot.add_argument("--out", default=None, metavar="DIR",
-                      help="folder for the PNGs (default: DIR/plots)")
+                      help="folder or URI for the PNGs (default: DIR/plots, on the store for "
+                           "a URI)")
     plot.set_defaults(run=cmd_plot)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from analysis.plots import plot_zoo
 
-    for path in plot_zoo(Path(args.dir), args.out):
+    for path in plot_zoo(args.dir, args.out):
         print(f"wrote {path}")
     return 0
 
@@ -46,9 +47,10 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
                                        "transfer to a shifted data set; prune: global magnitude "
                                        "pruning. Results per model or cell, plotted per phase.")
     study.add_argument("name", choices=("averaging", "finetune", "prune"), help="the study")
-    study.add_argument("dir", help="zoo folder")
+    study.add_argument("dir", help="zoo folder, or URI such as s3://bucket/prefix")
     study.add_argument("--out", default=None, metavar="DIR",
-                       help="output folder (default: DIR/studies/NAME)")
+                       help="output folder or URI (default: DIR/studies/NAME, on the store for "
+                            "a URI)")
     study.add_argument("--last", type=int, default=5, metavar="K",
                        help="averaging: average each model's last K stored checkpoints")
     study.add_argument("--epochs", type=int, default=2, metavar="K",
@@ -65,7 +67,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     options = {"averaging": {"last": args.last}, "finetune": {"epochs": args.epochs},
                "prune": {"densities": args.densities}}[args.name]
-    for path in run_study(args.name, Path(args.dir), args.out,
+    for path in run_study(args.name, args.dir, args.out,
                           show_progress=not args.no_progress, **options):
         print(f"wrote {path}")
     return 0

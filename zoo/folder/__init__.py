@@ -9,6 +9,8 @@ writer and readers), `rowgroups` (the models shards' row-group digests), `checkp
 (`ZooWriter`: commits through the manifest), `reader` (`ZooReader`: opens nothing outside the
 folder), `lock` (one writer per folder), `card` (README.md dataset card), `splits` (cell splits).
 A zoo on an object store: `location` (a location as a filesystem and a root), `storefolder`
-(`StoreFolder`, the write side over a local scratch), `storelock`, `cache` (the read side's
-bounded local copy), `sync` (copies between locations).
+(`StoreFolder`, the write side over a local scratch), `storestates` (training states on the
+store), `storelock`, `cache` (the read side's
+bounded local copy), `sync` (copies between locations), `outputs` (where plots and studies
+go: the zoo's folder or prefix, or `--out`).
 """

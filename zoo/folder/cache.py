@@ -54,7 +54,8 @@ class StoreCache:
         max_bytes: the bound on the shards kept (default: $PHASE_ZOO_CACHE_BYTES or 8 GiB).
         home: the folder holding every location's cache (default: `cache_home()`).
         check_documents: check zoo.json and README.md against the manifest (without it,
-            only zoo.json is fetched, unchecked: a writer whose card is about to change).
+            they are fetched unchecked: for `zoo verify`, which checks them itself, and a
+            writer whose card is about to change).
     """
 
     def __init__(self, url: str, max_bytes: int | None = None, home: Path | None = None,
@@ -73,8 +74,21 @@ class StoreCache:
             if check_documents or relative not in self.manifest.documents:
                 self.fetch(relative, digest)
         if not check_documents:
-            self.store.get(ZOO_JSON, self.root / ZOO_JSON)
+            for relative in {ZOO_JSON, *self.manifest.documents}:
+                self._fetch_unchecked(relative)
         write_atomically(self.root / MANIFEST, data)
+
+    def _fetch_unchecked(self, relative: str) -> None:
+        """The store's document as it is, for a caller that checks it (`zoo verify`) or
+        replaces it; one missing from the store is missing here too."""
+        path, staged = inside(self.root, relative), scratch_name(self.root / STAGING)
+        try:
+            self.store.get(relative, staged)
+            os.replace(staged, path)
+        except IntegrityError:  # missing: the reader names it
+            path.unlink(missing_ok=True)
+        finally:
+            staged.unlink(missing_ok=True)
 
     def fetch(self, relative: str, digest: str) -> Path:
         """The local file of object `relative`, fetched unless the cache holds it with sha256

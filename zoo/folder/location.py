@@ -10,6 +10,7 @@ the zoo's prefix is ever read or written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -135,8 +136,10 @@ class StorePrefix:
         return f"{self.url}/{relative}"
 
     def _size(self, relative: str) -> int | None:
+        key = self.key(relative)
+        self.fs.invalidate_cache(key)  # another process may have written it since a listing
         try:
-            info = self.fs.info(self.key(relative))
+            info = self.fs.info(key)
         except FileNotFoundError:
             return None
         if info.get("type") != "file":
@@ -186,6 +189,36 @@ class StorePrefix:
             return False
         return True
 
+    def etag(self, relative: str) -> str | None:
+        """The object's ETag (any write changes it), None when missing."""
+        key = self.key(relative)
+        self.fs.invalidate_cache(key)
+        try:
+            info = self.fs.info(key)
+        except FileNotFoundError:
+            return None
+        return str(info.get("ETag") or info.get("etag") or "") or None
+
+    def replace_if(self, relative: str, data: bytes, etag: str) -> bool:
+        """Replace the object with `data` in one PUT only while its ETag is `etag` (If-Match):
+        of writers racing from the same ETag exactly one succeeds. False when the object has
+        changed or is gone; a store without conditional replaces (not S3) is refused."""
+        if not hasattr(self.fs, "call_s3"):
+            raise ZooFolderError(f"{self.name(relative)}: this store cannot replace an object "
+                                 f"conditionally (If-Match); if no writer holds it, delete it")
+        bucket, key, _ = self.fs.split_path(self.key(relative))
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=etag)
+        except FileNotFoundError:
+            return False
+        except OSError as error:  # s3fs: PreconditionFailed (412) as EINVAL
+            if error.errno != errno.EINVAL:
+                raise
+            return False
+        finally:
+            self.fs.invalidate_cache(self.key(relative))
+        return True
+
     def delete(self, relative: str) -> None:
         """Remove the object if it exists."""
         try:
@@ -195,12 +228,22 @@ class StorePrefix:
 
     def listing(self) -> dict[str, int]:
         """Every object under the prefix: relative name -> bytes."""
+        return {name: int(info["size"]) for name, info in self._found().items()}
+
+    def versions(self) -> dict[str, str]:
+        """Every object under the prefix: relative name -> a token that changes when the object
+        does (its size and ETag, or its modification time where the store has no ETag)."""
+        tags = ("ETag", "etag", "mtime", "LastModified")
+        return {name: f"{info['size']}:" + next((str(info[k]) for k in tags if info.get(k)), "")
+                for name, info in self._found().items()}
+
+    def _found(self) -> dict[str, dict[str, Any]]:
         prefix = self.root + "/"
         try:
             found = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
             return {}
-        return {key[len(prefix):]: int(info["size"]) for key, info in found.items()
+        return {key[len(prefix):]: info for key, info in found.items()
                 if key.startswith(prefix) and info.get("type") == "file"}
 
 

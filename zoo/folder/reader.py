@@ -39,6 +39,20 @@ class ZooReader:
         self.cache = StoreCache(str(root), cache_bytes, check_documents=check_documents) \
             if is_uri(root) else None
         self.root = self.cache.root if self.cache is not None else Path(root)
+        try:
+            self._open(check_documents)
+        except ZooFolderError as error:
+            if self.cache is None:
+                raise
+            raise type(error)(self.named(str(error))) from None
+
+    def named(self, text: str) -> str:
+        """`text` naming the zoo's own location (its URI) where it names the local cache."""
+        if self.cache is None:
+            return text
+        return text.replace(str(self.root), self.location.rstrip("/"))
+
+    def _open(self, check_documents: bool) -> None:
         manifest = read_manifest(self.root)
         if manifest is None:
             raise ZooFolderError(f"{self.root}: no manifest.json; not a zoo folder "

@@ -5,9 +5,9 @@ Files are made locally (Parquet and HDF5 writers need a seekable file), then sto
 PUT (an object appears whole or not at all), so the store holds the objects a local zoo folder
 would and the manifest, replaced last, lists only complete ones. Listings, reads of committed
 files and deletions are the store's, so a killed run's unlisted objects are removed at the next
-start. The driver's scratch is the same folder on every run (it holds the training states and
-the spool: a retried task on that node resumes inside its models); a process that gets the
-folder through pickling (a Ray worker, on any node) makes a scratch of its own.
+start. The driver's scratch is the same folder on every run; a process that gets the folder
+through pickling (a Ray worker, on any node) makes a scratch of its own. Training states and
+the spool go to the store as well (`storestates`, and a StoreFolder over `state/spool`).
 """
 
 from __future__ import annotations

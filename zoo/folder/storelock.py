@@ -1,5 +1,6 @@
 """One writer per zoo on an object store: `zoo.lock` created only if absent (If-None-Match),
-naming the host, pid and start time of the writer, as `zoo.folder.lock` does on a folder."""
+naming the host, pid and start time of the writer, as `zoo.folder.lock` does on a folder; a
+stale lock is taken over by a conditional replace (If-Match on its ETag), which one writer wins."""
 
 from __future__ import annotations
 
@@ -30,18 +31,21 @@ class StoreLock:
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         for _ in range(2):
-            if self.store.create(LOCK, body.encode()):
+            if self.store.create(LOCK, body.encode()) or self._take_over_if_stale(body.encode()):
                 self.held = True
                 return
-            self._take_over_if_stale()
         raise FolderLocked(f"{self.store.name(LOCK)}: another writer took the lock at the same "
                            f"moment")
 
-    def _take_over_if_stale(self) -> None:
+    def _take_over_if_stale(self, body: bytes) -> bool:
+        """Replace a stale lock by ours in one conditional PUT (If-Match on the ETag it was
+        read with): of writers taking it over at once, exactly one wins; the others find the
+        winner's live lock on their next try. False when the lock changed or went first."""
+        etag = self.store.etag(LOCK)
         try:
             data = self.store.read_bytes(LOCK, "lock", 1 << 16)
-            if data is None:  # released between our create and this read: try again
-                return
+            if etag is None or data is None:  # released between our create and this read
+                return False
             holder = json.loads(data)
             host, pid, started = str(holder["host"]), int(holder["pid"]), holder["started"]
         except (ValueError, KeyError, TypeError, ZooFolderError):
@@ -51,10 +55,12 @@ class StoreLock:
         if host != socket.gethostname() or _alive(pid):
             raise FolderLocked(f"{self.store.url}: another `zoo generate` writes this zoo "
                                f"({who}); wait for it or stop it")
+        if not self.store.replace_if(LOCK, body, etag):
+            return False
         if self.on_stale is not None:
             self.on_stale(f"{self.store.name(LOCK)}: stale lock of a dead process ({who}); "
                           f"taking it over")
-        self.store.delete(LOCK)
+        return True
 
     def release(self) -> None:
         """Remove the lock if this object holds it."""

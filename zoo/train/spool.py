@@ -21,9 +21,10 @@ from zoo.folder.zoofolder import ZooFolder
 class Spool:
     """The checkpoints of the models a worker trains, one file per (model, epoch)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self.files = ZooFolder(self.folder)
+    def __init__(self, folder: Path | ZooFolder) -> None:
+        # a ZooFolder as it is: a zoo on a store spools to its state/spool prefix (StoreFolder)
+        self.files = folder if isinstance(folder, ZooFolder) else ZooFolder(folder)
+        self.folder = self.files.root
 
     def path(self, model_id: str, epoch: int) -> Path:
         return self.folder / self._name(model_id, epoch)

@@ -42,12 +42,14 @@ class StateStore:
             long after the last save (an epoch is the finest grain).
         on_epoch: called with each finished epoch before the save decision (progress hooks;
             tests raise from it to kill a run).
+        on_save: called with `key` after each save (a zoo on a store copies the state there).
     """
 
     folder: Path
     key: str
     every_seconds: float = 600.0
     on_epoch: Callable[[int], None] | None = None
+    on_save: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.key or "/" in self.key or self.key.startswith("."):
@@ -159,6 +161,8 @@ class Autosave:
             self.store.on_epoch(epoch)
         if kept or time.monotonic() - self.last >= self.store.every_seconds:
             save_state(self.store, epoch, *pack())
+            if self.store.on_save is not None:
+                self.store.on_save(self.store.key)
             self.last = time.monotonic()
 
 

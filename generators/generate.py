@@ -27,6 +27,7 @@ from zoo.folder.writer import FORMATS, ZooWriter
 from zoo.folder.storefolder import StoreFolder, open_folder, writer_lock
 from zoo.folder.zoofolder import ZooFolder
 from zoo.precision import precision_record
+from zoo.printable import printable
 from zoo.spec import ZooSpec
 
 
@@ -185,6 +186,8 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
                                                           indent=1).encode())
                     bar.write(f"cell {outcome.failure.cell_id} failed: {outcome.failure.error}")
                     return
+                for note in outcome.result.notes:
+                    bar.write(f"warning: {printable(note)}")
                 writer.commit(outcome.result)
                 folder.delete(failure_file)
                 generation.committed += 1

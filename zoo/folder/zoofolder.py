@@ -30,7 +30,7 @@ class ZooFolder:
     Opening refuses a path that names something other than a folder, once. File methods take
     paths relative to the root ("data/models/x.parquet"): `open_read`, `write` (atomic),
     `create` (a new file for a library that writes by path), `replace`, `delete`,
-    `delete_tree`, `files` (recursive listing), `makedirs`, `target`. `record()` and
+    `delete_tree`, `discard_tree`, `files` (recursive listing), `makedirs`, `target`. `record()` and
     `manifest()` read zoo.json and manifest.json once; `write_record` and `write_manifest`
     replace them and the held copies.
     """
@@ -181,6 +181,24 @@ class ZooFolder:
         for folder, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
             os.rmdir(folder)
 
+    def discard_tree(self, relative: str) -> None:
+        """Remove the folder `relative` and everything in it, a symbolic link, FIFO or other
+        special file in it included: each is removed as a name (unlinked), never opened,
+        followed or descended, so nothing outside is touched (a discarded training state)."""
+        name = PurePosixPath(relative)
+        if name.is_absolute() or name.name in ("", ".", ".."):
+            raise ZooFolderError(f"{self.root}: {relative!r} is not a plain path inside the "
+                                 f"zoo folder")
+        parent = self.root if str(name.parent) == "." else self.check(str(name.parent),
+                                                                      folder=True)
+        path = parent / name.name
+        if not os.path.lexists(path):
+            return
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            _remove_names(path)
+        else:  # a link or file where the folder should be: the name goes, nothing it points to
+            os.unlink(path)
+
     def files(self, relative: str) -> Iterator[str]:
         """Every regular file under the folder `relative` (paths relative to the root,
         sorted), never descending a link: a link or any other kind of file is refused."""
@@ -206,3 +224,16 @@ class ZooFolder:
         """Refuse a link or a non-regular file anywhere under `relative` (the state folder
         before workers write into it)."""
         list(self.files(relative))
+
+
+def _remove_names(folder: Path) -> None:
+    """Remove `folder` bottom-up: subfolders (not links to folders) are entered, every other
+    entry is unlinked."""
+    with os.scandir(folder) as entries:
+        found = list(entries)
+    for entry in found:
+        if entry.is_dir(follow_symlinks=False):
+            _remove_names(Path(entry.path))
+        else:
+            os.unlink(entry.path)
+    os.rmdir(folder)

@@ -187,7 +187,7 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
                     bar.write(f"cell {outcome.failure.cell_id} failed: {outcome.failure.error}")
                     return
                 for note in outcome.result.notes:
-                    bar.write(f"warning: {printable(note)}")
+                    bar.write(f"warning: {printable(note)}", file=stream)
                 writer.commit(outcome.result)
                 folder.delete(failure_file)
                 generation.committed += 1

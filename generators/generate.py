@@ -205,7 +205,9 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
                                 "hdf5" in formats)
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=state, output=output, pool=pool)
-    if generation.committed or plan.shrink is not None or not (out / README).exists():
+    held = folder.manifest()
+    if generation.committed or plan.shrink is not None or not (out / README).exists() or (
+            held is not None and (held.retired or held.previous)):  # a killed commit's card
         from zoo.folder.card import write_card  # imports the readers: only at the end
 
         write_card(folder)

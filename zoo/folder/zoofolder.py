@@ -17,11 +17,13 @@ from typing import IO, Callable, Iterator
 
 from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Manifest, read_manifest, write_manifest
-from zoo.folder.names import (LOCK, MANIFEST, ZOO_JSON, create_new, kind_of, open_regular,
-                              write_atomically)
+from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, LAYOUTS, LOCK, MANIFEST,
+                              TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON, create_new, kind_of,
+                              open_regular, write_atomically)
 from zoo.folder.record import ZooRecord, read_record, write_record
 
 _UNREAD = object()
+_FORMAT_FOLDERS = {"data", *TABLE_FOLDERS.values(), HDF5_FOLDER, CHECKPOINTS_FOLDER, LAYOUTS}
 
 
 class ZooFolder:
@@ -60,8 +62,20 @@ class ZooFolder:
         return self.root.is_dir()
 
     def is_empty(self) -> bool:
-        """No folder yet, or nothing in it but the lock."""
-        return not self.exists() or not any(p.name != LOCK for p in self.root.iterdir())
+        """No folder yet, or nothing in it but the lock and what a writer killed before its
+        first zoo.json leaves: the format's own folders, empty but for temporary files."""
+        if not self.exists():
+            return True
+        for top, folders, files in os.walk(self.root):  # never descends a link
+            where = Path(top).relative_to(self.root).as_posix()
+            if where != "." and where not in _FORMAT_FOLDERS:
+                return False
+            if any(not name.endswith(TEMPORARY_SUFFIX) and not (where == "." and name == LOCK)
+                   or os.path.islink(os.path.join(top, name)) for name in files):
+                return False
+            if any(os.path.islink(os.path.join(top, name)) for name in folders):
+                return False
+        return True
 
     def record(self) -> ZooRecord | None:
         """zoo.json's record (None: none yet), read on the first call only."""

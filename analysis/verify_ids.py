@@ -81,7 +81,7 @@ def unlisted_files(reader: ZooReader) -> list[str]:
     """A line per file (or link, or other entry) under the shard folders and layouts/ that the
     manifest does not list; links are named, never followed."""
     root = reader.root
-    listed = {s.path for s in reader.manifest.shards}
+    listed = {s.path for s in reader.manifest.shards + reader.manifest.retired}
     listed |= {f"{LAYOUTS}/{key}.json" for key in reader.manifest.layouts}
     problems = []
     for folder in (*TABLE_FOLDERS.values(), HDF5_FOLDER, LAYOUTS):

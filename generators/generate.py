@@ -28,6 +28,7 @@ from zoo.folder.storefolder import StoreFolder, open_folder, writer_lock
 from zoo.folder.storestates import StoreStates
 from zoo.folder.zoofolder import ZooFolder
 from zoo.precision import precision_record
+from zoo.printable import printable
 from zoo.spec import ZooSpec
 
 
@@ -186,6 +187,8 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
                                                           indent=1).encode())
                     bar.write(f"cell {outcome.failure.cell_id} failed: {outcome.failure.error}")
                     return
+                for note in outcome.result.notes:
+                    bar.write(f"warning: {printable(note)}", file=stream)
                 writer.commit(outcome.result)
                 folder.delete(failure_file)
                 generation.committed += 1
@@ -205,7 +208,9 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
                 state = StoreStates(f"{folder.url}/{STATE}")  # a retry on any node resumes
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=state, output=output, pool=pool)
-    if generation.committed or plan.shrink is not None or not (out / README).exists():
+    held = folder.manifest()
+    if generation.committed or plan.shrink is not None or not (out / README).exists() or (
+            held is not None and (held.retired or held.previous)):  # a killed commit's card
         from zoo.folder.card import write_card  # imports the readers: only at the end
 
         write_card(folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +39,7 @@ def relabel(root: str | Path, overrides: Mapping[str, float] | None = None, *,
     card is rewritten.
     """
     from zoo.folder.card import write_card
+    from zoo.folder.lock import FolderLock
     from zoo.folder.writer import ZooWriter
     from zoo.folder.zoofolder import ZooFolder
 
@@ -55,10 +57,12 @@ def relabel(root: str | Path, overrides: Mapping[str, float] | None = None, *,
                                        "replaces": [s.sha256 for s in
                                                     reader.manifest.shards_of("cells")]}, 8)
         folder = ZooFolder(root)
-        writer = ZooWriter(folder, reader.manifest.spec_hash)
-        written = writer.replace_rows("cells", after, tag)
-        written += writer.replace_tables("models", _joined_models(reader, after), tag)
-        write_card(folder)
+        with FolderLock(folder, on_stale=lambda line: print(line, file=sys.stderr)):
+            writer = ZooWriter(folder, reader.manifest.spec_hash)
+            writer.remove_leftovers()  # a killed relabel's shards (the lock: no run's own)
+            written = writer.replace_rows("cells", after, tag)
+            written += writer.replace_tables("models", _joined_models(reader, after), tag)
+            write_card(folder)
     return Relabelling(before, after, thresholds, written)
 
 

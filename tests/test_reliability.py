@@ -201,6 +201,7 @@ def test_a_worker_killed_inside_a_model_resumes_from_its_saved_state(tiny_zoo, t
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     assert marker.exists()  # a worker died while a training state was saved
+    assert "discarded" not in err  # its own state is resumed, never thrown away
     assert _weights(out) == _weights(tiny_zoo)
     assert not (out / "state").exists()  # every committed task's states are deleted
     assert not (tiny_zoo / "state").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -110,25 +111,34 @@ def test_a_killed_population_resumes_to_the_same_weights_bit_for_bit(tmp_path, d
         assert_identical(resumed, one)
 
 
-def test_a_state_of_another_run_is_refused(tmp_path, digits):
+def test_a_state_of_another_run_is_discarded_and_the_model_trained_from_scratch(tmp_path, digits):
     spec = make_spec(family="mlp", epochs=2)
     first, second = spec.jobs(digits.fingerprint())
     train_model(spec, first, digits, store=StateStore(tmp_path, "shared"))
-    with pytest.raises(TrainStateError, match=r"shared/state.json: saved by another run"):
-        train_model(spec, second, digits, store=StateStore(tmp_path, "shared"))
+    retrained = train_model(spec, second, digits, store=StateStore(tmp_path, "shared"))
+    [note] = retrained.notes
+    assert re.fullmatch(r".*shared/state\.json: saved by another run .*; discarded, trained "
+                        r"again from scratch", note), note
+    assert_identical(retrained, train_model(spec, second, digits))
+    assert load_state(StateStore(tmp_path, "shared")).scalars["identity"]["model_id"] == \
+        second.model_id
 
 
-def test_an_unreadable_state_is_named(tmp_path, digits):
+def test_an_unreadable_state_is_named_and_discarded(tmp_path, digits):
     spec = make_spec(family="mlp", epochs=2)
     job = spec.jobs(digits.fingerprint())[0]
     store = StateStore(tmp_path, job.model_id)
     train_model(spec, job, digits, store=store)
     body = json.loads((store.path / STATE_JSON).read_text())
     (store.path / body["file"]).write_bytes(b"not safetensors")
-    with pytest.raises(TrainStateError, match=rf"{job.model_id}/state.json: unreadable"):
-        train_model(spec, job, digits, store=store)
+    with pytest.raises(TrainStateError, match=rf"{job.model_id}/state.json: unreadable.*"
+                                              rf"sha256 differs"):
+        load_state(store)
+    retrained = train_model(spec, job, digits, store=store)
+    assert "unreadable training state" in retrained.notes[0]
+    assert_identical(retrained, train_model(spec, job, digits))
     (store.path / STATE_JSON).write_text(json.dumps({**body, "format_version": 99}))
-    with pytest.raises(TrainStateError, match="format version 99, this code reads 1"):
+    with pytest.raises(TrainStateError, match="format version 99, this code reads 2"):
         load_state(store)
 
 

@@ -94,6 +94,7 @@ def run_cell_group(spec: ZooSpec, cells: Sequence[Sequence[ModelJob]], bundle: D
                             output) for jobs in cells]
     for result in results:
         result.stacked = trained[0].trained_by == "stacked"
+        result.notes = [note for member in by_cell[result.cell_id] for note in member.notes]
     return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from zoo.phases import CKA_METRICS, MC_BOUNDS
@@ -59,6 +60,8 @@ def _add_card(sub: argparse._SubParsersAction) -> None:
 
 def cmd_card(args: argparse.Namespace) -> int:
     from zoo.folder.card import write_card
+    from zoo.folder.lock import FolderLock
 
-    print(f"wrote {write_card(Path(args.dir))}")
+    with FolderLock(Path(args.dir), on_stale=lambda line: print(line, file=sys.stderr)):
+        print(f"wrote {write_card(Path(args.dir))}")
     return 0

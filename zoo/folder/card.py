@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from zoo.errors import ZooFolderError
-from zoo.folder.documents import record_documents
+from zoo.folder.commits import write_card_under
 from zoo.folder.names import README, confined, read_bounded
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
@@ -311,6 +311,5 @@ def card_text(root: ZooFolder | Path) -> str:
 def write_card(root: ZooFolder | Path) -> Path:
     """Write (or rewrite) `root/README.md` atomically (confined); returns its path."""
     folder = ZooFolder.of(root)
-    path = folder.write(README, card_text(folder).encode())
-    record_documents(folder, (README,))
-    return path
+    write_card_under(folder, card_text(folder))  # readers accept the old card or the new
+    return folder.root / README

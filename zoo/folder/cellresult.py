@@ -20,3 +20,4 @@ class CellResult:
     layouts: dict[str, Layout] = field(default_factory=dict)
     stacked: bool = False  # its seeds trained as one population (a grown zoo trains it alike)
     files: list[Shard] = field(default_factory=list)  # models shards its worker wrote
+    notes: list[str] = field(default_factory=list)  # lines for the user (a state discarded)

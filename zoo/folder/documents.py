@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import IntegrityError, SpecError, ZooFolderError
-from zoo.folder.manifest import Manifest
+from zoo.folder.manifest import ABSENT, Manifest
 from zoo.folder.names import README, ZOO_JSON, confined, read_bounded, sha256_of
 from zoo.folder.zoofolder import ZooFolder
 from zoo.limits import check_document as check_nesting
@@ -37,18 +37,31 @@ def record_documents(folder: ZooFolder | Path, names: tuple[str, ...]) -> Manife
 
 
 def check_document(root: Path, manifest: Manifest, name: str) -> Path | None:
-    """The document's path when it matches the manifest's sha256; None when it is absent and
-    the manifest lists none (README.md before the card is written)."""
+    """The document's path when it matches the manifest's sha256, or the sha256 of the copy a
+    commit in progress replaces (`manifest.previous`); None when it is absent and the manifest
+    lists none (README.md before the card is written) or a commit is writing its first."""
     path = confined(root, name)
     listed = manifest.documents.get(name)
+    present = path.exists() or path.is_symlink()
+    if not present and manifest.previous.get(name) == ABSENT:
+        return None
     if listed is None:
-        if path.exists() or path.is_symlink():
+        if present:
             raise IntegrityError(f"{path}: not covered by the manifest; it was added or "
                                  f"replaced after the zoo was written (rewrite it: zoo card)")
         return None
-    if sha256_of(path) != listed:
+    if sha256_of(path) not in (listed, manifest.previous.get(name)):
         raise IntegrityError(f"{path}: sha256 does not match the manifest; it was modified")
     return path
+
+
+def is_previous(root: Path, manifest: Manifest, name: str) -> bool:
+    """Whether the folder still holds the copy of document `name` that a commit in progress
+    replaces (the manifest already describes the new one)."""
+    digest = manifest.previous.get(name)
+    path = confined(root, name)
+    return digest is not None and digest != manifest.documents.get(name) and (
+        path.exists() or path.is_symlink()) and sha256_of(path) == digest
 
 
 def check_readme(root: Path, manifest: Manifest) -> None:
@@ -63,7 +76,7 @@ def check_readme(root: Path, manifest: Manifest) -> None:
     path = check_document(root, manifest, README)
     if path is None:
         return
-    shards = {s.path for s in manifest.shards}
+    shards = {s.path for s in manifest.shards + manifest.retired}  # retired: files kept
     for config, file in readme_files(path):
         if file not in shards:
             raise ZooFolderError(f"{path}: config {printable(repr(config))} names "
@@ -140,7 +153,8 @@ def _short(error: Exception, length: int = 200) -> str:
 
 
 def check_record_hash(root: Path, manifest: Manifest, spec_hash: str) -> None:
-    """zoo.json's spec hash must be the manifest's (one spec made every listed shard)."""
-    if spec_hash != manifest.spec_hash:
+    """zoo.json's spec hash must be the manifest's (one spec made every listed shard), unless
+    zoo.json is still the copy a commit in progress replaces (a growing zoo's, before)."""
+    if spec_hash != manifest.spec_hash and not is_previous(root, manifest, ZOO_JSON):
         raise IntegrityError(f"{Path(root) / ZOO_JSON}: spec hash {spec_hash} differs from "
                              f"the manifest's {manifest.spec_hash}")

@@ -15,6 +15,7 @@ from zoo.folder.names import (FORMAT_VERSION, MANIFEST, README, READABLE_VERSION
 DOCUMENTS = (ZOO_JSON, README)  # the files besides shards and layouts that the manifest covers
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # layout keys and cell ids
 SHA256 = re.compile(r"[0-9a-f]{64}")
+ABSENT = "absent"  # `previous`: the document did not exist before the commit
 SHARD_FORMATS = ("parquet", "hdf5", "checkpoints")  # checkpoints: a per-model HDF5 file
 SHARD_TYPES = {"table": str, "format": str, "path": str, "rows": int, "bytes": int,
                "sha256": str, "cell_id": str}
@@ -44,6 +45,12 @@ class Manifest:
     stacked: dict[str, bool] = field(default_factory=dict)  # cell_id -> trained as a population
     documents: dict[str, str] = field(default_factory=dict)  # zoo.json, README.md -> sha256
     format_version: int = FORMAT_VERSION
+    # A commit in progress (zoo.folder.commits): the documents it replaces, name -> the sha256
+    # of the copy the folder may still hold (ABSENT: none yet), and the shards it dropped that
+    # the card on disk may still name (their files stay until the card is rewritten). Both
+    # are empty, and not written, between commits.
+    previous: dict[str, str] = field(default_factory=dict)
+    retired: tuple[Shard, ...] = ()
 
     def cell_ids(self) -> set[str]:
         """Cells whose cells-table row is committed (their models and pairs are, too)."""
@@ -78,7 +85,9 @@ def parse_manifest(body: Any, path: Path | str) -> Manifest:
                             _hashes(body.get("layouts"), "layouts", KEY),
                             {k: bool(v) for k, v in _mapping(body.get("stacked"), "stacked")},
                             _hashes(body.get("documents"), "documents", None),
-                            body["format_version"])
+                            body["format_version"], _previous(body.get("previous", {})),
+                            tuple(_shard(raw) for raw in _list(body.get("retired", []),
+                                                               "retired")))
     except (ValueError, KeyError, TypeError) as error:
         raise ZooFolderError(f"{path}: malformed manifest ({error})") from None
     unknown = set(manifest.documents) - set(DOCUMENTS)
@@ -86,7 +95,7 @@ def parse_manifest(body: Any, path: Path | str) -> Manifest:
         raise ZooFolderError(f"{path}: malformed manifest (documents must cover {ZOO_JSON} and "
                              f"may cover {README}; found {sorted(manifest.documents)})")
     listed: set[str] = set()
-    for shard in manifest.shards:  # symlinks are refused when a file is opened
+    for shard in manifest.shards + manifest.retired:  # links are refused when a file is opened
         inside(Path(str(path)).parent, shard.path)
         if shard.path in listed:  # read once per listing, a repeated shard multiplies work
             raise ZooFolderError(f"{path}: malformed manifest (shard {shard.path!r} is listed "
@@ -117,6 +126,23 @@ def _shard(raw: Any) -> Shard:
     return Shard(**{**raw, "parts": tuple(parts)})
 
 
+def _previous(value: Any) -> dict[str, str]:
+    """`previous`: document names mapped to a sha256 or ABSENT."""
+    out = {}
+    for key, digest in _mapping(value, "previous"):
+        if key not in DOCUMENTS or not isinstance(digest, str) or not (
+                digest == ABSENT or SHA256.fullmatch(digest)):
+            raise ValueError(f"previous: entry {key!r} is malformed")
+        out[key] = digest
+    return out
+
+
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{name} is not a list")
+    return value
+
+
 def _mapping(value: Any, name: str) -> list[tuple[str, Any]]:
     if not isinstance(value, dict):
         raise ValueError(f"{name} is missing or not a mapping")
@@ -142,6 +168,10 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
                             "stacked": dict(sorted(manifest.stacked.items())),
                             "documents": dict(sorted(manifest.documents.items())),
                             "shards": [_entry(s) for s in manifest.shards]}
+    if manifest.previous:  # only while a commit is in progress: other manifests stay as they were
+        body["previous"] = dict(sorted(manifest.previous.items()))
+    if manifest.retired:
+        body["retired"] = [_entry(s) for s in manifest.retired]
     write_atomically(Path(root) / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
 
 

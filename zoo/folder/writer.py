@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
 from zoo.folder.cellresult import CellResult
+from zoo.folder.commits import delete_dropped, drop_shards, write_record_under
 from zoo.folder.documents import document_hashes
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard
@@ -37,7 +38,7 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 def unlisted_files(folder: ZooFolder, manifest: Manifest | None) -> list[str]:
     """Files under the shard folders that the manifest does not list (a killed run's); a
     link or other non-regular file there is refused, never descended."""
-    listed = {s.path for s in manifest.shards} if manifest else set()
+    listed = {s.path for s in manifest.shards + manifest.retired} if manifest else set()
     return [name for shard_folder in SHARD_FOLDERS for name in folder.files(shard_folder)
             if name not in listed]
 
@@ -46,7 +47,8 @@ class ZooWriter:
     """Writes one zoo folder; `commit(result)` makes a finished cell durable and listed.
 
     The manifest is the only thing replaced: shards get new names at every commit, and the
-    files of a cell's previous shards are removed once the new manifest is in place.
+    files of a cell's previous shards are removed once the new manifest is in place (or kept
+    as retired while the card may name them: zoo.folder.commits).
     """
 
     def __init__(self, folder: ZooFolder | str | Path, spec_hash: str,
@@ -81,21 +83,30 @@ class ZooWriter:
         with self._disk_errors("creating the zoo folder"):
             for name in (*SHARD_FOLDERS, LAYOUTS):
                 self.folder.makedirs(name)
-            leftovers = [name for name in self.folder.files(LAYOUTS)
-                         if name.endswith(TEMPORARY_SUFFIX)]
-            leftovers += [self.folder.check(name).relative_to(self.root).as_posix()
-                          for name in (f"{MANIFEST}{TEMPORARY_SUFFIX}",
-                                       f"{ZOO_JSON}{TEMPORARY_SUFFIX}",
-                                       f"{README}{TEMPORARY_SUFFIX}")
-                          if (self.root / name).exists()]
-            leftovers += unlisted_files(self.folder, self.manifest)
-            for leftover in leftovers:
-                self.folder.delete(leftover)
-            self.folder.write_record(record)
-            self.manifest = dataclasses.replace(self.manifest, spec_hash=record.spec_hash)
-            self._replace_manifest(dataclasses.replace(self.manifest, documents={
-                **self.manifest.documents, **document_hashes(self.folder, (ZOO_JSON,))}))
-            return [self.root / name for name in leftovers]
+            removed = self.remove_leftovers()
+            replaced = write_record_under(self.folder, record)  # a grown spec: readers
+            if replaced is not None:  # find the old zoo.json or the new at every rename
+                self.manifest = replaced
+            else:
+                self.manifest = dataclasses.replace(self.manifest, spec_hash=record.spec_hash)
+                self._replace_manifest(dataclasses.replace(self.manifest, documents={
+                    **self.manifest.documents, **document_hashes(self.folder, (ZOO_JSON,))}))
+            return removed
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove what a killed run left (temporary files, shards the manifest does not list);
+        the removed files. A link or other non-regular file there is refused, never followed."""
+        leftovers = [name for name in self.folder.files(LAYOUTS)
+                     if name.endswith(TEMPORARY_SUFFIX)]
+        leftovers += [self.folder.check(name).relative_to(self.root).as_posix()
+                      for name in (f"{MANIFEST}{TEMPORARY_SUFFIX}",
+                                   f"{ZOO_JSON}{TEMPORARY_SUFFIX}",
+                                   f"{README}{TEMPORARY_SUFFIX}")
+                      if (self.root / name).exists()]
+        leftovers += unlisted_files(self.folder, self.manifest)
+        for leftover in leftovers:
+            self.folder.delete(leftover)
+        return [self.root / name for name in leftovers]
 
     def _replace_manifest(self, manifest: Manifest) -> None:
         self.manifest = manifest
@@ -115,6 +126,8 @@ class ZooWriter:
         old = [s for s in self.manifest.shards if s.cell_id == result.cell_id]
         shards = [s for s in self.manifest.shards if s.cell_id != result.cell_id]
         shards += result.files or self._write_models(result)
+        listed = {s.path for s in shards}
+        dropped = [s for s in old if s.path not in listed]
         stem = f"cell-{result.cell_id}_{secrets.token_hex(4)}"
         for table in ("pairs", "cells"):
             rows = getattr(result, table)
@@ -127,12 +140,10 @@ class ZooWriter:
                                 sha256_of(path), result.cell_id))
         shards.sort(key=lambda s: (s.table, s.format, s.path))
         stacked = {**self.manifest.stacked, result.cell_id: result.stacked}
-        self._replace_manifest(Manifest(self.manifest.spec_hash, tuple(shards), layouts,
-                                        stacked, self.manifest.documents))
-        listed = {s.path for s in shards}
-        for shard in old:
-            if shard.path not in listed:
-                self.folder.delete(shard.path)
+        manifest = drop_shards(self.manifest, dropped)
+        self._replace_manifest(dataclasses.replace(manifest, shards=tuple(shards),
+                                                   layouts=layouts, stacked=stacked))
+        delete_dropped(self.folder, self.manifest, dropped)
 
     def _write_models(self, result: CellResult) -> list[Shard]:
         """Models rows that carry their weights (imports): written here, one at a time."""
@@ -171,17 +182,19 @@ class ZooWriter:
             for cell_id, content in sorted(tables.items()):
                 relative = f"{TABLE_FOLDERS[table]}/cell-{cell_id}-{tag}.parquet"
                 if os.path.lexists(self.folder.check(relative)):
-                    raise ZooFolderError(f"{self.root / relative}: exists; shards are never "
-                                         f"replaced in place")
+                    if relative in {s.path for s in self.manifest.shards + self.manifest.retired}:
+                        raise ZooFolderError(f"{self.root / relative}: exists; shards are never "
+                                             f"replaced in place")
+                    self.folder.delete(relative)  # unlisted: a killed run's, never read
                 path = self.folder.write(relative, lambda p, c=content: write_parquet(c, p))
                 new.append(Shard(table, "parquet", relative, content.num_rows,
                                  path.stat().st_size, sha256_of(path), cell_id,
                                  shard_parts(path) if table == "models" else ()))
             replaced = [s for s in self.manifest.shards if s.table == table
                         and s.format == "parquet" and s.cell_id in tables]
-            shards = [s for s in self.manifest.shards if s not in replaced] + new
-            shards.sort(key=lambda s: (s.table, s.format, s.path))
-            self._replace_manifest(dataclasses.replace(self.manifest, shards=tuple(shards)))
-            for shard in replaced:
-                self.folder.delete(shard.path)
+            manifest = drop_shards(self.manifest, replaced)
+            shards = sorted(manifest.shards + tuple(new),
+                            key=lambda s: (s.table, s.format, s.path))
+            self._replace_manifest(dataclasses.replace(manifest, shards=tuple(shards)))
+            delete_dropped(self.folder, self.manifest, replaced)
         return [self.root / s.path for s in new]

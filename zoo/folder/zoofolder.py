@@ -17,11 +17,13 @@ from typing import IO, Callable, Iterator
 
 from zoo.errors import ZooFolderError
 from zoo.folder.manifest import Manifest, read_manifest, write_manifest
-from zoo.folder.names import (LOCK, MANIFEST, ZOO_JSON, create_new, kind_of, open_regular,
-                              write_atomically)
+from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, LAYOUTS, LOCK, MANIFEST,
+                              TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON, create_new, kind_of,
+                              open_regular, write_atomically)
 from zoo.folder.record import ZooRecord, read_record, write_record
 
 _UNREAD = object()
+_FORMAT_FOLDERS = {"data", *TABLE_FOLDERS.values(), HDF5_FOLDER, CHECKPOINTS_FOLDER, LAYOUTS}
 
 
 class ZooFolder:
@@ -30,7 +32,7 @@ class ZooFolder:
     Opening refuses a path that names something other than a folder, once. File methods take
     paths relative to the root ("data/models/x.parquet"): `open_read`, `write` (atomic),
     `create` (a new file for a library that writes by path), `replace`, `delete`,
-    `delete_tree`, `files` (recursive listing), `makedirs`, `target`. `record()` and
+    `delete_tree`, `discard_tree`, `files` (recursive listing), `makedirs`, `target`. `record()` and
     `manifest()` read zoo.json and manifest.json once; `write_record` and `write_manifest`
     replace them and the held copies.
     """
@@ -60,8 +62,20 @@ class ZooFolder:
         return self.root.is_dir()
 
     def is_empty(self) -> bool:
-        """No folder yet, or nothing in it but the lock."""
-        return not self.exists() or not any(p.name != LOCK for p in self.root.iterdir())
+        """No folder yet, or nothing in it but the lock and what a writer killed before its
+        first zoo.json leaves: the format's own folders, empty but for temporary files."""
+        if not self.exists():
+            return True
+        for top, folders, files in os.walk(self.root):  # never descends a link
+            where = Path(top).relative_to(self.root).as_posix()
+            if where != "." and where not in _FORMAT_FOLDERS:
+                return False
+            if any(not name.endswith(TEMPORARY_SUFFIX) and not (where == "." and name == LOCK)
+                   or os.path.islink(os.path.join(top, name)) for name in files):
+                return False
+            if any(os.path.islink(os.path.join(top, name)) for name in folders):
+                return False
+        return True
 
     def record(self) -> ZooRecord | None:
         """zoo.json's record (None: none yet), read on the first call only."""
@@ -181,6 +195,24 @@ class ZooFolder:
         for folder, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
             os.rmdir(folder)
 
+    def discard_tree(self, relative: str) -> None:
+        """Remove the folder `relative` and everything in it, a symbolic link, FIFO or other
+        special file in it included: each is removed as a name (unlinked), never opened,
+        followed or descended, so nothing outside is touched (a discarded training state)."""
+        name = PurePosixPath(relative)
+        if name.is_absolute() or name.name in ("", ".", ".."):
+            raise ZooFolderError(f"{self.root}: {relative!r} is not a plain path inside the "
+                                 f"zoo folder")
+        parent = self.root if str(name.parent) == "." else self.check(str(name.parent),
+                                                                      folder=True)
+        path = parent / name.name
+        if not os.path.lexists(path):
+            return
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            _remove_names(path)
+        else:  # a link or file where the folder should be: the name goes, nothing it points to
+            os.unlink(path)
+
     def files(self, relative: str) -> Iterator[str]:
         """Every regular file under the folder `relative` (paths relative to the root,
         sorted), never descending a link: a link or any other kind of file is refused."""
@@ -206,3 +238,16 @@ class ZooFolder:
         """Refuse a link or a non-regular file anywhere under `relative` (the state folder
         before workers write into it)."""
         list(self.files(relative))
+
+
+def _remove_names(folder: Path) -> None:
+    """Remove `folder` bottom-up: subfolders (not links to folders) are entered, every other
+    entry is unlinked."""
+    with os.scandir(folder) as entries:
+        found = list(entries)
+    for entry in found:
+        if entry.is_dir(follow_symlinks=False):
+            _remove_names(Path(entry.path))
+        else:
+            os.unlink(entry.path)
+    os.rmdir(folder)

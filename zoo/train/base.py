@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import torch
 
@@ -34,9 +34,17 @@ class Checkpoint:
     train: dict[str, float | None]
     test: dict[str, float | None]
     finite: bool
+    spooled: str | None = None  # the sha256 of its file in a spool (its state_dict is then empty)
 
 
-HandOff = Callable[[int, dict[str, torch.Tensor]], None]  # hand_off(epoch, state_dict): a spool
+class HandOff(Protocol):
+    """Where a run hands its checkpoints (a spool, zoo.train.spool), one file per epoch."""
+
+    def __call__(self, epoch: int, state_dict: dict[str, torch.Tensor]) -> str:
+        """Store the checkpoint of `epoch`; the sha256 (hex) of what was stored."""
+
+    def digest(self, epoch: int) -> str | None:
+        """The sha256 of the checkpoint of `epoch` as stored now (None: missing, unreadable)."""
 
 
 def is_finite_checkpoint(state: Mapping[str, torch.Tensor],
@@ -55,8 +63,8 @@ def handed_over(checkpoint: Checkpoint, hand_off: HandOff | None) -> Checkpoint:
     without its state_dict, so a run holds one checkpoint's weights at a time."""
     if hand_off is None:
         return checkpoint
-    hand_off(checkpoint.epoch, checkpoint.state_dict)
-    return replace(checkpoint, state_dict={})
+    return replace(checkpoint, state_dict={},
+                   spooled=hand_off(checkpoint.epoch, checkpoint.state_dict))
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class TrainedModel:
     checkpoints: tuple[Checkpoint, ...]
     seconds: float
     trained_by: str = "single"  # or "stacked": a member of a vmapped population
+    notes: tuple[str, ...] = ()  # lines to show the user (a training state discarded)
 
 
 def build_model(spec: ZooSpec, cell: Cell, bundle: DataBundle, seed: int) -> torch.nn.Module:

@@ -19,7 +19,8 @@ from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, deri
 from zoo.train.loop import run_epochs
 from zoo.train.optimizers import PopulationOptimizer, schedule_table
 from zoo.train.stacked import Population, check_jobs, population_step
-from zoo.train.state import Entry, StateStore, Tensors, load_checked, ordered, under
+from zoo.train.state import (Entry, SavedState, StateStore, Tensors, check_spooled,
+                             checkpoint_of, facts_of, load_checked, ordered, restoring, under)
 from zoo.train.steps import CHECK_EVERY
 
 
@@ -52,25 +53,35 @@ class PopulationRun:
         state = load_checked(store, self.identity)
         if state is None:
             return None
+        with restoring(store):
+            self._restore(state)
+        for held, hand_off in zip(self.checkpoints, self.hand_offs):
+            check_spooled(store, held, hand_off)
+        return state.epoch
+
+    def _restore(self, state: SavedState) -> None:
         saved, population = state.tensors, self.population
         with torch.no_grad():
             for name, param in population.params.items():
-                param.copy_(saved[f"params/{name}"])
+                param.copy_(_same_shape(saved[f"params/{name}"], param))
             for name, buffer in population.buffers.items():
-                buffer.copy_(saved[f"buffers/{name}"])
+                buffer.copy_(_same_shape(saved[f"buffers/{name}"], buffer))
             for name, values in self.optimizer.state.items():
                 for i, value in enumerate(values):
-                    value.copy_(saved[f"optimizer/{name}/{i}"])
+                    value.copy_(_same_shape(saved[f"optimizer/{name}/{i}"], value))
         for i, generator in enumerate(self.generators):
             generator.set_state(saved[f"rng/{i}"])
         for epoch, tensors, facts in state.checkpoints:
+            if len(facts["members"]) != len(self.members):
+                raise ValueError(f"{len(facts['members'])} members at epoch {epoch}")
             for m, fact in enumerate(facts["members"]):
                 values = ordered(under(f"{m}/", tensors), population.keys)
-                self.checkpoints[m].append(Checkpoint(epoch, values, fact["train"],
-                                                      fact["test"], fact["finite"]))
-        self.step = state.scalars["step"]
-        self.active = torch.tensor(state.scalars["active"], device=self.device)
-        return state.epoch
+                self.checkpoints[m].append(checkpoint_of(epoch, values, fact))
+        self.step = int(state.scalars["step"])
+        active = torch.tensor(state.scalars["active"], dtype=torch.bool, device=self.device)
+        if active.shape != self.active.shape:
+            raise ValueError(f"active has shape {tuple(active.shape)}")
+        self.active = active
 
     def epoch(self) -> None:
         """Each member draws its permutation, then its epoch's augmentation draws, from its own
@@ -126,7 +137,7 @@ class PopulationRun:
         for same_epoch in zip(*self.checkpoints):
             weights = {f"{m}/{k}": v for m, c in enumerate(same_epoch)
                        for k, v in c.state_dict.items()}
-            facts = [{"train": c.train, "test": c.test, "finite": c.finite} for c in same_epoch]
+            facts = [facts_of(c) for c in same_epoch]
             saved.append((same_epoch[0].epoch, weights, {"members": facts}))
         return tensors, scalars, saved
 
@@ -142,9 +153,18 @@ def train_population(spec: ZooSpec, jobs: Sequence[ModelJob], bundle: DataBundle
     start = time.perf_counter()
     check_jobs(jobs, bundle.info.task)
     set_deterministic(spec.training.deterministic, device)
-    run = PopulationRun(spec, jobs, bundle, device,
-                        list(hand_offs) if hand_offs is not None else [None] * len(jobs))
-    run_epochs(run, spec.training.epochs, spec.kept_epochs, store)
+    held = list(hand_offs) if hand_offs is not None else [None] * len(jobs)
+    run, note = run_epochs(lambda: PopulationRun(spec, jobs, bundle, device, held),
+                           spec.training.epochs, spec.kept_epochs, store)
     seconds = (time.perf_counter() - start) / len(jobs)
-    return [TrainedModel(job, tuple(c), seconds, trained_by="stacked")
-            for job, c in zip(jobs, run.checkpoints)]
+    return [TrainedModel(job, tuple(c), seconds, trained_by="stacked",
+                         notes=(note,) if note and i == 0 else ())  # said once per population
+            for i, (job, c) in enumerate(zip(jobs, run.checkpoints))]
+
+
+def _same_shape(saved: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`saved`, refused unless it has `target`'s shape (copy_ would broadcast it)."""
+    if saved.shape != target.shape:
+        raise ValueError(f"a saved tensor of shape {tuple(saved.shape)} where "
+                         f"{tuple(target.shape)} is held")
+    return saved

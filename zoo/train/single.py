@@ -16,8 +16,8 @@ from zoo.spec import ModelJob, ZooSpec
 from zoo.train.base import (Checkpoint, HandOff, TrainedModel, build_model, derive_seed,
                             handed_over, snapshot)
 from zoo.train.loop import run_epochs
-from zoo.train.state import (Entry, StateStore, Tensors, entries, kept_checkpoints, load_checked,
-                             under)
+from zoo.train.state import (Entry, StateStore, Tensors, check_spooled, entries, kept_checkpoints,
+                             load_checked, restoring, under)
 from zoo.train.steps import EagerStep, GraphedStep, Step, prepare, use_graphs
 
 
@@ -48,11 +48,13 @@ class SingleRun:
         state = load_checked(store, self.identity)
         if state is None:
             return None
-        self.step.model.load_state_dict(under("model/", state.tensors))
-        self.step.restore(state.tensors, state.scalars)
-        self.generator.set_state(state.tensors["rng/data"])
-        self.checkpoints = kept_checkpoints(state, self.step.model)
-        self.diverged = state.scalars["diverged"]
+        with restoring(store):
+            self.step.model.load_state_dict(under("model/", state.tensors))
+            self.step.restore(state.tensors, state.scalars)
+            self.generator.set_state(state.tensors["rng/data"])
+            self.checkpoints = kept_checkpoints(state, self.step.model)
+            self.diverged = bool(state.scalars["diverged"])
+        check_spooled(store, self.checkpoints, self.hand_off)
         return state.epoch
 
     def epoch(self) -> None:
@@ -116,6 +118,7 @@ def _train(spec: ZooSpec, job: ModelJob, bundle: DataBundle, device: torch.devic
            store: StateStore | None, hand_off: HandOff | None, graphed: bool) -> TrainedModel:
     start = time.perf_counter()
     set_deterministic(spec.training.deterministic, device)
-    run = SingleRun(spec, job, bundle, device, hand_off, graphed)
-    run_epochs(run, spec.training.epochs, spec.kept_epochs, store)
-    return TrainedModel(job, tuple(run.checkpoints), time.perf_counter() - start)
+    run, note = run_epochs(lambda: SingleRun(spec, job, bundle, device, hand_off, graphed),
+                           spec.training.epochs, spec.kept_epochs, store)
+    return TrainedModel(job, tuple(run.checkpoints), time.perf_counter() - start,
+                        notes=(note,) if note else ())

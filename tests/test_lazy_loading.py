@@ -22,7 +22,7 @@ from zoo.folder.reader import ZooReader
 from zoo.folder.rowgroups import CheckedBytes, CheckedShard, chunk_spans
 from zoo.layout import Entry, Layout
 
-FORMAT3 = Path(__file__).parent / "fixtures" / "zoo-format3"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def same(a, b):
@@ -107,7 +107,7 @@ def test_workers_open_their_own_files_and_return_the_same_rows(tiny_zoo, context
 
 def test_new_zoos_record_a_digest_per_row_group(tiny_zoo):
     manifest = read_manifest(tiny_zoo)
-    assert manifest.format_version == FORMAT_VERSION == 4
+    assert manifest.format_version == FORMAT_VERSION == 5
     for shard in manifest.shards_of("models"):
         groups = pq.read_metadata(tiny_zoo / shard.path).num_row_groups
         assert len(shard.parts) == 1 + 2 * groups
@@ -190,14 +190,36 @@ def test_a_tampered_footer_is_refused_before_it_is_parsed(tiny_zoo, tmp_path):
         ZooReader(root).parquet_metadata(shard)
 
 
-def test_format3_zoos_load_in_memory_and_lazily():
-    body = json.loads((FORMAT3 / "manifest.json").read_text())
-    assert body["format_version"] == 3 and all("parts" not in s for s in body["shards"])
-    whole = ZooDataset(FORMAT3, in_memory=True, split="all", epochs="all",
+@pytest.mark.parametrize("version", [3, 4])
+def test_older_format_zoos_load_in_memory_and_lazily(version):
+    folder = FIXTURES / f"zoo-format{version}"
+    body = json.loads((folder / "manifest.json").read_text())
+    assert body["format_version"] == version
+    assert any("parts" in s for s in body["shards"]) == (version == 4)
+    whole = ZooDataset(folder, in_memory=True, split="all", epochs="all",
                        representation="state_dict")
-    ours = ZooDataset(FORMAT3, in_memory=False, split="all", epochs="all",
+    ours = ZooDataset(folder, in_memory=False, split="all", epochs="all",
                       representation="state_dict")
     assert len(ours) == 12 and ours.lazy
     assert not np.all(ours._places.file == None)  # noqa: E711 (per-model HDF5 rows too)
     assert all(same(ours[i], whole[i]) for i in range(12))
     assert ours.load_model(3).state_dict().keys() == whole[3]["weights"].keys()
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_older_format_weights_read_as_this_format_bytes(version):
+    folder = FIXTURES / f"zoo-format{version}"
+    reader = ZooReader(folder)
+    for shard in reader.manifest.shards_of("models"):
+        lists = pq.read_table(folder / shard.path, columns=["weights"]).column("weights")
+        assert str(lists.type) == "list<element: float>"
+        table = reader.parquet(shard, ["weights"], reader_schema())
+        assert str(table.column("weights").type) == "large_binary"
+        assert [np.frombuffer(b, "<f4").tolist() for b in table.column("weights").to_pylist()] \
+            == lists.to_pylist()
+
+
+def reader_schema():
+    from zoo.folder.schema import arrow_schema
+
+    return arrow_schema("models")

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from zoo.errors import IntegrityError, ZooFolderError
 from zoo.folder.names import open_regular
 
-WEIGHTS_LEAF = "weights.list.element"  # the Parquet leaf of the weights lists
+WEIGHTS_LEAVES = ("weights", "weights.list.element")  # the Parquet leaf of the weights:
+#                                                      bytes (format 5), list (3, 4)
 PARQUET_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError)  # a truncated or odd file
 TAIL_BYTES = 8  # a Parquet file ends with the footer's length (4 bytes) and b"PAR1"
 Span = tuple[int, int]  # offset, length
@@ -36,7 +37,7 @@ def chunk_spans(metadata: pq.FileMetaData, group: int) -> tuple[list[Span], Span
         start = chunk.dictionary_page_offset if chunk.has_dictionary_page else \
             chunk.data_page_offset
         span = (int(start), int(chunk.total_compressed_size))
-        if chunk.path_in_schema == WEIGHTS_LEAF:
+        if chunk.path_in_schema in WEIGHTS_LEAVES:
             weights = span
         else:
             columns.append(span)

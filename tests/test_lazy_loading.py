@@ -19,7 +19,7 @@ from zoo.folder import modelshards
 from zoo.folder.manifest import read_manifest
 from zoo.folder.names import FORMAT_VERSION
 from zoo.folder.reader import ZooReader
-from zoo.folder.rowgroups import CheckedBytes, CheckedShard, chunk_spans
+from zoo.folder.rowgroups import CheckedShard, chunk_spans
 from zoo.layout import Entry, Layout
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -111,6 +111,7 @@ def test_new_zoos_record_a_digest_per_row_group(tiny_zoo):
     for shard in manifest.shards_of("models"):
         groups = pq.read_metadata(tiny_zoo / shard.path).num_row_groups
         assert len(shard.parts) == 1 + 2 * groups
+        assert all(part.startswith("blake3:") for part in shard.parts)
         CheckedShard(tiny_zoo / shard.path, shard.parts).check(range(groups), weights=True)
     assert all(not s.parts for s in manifest.shards if s.format != "parquet"
                or s.table != "models")
@@ -170,12 +171,13 @@ def test_row_groups_decode_from_the_checked_bytes_only(tiny_zoo):
     checked = CheckedShard(path, shard.parts)
     ours = checked.read_group(0, ["weights", "epoch"])
     assert ours.equals(pq.ParquetFile(path).read_row_group(0, columns=["weights", "epoch"]))
-    window = CheckedBytes([(10, b"abcd")], 20)
-    window.seek(11)
-    assert window.read(2) == b"bc" and window.read(1) == b"d"
-    window.seek(4)
-    with pytest.raises(OSError, match="byte 4 outside the checked row group"):
-        window.read(1)
+    with open(path, "rb") as handle:  # Arrow's image of the file: the checked chunk, zeros
+        image = checked._image(handle.fileno(), 0)
+        checked._read_checked(handle.fileno(), 0, image, weights=True)
+        data = handle.read()
+    start, length = checked.spans(0)[1]
+    assert bytes(image[start:start + length]) == data[start:start + length]
+    assert not image[:start].any() and not image[start + length:].any()
 
 
 def test_a_tampered_footer_is_refused_before_it_is_parsed(tiny_zoo, tmp_path):
@@ -223,3 +225,18 @@ def reader_schema():
     from zoo.folder.schema import arrow_schema
 
     return arrow_schema("models")
+
+
+def test_generating_into_an_older_format_zoo_is_refused_in_one_line(tmp_path):
+    from zoo.errors import ZooFolderError
+    from zoo.folder.record import read_record
+    from zoo.folder.writer import ZooWriter
+
+    root = tmp_path / "zoo"
+    shutil.copytree(FIXTURES / "zoo-format4", root)
+    before = (root / "manifest.json").read_text()
+    record = read_record(root)
+    with pytest.raises(ZooFolderError, match=rf"{root}: a format-4 zoo; this version writes "
+                                             rf"format-5 models shards"):
+        ZooWriter(root, record.spec_hash).start(record)
+    assert (root / "manifest.json").read_text() == before

@@ -223,7 +223,8 @@ def inline_weights(table: pa.Table, source: object = "weights"
     format-5 bytes a read-only view of Arrow's buffer) and row offsets: row i holds
     values[offsets[i]:offsets[i + 1]]. Format 3 and 4 shards hold list<float32>; a row of
     bytes that are not whole float32 values is refused naming `source`."""
-    array = table.column("weights").combine_chunks()
+    column = table.column("weights")
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()  # no copy
     if len(array) == 0:
         return np.zeros(0, "<f4"), np.zeros(1, np.int64)
     if not pa.types.is_large_binary(array.type):

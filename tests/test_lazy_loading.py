@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -240,3 +241,27 @@ def test_generating_into_an_older_format_zoo_is_refused_in_one_line(tmp_path):
                                              rf"format-5 models shards"):
         ZooWriter(root, record.spec_hash).start(record)
     assert (root / "manifest.json").read_text() == before
+
+
+def test_plain_weight_pages_are_read_in_place_as_arrow_decodes_them(tmp_path):
+    from zoo.folder.modelshards import inline_weights, parquet_options
+    from zoo.folder.plainpages import plain_rows
+    from zoo.folder.schema import float32_bytes
+
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal(size, np.float32) for size in (150_000, 0, 3, 400_000, 7)]
+    table = pa.table({"weights": float32_bytes(rows)})  # rows spread over several pages
+    pq.write_table(table, tmp_path / "w.parquet", **parquet_options(table.schema))
+    metadata = pq.read_metadata(tmp_path / "w.parquet")
+    start, length = chunk_spans(metadata, 0)[1]
+    chunk = (tmp_path / "w.parquet").read_bytes()[start:start + length]
+    values, offsets = plain_rows(chunk, len(rows))
+    expected = inline_weights(pq.read_table(tmp_path / "w.parquet"))
+    assert np.array_equal(values, expected[0]) and np.array_equal(offsets, expected[1])
+    assert offsets.tolist() == np.cumsum([0] + [len(r) for r in rows]).tolist()
+    assert plain_rows(chunk, len(rows) + 1) is None  # another row count: Arrow decodes
+    assert plain_rows(chunk[:-3], len(rows)) is None  # a cut page
+    zstd = tmp_path / "z.parquet"
+    pq.write_table(table, zstd, compression="zstd")
+    start, length = chunk_spans(pq.read_metadata(zstd), 0)[1]
+    assert plain_rows(zstd.read_bytes()[start:start + length], len(rows)) is None

@@ -274,7 +274,9 @@ def read_inline_group(reader: ZooReader, shard: Shard, group: int
 
     if shard.parts:
         checked = reader.checked(shard)
-        return inline_weights(checked.read_group(group, ["weights"]), checked.path)
+        found = checked.read_weights(group)
+        return found if found is not None else \
+            inline_weights(checked.read_group(group, ["weights"]), checked.path)
     path = reader.path(shard)
     try:
         table = pq.ParquetFile(path).read_row_group(group, columns=["weights"],

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
 from zoo.folder.names import open_regular
+from zoo.folder.plainpages import plain_rows
 
 WEIGHTS_LEAVES = ("weights", "weights.list.element")  # the Parquet leaf of the weights:
 #                                                      bytes (format 5), list (3, 4)
@@ -151,8 +152,7 @@ class CheckedShard:
         their file offsets, and refuse them unless their digest matches the manifest's."""
         columns, weights_span = self.spans(group)
         spans = ([weights_span] if weights_span else []) if weights else columns
-        expected = self.parts[1 + 2 * group + weights]
-        digest = _hasher(expected)
+        digest = _hasher(self.parts[1 + 2 * group + weights])
         for start, length in spans:
             view, done = memoryview(image)[start:start + length], 0
             while done < length:
@@ -161,10 +161,34 @@ class CheckedShard:
                     raise ZooFolderError(f"{self.path}: ends inside row group {group}")
                 done += count
             digest.update(view)
-        if _hexdigest(digest) != expected:
+        self._verify(digest, group, weights=weights)
+
+    def _verify(self, digest: Any, group: int, *, weights: bool) -> None:
+        """Refuse row group `group`'s chunks (weights, or all but weights) unless `digest`
+        of their bytes is the manifest's."""
+        if _hexdigest(digest) != self.parts[1 + 2 * group + weights]:
             what = "weights" if weights else "columns"
             raise IntegrityError(f"{self.path}: row group {group} ({what}) does not match the "
                                  f"manifest's digest; the shard is corrupted or was modified")
+
+    def read_weights(self, group: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Row group `group`'s weights as `plain_rows` finds them in the checked chunk (flat
+        float32 values and row offsets) when the chunk is plain and uncompressed bytes (format
+        5); None otherwise, for `read_group`."""
+        _, span = self.spans(group)
+        leaves = [self.metadata.schema.column(i) for i in range(self.metadata.num_columns)]
+        leaf = next((c for c in leaves if c.path == "weights"), None)
+        chunk = self.metadata.row_group(group).column(leaves.index(leaf)) if leaf else None
+        if span is None or leaf is None or chunk.compression != "UNCOMPRESSED" or \
+                chunk.has_dictionary_page or leaf.max_definition_level != 1 or \
+                leaf.max_repetition_level != 0:
+            return None
+        with open_regular(self.path) as handle:
+            data = os.pread(handle.fileno(), span[1], span[0])
+        digest = _hasher(self.parts[2 + 2 * group])
+        digest.update(data)
+        self._verify(digest, group, weights=True)
+        return plain_rows(data, self.metadata.row_group(group).num_rows)
 
     def read_group(self, group: int, columns: list[str]) -> pa.Table:
         """Row group `group`'s `columns`, decoded from the very bytes checked (one read of

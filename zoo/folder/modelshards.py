@@ -267,9 +267,9 @@ def row_group_starts(reader: ZooReader, shard: Shard) -> np.ndarray:
 def read_inline_group(reader: ZooReader, shard: Shard, group: int
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Row group `group` of a models Parquet shard as `inline_weights` does a table: checked
-    before it is decoded against its row-group digest (format 4), or the whole shard's
-    sha256 once per reader (format 3). The caller checks each row's size (check_weights
-    bounds the shard's)."""
+    before it is decoded against its row-group digest (formats 4 and 5; format-5 bytes are
+    found in place, `CheckedShard.read_weights`), or the whole shard's sha256 once per reader
+    (format 3). The caller checks each row's size (check_weights bounds the shard's)."""
     import pyarrow.parquet as pq
 
     if shard.parts:

@@ -150,7 +150,7 @@ def _read_external(reader: ZooReader, columns: Columns, chosen: np.ndarray,
 
 def _flat_weights(reader: ZooReader, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
     """The shard's weights column as its flat float32 values and row offsets."""
-    return inline_weights(reader.parquet(shard, ["weights"]))
+    return inline_weights(reader.parquet(shard, ["weights"]), reader.path(shard))
 
 
 def layer_statistics(store: WeightStore) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -27,6 +27,7 @@ from zoo.errors import ZooFolderError
 from zoo.folder.names import sha256_of
 from zoo.folder.reader import ZooReader
 from zoo.folder.rowgroups import shard_parts
+from zoo.folder.schema import float32_bytes
 from zoo.folder.writer import write_parquet
 
 OPENED: list[str] = []
@@ -105,13 +106,18 @@ def edit_json(path: Path, change: Callable[[dict], object]) -> None:
     path.write_text(json.dumps(body))
 
 
-def rewrite_weights(path: Path, change: Callable[[list[np.ndarray]], list[np.ndarray]]) -> None:
-    """Replace a models shard's weights lists by `change(rows)` (written as the writer does)."""
+def rewrite_weights(path: Path, change: Callable[[list[np.ndarray]], list[np.ndarray]],
+                    compression: str | None = None) -> None:
+    """Replace a models shard's weights by `change(rows)` (written as the writer does, or
+    with every column compressed by `compression`)."""
     table = pq.read_table(path)
-    rows = [np.asarray(w, np.float32) for w in table.column("weights").to_pylist()]
-    weights = pa.array([r.tolist() for r in change(rows)], pa.list_(pa.float32()))
+    rows = [np.frombuffer(w, "<f4") for w in table.column("weights").to_pylist()]
     index = table.column_names.index("weights")
-    write_parquet(table.set_column(index, "weights", weights), path)
+    table = table.set_column(index, "weights", float32_bytes(change(rows)))
+    if compression:
+        pq.write_table(table, path, compression=compression)
+    else:
+        write_parquet(table, path)
 
 
 def verify_outcome(root: Path, capsys, *extra: str) -> tuple[int, str, list[str]]:
@@ -539,18 +545,20 @@ CAUGHT: list[str] = []
 def test_a_wider_layout_is_refused_before_its_weights_are_allocated(zoo, outside, tiny_zoo):
     named = wider_layout(zoo, outside)
     python, arrow = peak_of(lambda: ZooDataset(zoo, split="all", epochs="all"), tiny_zoo)
-    assert re.search(r"declares 1284 weights; its rows' layouts hold 96000324", CAUGHT[0])
+    assert re.search(r"declares \d+ bytes of weights \(UNCOMPRESSED\); its rows' layouts "
+                     r"hold 384001296", CAUGHT[0])
     assert python < 4 << 20 and arrow < 4 << 20  # the layout asks for 6 rows × 64 MB
     assert json.loads(named.read_text())["size"] == 16_000_054
 
 
 def test_a_small_shard_whose_weights_decode_to_gigabytes_is_refused_unread(zoo, tiny_zoo):
     shard = models_shard(zoo)
-    rewrite_weights(shard, lambda rows: [np.zeros(1 << 24, np.float32), *rows[1:]])
+    rewrite_weights(shard, lambda rows: [np.zeros(1 << 24, np.float32), *rows[1:]], "zstd")
     reseal(zoo)
     assert shard.stat().st_size < 1 << 20  # 64 MB of weights in a file of kilobytes
     python, arrow = peak_of(lambda: ZooDataset(zoo, split="all", epochs="all"), tiny_zoo)
-    assert CAUGHT[0].startswith(f"{shard}: declares 16778286 weights; its rows' layouts hold 1284")
+    assert re.match(rf"{re.escape(str(shard))}: declares \d+ bytes of weights \(ZSTD\); its "
+                    rf"rows' layouts hold 5136, stored uncompressed", CAUGHT[0]), CAUGHT[0]
     assert python < 4 << 20 and arrow < 4 << 20
 
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -19,10 +20,10 @@ from zoo.folder import modelshards
 from zoo.folder.manifest import read_manifest
 from zoo.folder.names import FORMAT_VERSION
 from zoo.folder.reader import ZooReader
-from zoo.folder.rowgroups import CheckedBytes, CheckedShard, chunk_spans
+from zoo.folder.rowgroups import CheckedShard, chunk_spans
 from zoo.layout import Entry, Layout
 
-FORMAT3 = Path(__file__).parent / "fixtures" / "zoo-format3"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def same(a, b):
@@ -107,10 +108,11 @@ def test_workers_open_their_own_files_and_return_the_same_rows(tiny_zoo, context
 
 def test_new_zoos_record_a_digest_per_row_group(tiny_zoo):
     manifest = read_manifest(tiny_zoo)
-    assert manifest.format_version == FORMAT_VERSION == 4
+    assert manifest.format_version == FORMAT_VERSION == 5
     for shard in manifest.shards_of("models"):
         groups = pq.read_metadata(tiny_zoo / shard.path).num_row_groups
         assert len(shard.parts) == 1 + 2 * groups
+        assert all(part.startswith("blake3:") for part in shard.parts)
         CheckedShard(tiny_zoo / shard.path, shard.parts).check(range(groups), weights=True)
     assert all(not s.parts for s in manifest.shards if s.format != "parquet"
                or s.table != "models")
@@ -170,12 +172,13 @@ def test_row_groups_decode_from_the_checked_bytes_only(tiny_zoo):
     checked = CheckedShard(path, shard.parts)
     ours = checked.read_group(0, ["weights", "epoch"])
     assert ours.equals(pq.ParquetFile(path).read_row_group(0, columns=["weights", "epoch"]))
-    window = CheckedBytes([(10, b"abcd")], 20)
-    window.seek(11)
-    assert window.read(2) == b"bc" and window.read(1) == b"d"
-    window.seek(4)
-    with pytest.raises(OSError, match="byte 4 outside the checked row group"):
-        window.read(1)
+    with open(path, "rb") as handle:  # Arrow's image of the file: the checked chunk, zeros
+        image = checked._image(handle.fileno(), 0)
+        checked._read_checked(handle.fileno(), 0, image, weights=True)
+        data = handle.read()
+    start, length = checked.spans(0)[1]
+    assert bytes(image[start:start + length]) == data[start:start + length]
+    assert not image[:start].any() and not image[start + length:].any()
 
 
 def test_a_tampered_footer_is_refused_before_it_is_parsed(tiny_zoo, tmp_path):
@@ -190,14 +193,75 @@ def test_a_tampered_footer_is_refused_before_it_is_parsed(tiny_zoo, tmp_path):
         ZooReader(root).parquet_metadata(shard)
 
 
-def test_format3_zoos_load_in_memory_and_lazily():
-    body = json.loads((FORMAT3 / "manifest.json").read_text())
-    assert body["format_version"] == 3 and all("parts" not in s for s in body["shards"])
-    whole = ZooDataset(FORMAT3, in_memory=True, split="all", epochs="all",
+@pytest.mark.parametrize("version", [3, 4])
+def test_older_format_zoos_load_in_memory_and_lazily(version):
+    folder = FIXTURES / f"zoo-format{version}"
+    body = json.loads((folder / "manifest.json").read_text())
+    assert body["format_version"] == version
+    assert any("parts" in s for s in body["shards"]) == (version == 4)
+    whole = ZooDataset(folder, in_memory=True, split="all", epochs="all",
                        representation="state_dict")
-    ours = ZooDataset(FORMAT3, in_memory=False, split="all", epochs="all",
+    ours = ZooDataset(folder, in_memory=False, split="all", epochs="all",
                       representation="state_dict")
     assert len(ours) == 12 and ours.lazy
     assert not np.all(ours._places.file == None)  # noqa: E711 (per-model HDF5 rows too)
     assert all(same(ours[i], whole[i]) for i in range(12))
     assert ours.load_model(3).state_dict().keys() == whole[3]["weights"].keys()
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_older_format_weights_read_as_this_format_bytes(version):
+    folder = FIXTURES / f"zoo-format{version}"
+    reader = ZooReader(folder)
+    for shard in reader.manifest.shards_of("models"):
+        lists = pq.read_table(folder / shard.path, columns=["weights"]).column("weights")
+        assert str(lists.type) == "list<element: float>"
+        table = reader.parquet(shard, ["weights"], reader_schema())
+        assert str(table.column("weights").type) == "large_binary"
+        assert [np.frombuffer(b, "<f4").tolist() for b in table.column("weights").to_pylist()] \
+            == lists.to_pylist()
+
+
+def reader_schema():
+    from zoo.folder.schema import arrow_schema
+
+    return arrow_schema("models")
+
+
+def test_generating_into_an_older_format_zoo_is_refused_in_one_line(tmp_path):
+    from zoo.errors import ZooFolderError
+    from zoo.folder.record import read_record
+    from zoo.folder.writer import ZooWriter
+
+    root = tmp_path / "zoo"
+    shutil.copytree(FIXTURES / "zoo-format4", root)
+    before = (root / "manifest.json").read_text()
+    record = read_record(root)
+    with pytest.raises(ZooFolderError, match=rf"{root}: a format-4 zoo; this version writes "
+                                             rf"format-5 models shards"):
+        ZooWriter(root, record.spec_hash).start(record)
+    assert (root / "manifest.json").read_text() == before
+
+
+def test_plain_weight_pages_are_read_in_place_as_arrow_decodes_them(tmp_path):
+    from zoo.folder.modelshards import inline_weights, parquet_options
+    from zoo.folder.plainpages import plain_rows
+    from zoo.folder.schema import float32_bytes
+
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal(size, np.float32) for size in (150_000, 0, 3, 400_000, 7)]
+    table = pa.table({"weights": float32_bytes(rows)})  # rows spread over several pages
+    pq.write_table(table, tmp_path / "w.parquet", **parquet_options(table.schema))
+    metadata = pq.read_metadata(tmp_path / "w.parquet")
+    start, length = chunk_spans(metadata, 0)[1]
+    chunk = (tmp_path / "w.parquet").read_bytes()[start:start + length]
+    values, offsets = plain_rows(chunk, len(rows))
+    expected = inline_weights(pq.read_table(tmp_path / "w.parquet"))
+    assert np.array_equal(values, expected[0]) and np.array_equal(offsets, expected[1])
+    assert offsets.tolist() == np.cumsum([0] + [len(r) for r in rows]).tolist()
+    assert plain_rows(chunk, len(rows) + 1) is None  # another row count: Arrow decodes
+    assert plain_rows(chunk[:-3], len(rows)) is None  # a cut page
+    zstd = tmp_path / "z.parquet"
+    pq.write_table(table, zstd, compression="zstd")
+    start, length = chunk_spans(pq.read_metadata(zstd), 0)[1]
+    assert plain_rows(zstd.read_bytes()[start:start + length], len(rows)) is None

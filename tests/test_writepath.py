@@ -71,7 +71,7 @@ def test_large_checkpoints_go_to_per_model_hdf5_files(resnet_zoo):
     assert all(s.path.startswith(CHECKPOINTS_FOLDER + "/") and s.rows == 3 for s in files)
     assert reader.manifest.shards_of("models", "hdf5") == []  # large cells: no cell HDF5
     models = reader.table("models").to_pylist()
-    assert len(models) == 4 * 3 and all(r["weights"] == [] for r in models)
+    assert len(models) == 4 * 3 and all(r["weights"] == b"" for r in models)
     assert {r["weights_file"] for r in models} == {s.path for s in files}
     with h5py.File(resnet_zoo / files[0].path) as handle:
         assert list(handle["epoch"][:]) == [0, 1, 2]

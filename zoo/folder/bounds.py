@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from zoo.errors import ZooFolderError
-from zoo.folder.rowgroups import WEIGHTS_LEAF
+from zoo.folder.rowgroups import WEIGHTS_LEAVES
 
 MAX_ROW_BYTES = 1 << 20  # decoded bytes of one row's columns but weights (a pairs row: ~10 kB)
 MAX_SHARD_BYTES = 256 << 20  # decoded bytes of one shard's columns but weights, any rows
@@ -33,7 +33,7 @@ def check_decoded_sizes(path: Path, metadata: pq.FileMetaData, rows: int,
               for group in range(metadata.num_row_groups) for index, leaf in enumerate(leaves)]
     declared = 0
     for leaf, chunk in chunks:
-        if leaf == WEIGHTS_LEAF or (columns is not None and leaf.split(".")[0] not in columns):
+        if leaf in WEIGHTS_LEAVES or (columns is not None and leaf.split(".")[0] not in columns):
             continue
         decoded = chunk.total_uncompressed_size
         # a dictionary value may be repeated in every row: each one as long as it all
@@ -51,6 +51,6 @@ def check_decoded_sizes(path: Path, metadata: pq.FileMetaData, rows: int,
             raise ZooFolderError(f"{path}: column {leaf} declares {decoded} bytes stored in "
                                  f"{stored}; at most {MAX_EXPANSION} times its stored size is "
                                  f"decoded")
-        if leaf == WEIGHTS_LEAF and chunk.has_dictionary_page:
+        if leaf in WEIGHTS_LEAVES and chunk.has_dictionary_page:
             raise ZooFolderError(f"{path}: its weights are dictionary-encoded; this version's "
                                  f"writer stores them plain")

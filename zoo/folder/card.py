@@ -57,7 +57,7 @@ def features(schema: pa.Schema) -> list[dict[str, str]]:
 
 def _dtype(type_: pa.DataType) -> str:
     return {"string": "string", "double": "float64", "int64": "int64", "bool": "bool",
-            "float": "float32"}[str(type_)]
+            "float": "float32", "large_binary": "large_binary"}[str(type_)]
 
 
 def card_data(reader: ZooReader) -> "DatasetCardData":
@@ -294,8 +294,11 @@ def card_text(root: ZooFolder | Path) -> str:
         f"(fractions {FRACTIONS}; every split holds at least one cell when there are three), "
         "the same rows as `ZooDataset(split_by='cell')` ('val' is 'validation' here). Model "
         "rows carry their cell's `phase` and landscape means.", "",
-        "Weights are flat float32 vectors in state_dict order (BatchNorm buffers included); "
-        "`layouts/<layout>.json` gives names, shapes and offsets. No pickles anywhere.", "",
+        "Weights are flat float32 vectors in state_dict order (BatchNorm buffers included), "
+        "stored as their little-endian bytes (a row group decodes at memory speed): "
+        "`numpy.frombuffer(row['weights'], '<f4')` or `torch.frombuffer(bytearray(row["
+        "'weights']), dtype=torch.float32)`; `layouts/<layout>.json` gives names, shapes and "
+        "offsets. No pickles anywhere.", "",
         "## Resolved spec", "", "```json", json.dumps(spec, indent=1, sort_keys=True), "```", "",
         *(part for table in TABLES
           for part in (f"## Table `{table}`", "", schema_table(table), "")),

@@ -16,6 +16,7 @@ DOCUMENTS = (ZOO_JSON, README)  # the files besides shards and layouts that the 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # layout keys and cell ids
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ABSENT = "absent"  # `previous`: the document did not exist before the commit
+PART = re.compile(r"(blake3:)?[0-9a-f]{64}")  # a row-group digest (zoo.folder.rowgroups)
 SHARD_FORMATS = ("parquet", "hdf5", "checkpoints")  # checkpoints: a per-model HDF5 file
 SHARD_TYPES = {"table": str, "format": str, "path": str, "rows": int, "bytes": int,
                "sha256": str, "cell_id": str}
@@ -32,7 +33,7 @@ class Shard:
     bytes: int
     sha256: str
     cell_id: str
-    parts: tuple[str, ...] = ()  # models Parquet: sha256 of footer, row groups (rowgroups.py)
+    parts: tuple[str, ...] = ()  # models Parquet: digests of footer, row groups (rowgroups.py)
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,10 @@ def _shard(raw: Any) -> Shard:
         raise ValueError(f"a shard entry must have exactly the fields {sorted(SHARD_TYPES)} "
                          f"(and parts)")
     parts = raw.get("parts", [])
-    if not isinstance(parts, list) or not all(isinstance(p, str) and SHA256.fullmatch(p)
+    if not isinstance(parts, list) or not all(isinstance(p, str) and PART.fullmatch(p)
                                               for p in parts):
-        raise ValueError(f"shard {raw.get('path')!r}: parts must be a list of sha256 digests")
+        raise ValueError(f"shard {raw.get('path')!r}: parts must be a list of digests "
+                         f"(sha256 or blake3:<hex>)")
     for name, kind in SHARD_TYPES.items():
         if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
             raise ValueError(f"shard field {name} is {raw[name]!r}; expected {kind.__name__}")

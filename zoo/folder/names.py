@@ -12,10 +12,12 @@ from typing import IO, Any, Callable
 
 from zoo.errors import IntegrityError, ZooFolderError
 
-FORMAT_VERSION = 4  # 2: zoo.json holds the data's shape facts; 3: the manifest covers zoo.json
+FORMAT_VERSION = 5  # 2: zoo.json holds the data's shape facts; 3: the manifest covers zoo.json
 #                     and README.md; 4: models row groups sized for random reads, each with
-#                     its sha256 in the manifest (zoo.folder.rowgroups)
-READABLE_VERSIONS = (3, 4)  # a format-3 zoo reads as before: whole-shard sha256 only
+#                     its sha256 in the manifest (zoo.folder.rowgroups); 5: `weights` holds
+#                     each checkpoint's little-endian float32 bytes, uncompressed (no list),
+#                     and row-group digests are BLAKE3
+READABLE_VERSIONS = (3, 4, 5)  # format 3: whole-shard sha256 only; 3 and 4: list<float32>
 MAX_JSON_BYTES = 64 << 20  # manifest, zoo.json, a layout: far above any real one
 
 MANIFEST = "manifest.json"

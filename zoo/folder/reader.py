@@ -17,8 +17,8 @@ from zoo.folder.location import is_uri
 from zoo.folder.manifest import Manifest, Shard, read_manifest
 from zoo.folder.names import ZOO_JSON, confined, sha256_of
 from zoo.folder.record import ZooRecord, read_record
-from zoo.folder.rowgroups import PARQUET_ERRORS, WEIGHTS_LEAF, CheckedShard
-from zoo.folder.schema import arrow_schema
+from zoo.folder.rowgroups import PARQUET_ERRORS, WEIGHTS_LEAVES, CheckedShard
+from zoo.folder.schema import arrow_schema, conformed, stored_weights
 from zoo.layout import Layout
 
 
@@ -139,15 +139,24 @@ class ZooReader:
                 schema: pa.Schema | None = None) -> pa.Table:
         """The shard's Parquet table (checked); a decode failure names the file. The footer's
         row count must be the manifest's and the columns' decoded sizes bounded, before anything
-        is decoded (`check_footer`)."""
-        if shard.table == "models" and (columns is None or "weights" in columns):
+        is decoded (`check_footer`). Weights come as `schema` says (format 5's bytes) whatever
+        the shard's format; with row-group digests they are decoded from the bytes checked."""
+        weights = shard.table == "models" and (columns is None or "weights" in columns)
+        if weights:
             self.check_weights(shard)
-            if shard.parts:
-                checked = self.checked(shard)
-                checked.check(range(checked.metadata.num_row_groups), weights=True)
         path = self.check_footer(shard, columns)
         try:
-            return pq.read_table(path, columns=columns, schema=schema)
+            if weights and shard.parts and self.parquet_metadata(shard).num_row_groups:
+                checked = self.checked(shard)
+                names = list(columns) if columns is not None else \
+                    checked.metadata.schema.to_arrow_schema().names
+                table = pa.concat_tables([checked.read_group(g, names) for g in
+                                          range(checked.metadata.num_row_groups)])
+                return conformed(table, schema, columns)
+            stored = self.parquet_metadata(shard).schema.to_arrow_schema()
+            return conformed(pq.read_table(path, columns=columns,
+                                           schema=stored_weights(schema, stored)),
+                             schema, columns)
         except PARQUET_ERRORS as error:
             raise ZooFolderError(f"{path}: cannot be read as Parquet ({error})") from None
 
@@ -167,15 +176,26 @@ class ZooReader:
         rows' layouts add up to, before its weights are decoded (a small file cannot decode to
         gigabytes, a tampered layout cannot make a reader allocate them)."""
         table = self.parquet(shard, ["layout", "weights_file"])
-        # a row whose checkpoint lives in a per-model file holds a null: one level, no value
-        expected = sum(self.layout(str(key)).size if file is None else 1 for key, file in
-                       zip(table.column("layout").to_pylist(),
-                           table.column("weights_file").to_pylist()))
+        sizes = [self.layout(str(key)).size if file is None else 0 for key, file in
+                 zip(table.column("layout").to_pylist(),
+                     table.column("weights_file").to_pylist())]
         metadata = self.parquet_metadata(shard)
         leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
-        index = leaves.index(WEIGHTS_LEAF) if WEIGHTS_LEAF in leaves else -1
-        declared = sum(metadata.row_group(g).column(index).num_values
-                       for g in range(metadata.num_row_groups)) if index >= 0 else -1
+        leaf = next((name for name in WEIGHTS_LEAVES if name in leaves), None)
+        chunks = [metadata.row_group(g).column(leaves.index(leaf))
+                  for g in range(metadata.num_row_groups)] if leaf else []
+        if leaf == "weights":  # format 5: bytes, stored plain: decoded no larger than stored
+            declared = sum(c.total_uncompressed_size for c in chunks)
+            expected = 4 * sum(sizes)
+            if any(c.compression != "UNCOMPRESSED" for c in chunks) or not \
+                    expected <= declared <= expected + 64 * len(sizes) + 4096 * len(chunks):
+                raise ZooFolderError(f"{self.path(shard)}: declares {declared} bytes of "
+                                     f"weights ({chunks[0].compression}); its rows' layouts "
+                                     f"hold {expected}, stored uncompressed")
+            return
+        # lists: a row whose checkpoint lives in a per-model file holds one level, no value
+        expected = sum(size or 1 for size in sizes)
+        declared = sum(c.num_values for c in chunks) if leaf else -1
         if declared != expected:
             raise ZooFolderError(f"{self.path(shard)}: declares {declared} weights; its rows' "
                                  f"layouts hold {expected}")

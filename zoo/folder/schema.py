@@ -88,8 +88,9 @@ MODEL_COLUMNS: tuple[Column, ...] = (
     _c("trained_by", STR, "'single' (one model) or 'stacked' (a vmapped population)"),
     _c("num_params", I64, "number of stored values (parameters and buffers)"),
     _c("layout", STR, "key of layouts/<layout>.json: names, shapes, offsets of `weights`"),
-    _c("weights", pa.list_(pa.float32()), "all parameters and buffers, flat, state_dict order "
-       "(empty when the checkpoint is too large for a row: see weights_file)"),
+    _c("weights", pa.large_binary(), "all parameters and buffers, flat, state_dict order, as "
+       "little-endian float32 bytes: numpy.frombuffer(weights, '<f4') (empty when the "
+       "checkpoint is too large for a row: see weights_file)"),
     _c("weights_file", STR, "per-model HDF5 file holding this checkpoint (null: inline weights)"),
     _c("weights_index", I64, "index of this checkpoint in weights_file's datasets"),
     _c("weights_sha256", STR, "sha256 of the checkpoint's flat float32 bytes in weights_file"),
@@ -223,7 +224,7 @@ def to_arrow(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
     for column in columns:
         values = [row.get(column.name) for row in rows]
         if column.name == "weights":
-            arrays.append(_float32_lists(values))
+            arrays.append(float32_bytes(values))
         elif pa.types.is_list(column.type):
             arrays.append(pa.array([[] if v is None else v for v in values], type=column.type))
         else:
@@ -231,18 +232,49 @@ def to_arrow(table: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=arrow_schema(table))
 
 
-def _float32_lists(values: Iterable[np.ndarray]) -> pa.Array:
-    """A list<float32> array built from flat float32 vectors without per-element Python work."""
-    vectors = [np.zeros(0, np.float32) if v is None else np.asarray(v, dtype=np.float32).ravel()
+def float32_bytes(values: Iterable[np.ndarray | None]) -> pa.Array:
+    """A large_binary array of flat float32 vectors as little-endian bytes (None: empty),
+    built without per-element Python work: what the `weights` column holds."""
+    vectors = [np.zeros(0, "<f4") if v is None else np.asarray(v, dtype="<f4").ravel()
                for v in values]
     offsets = np.zeros(len(vectors) + 1, dtype=np.int64)
-    np.cumsum([len(v) for v in vectors], out=offsets[1:])
-    if offsets[-1] >= 2**31:
-        raise ValueError("a shard holds more than 2**31 weights; write fewer rows per shard")
-    flat = np.concatenate(vectors) if vectors else np.zeros(0, np.float32)
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
+    np.cumsum([v.nbytes for v in vectors], out=offsets[1:])
+    data = np.concatenate(vectors) if vectors else np.zeros(0, "<f4")
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(vectors),
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def python_value(value: Any) -> Any:
     """A column value as plain Python: numpy scalars become int, float, bool or str."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def stored_weights(schema: pa.Schema | None, stored: pa.Schema) -> pa.Schema | None:
+    """`schema` with the `weights` type a shard stores (list<float32> in formats 3 and 4),
+    to read it by; `conformed` then gives the current type."""
+    if schema is None or "weights" not in schema.names or "weights" not in stored.names:
+        return schema
+    index = schema.get_field_index("weights")
+    return schema.set(index, schema.field(index).with_type(stored.field("weights").type))
+
+
+def conformed(table: pa.Table, schema: pa.Schema | None,
+              columns: Sequence[str] | None = None) -> pa.Table:
+    """`table` as `schema`'s fields (`columns` of them when given): a column the shard lacks
+    is null, list<float32> weights (formats 3 and 4) become bytes; no schema: as read."""
+    if schema is None:
+        return table
+    arrays = []
+    for name in columns if columns is not None else schema.names:
+        kind = schema.field(name).type
+        if name not in table.column_names:
+            arrays.append(pa.nulls(table.num_rows, kind))
+        elif name == "weights" and pa.types.is_list(table.schema.field(name).type):
+            lists = table.column(name).combine_chunks()
+            offsets = lists.offsets.to_numpy()
+            values = lists.values.to_numpy(zero_copy_only=False)
+            arrays.append(float32_bytes(values[a:b] for a, b in zip(offsets[:-1], offsets[1:])))
+        else:
+            arrays.append(table.column(name).cast(kind))
+    return pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in (
+        columns if columns is not None else schema.names)]))

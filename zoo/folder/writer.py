@@ -19,8 +19,8 @@ from zoo.folder.documents import document_hashes
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard
 from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
-from zoo.folder.names import (HDF5_FOLDER, LAYOUTS, MANIFEST, README, TABLE_FOLDERS,
-                              TEMPORARY_SUFFIX, ZOO_JSON, sha256_of)
+from zoo.folder.names import (FORMAT_VERSION, HDF5_FOLDER, LAYOUTS, MANIFEST, README,
+                              TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON, sha256_of)
 from zoo.folder.record import ZooRecord
 from zoo.folder.rowgroups import shard_parts
 from zoo.folder.schema import to_arrow
@@ -79,7 +79,14 @@ class ZooWriter:
     def start(self, record: ZooRecord) -> list[Path]:
         """Create the folders, remove leftovers of a killed run (temporary files and shards the
         manifest does not list), write zoo.json. Returns the removed files. A link or other
-        non-regular file where the format writes is refused in one line, never followed."""
+        non-regular file where the format writes is refused in one line, never followed, and
+        so is a zoo of an older format with models shards (its weights would be mixed)."""
+        old = self.manifest.format_version
+        if old < FORMAT_VERSION and self.manifest.shards_of("models"):
+            raise ZooFolderError(f"{self.root}: a format-{old} zoo; this version writes "
+                                 f"format-{FORMAT_VERSION} models shards (weights as bytes) and "
+                                 f"would mix the two: generate into a new folder (this version "
+                                 f"still reads it)")
         with self._disk_errors("creating the zoo folder"):
             for name in (*SHARD_FOLDERS, LAYOUTS):
                 self.folder.makedirs(name)

@@ -90,6 +90,8 @@ def test_model_dim_axis_sets_width():
     ({"checkpoints": {"epochs": [9]}}, r"checkpoints.epochs\[0\]: 9 is not allowed; "
                                        r"expected an integer >= 0 and <= 2"),
     ({"metrics": {"epochs": [5]}}, r"metrics.epochs\[0\]: 5 is not allowed"),
+    ({"metrics": {"epochs": []}}, r"metrics.epochs: \[\] is not allowed; expected at least "
+                                  r"one epoch"),
     ({"metrics": {"curve": {"points": 2}}}, r"metrics.curve.points: 2 is not allowed"),
     ({"metrics": {"curve": {"steps": 0}}}, r"metrics.curve.steps: 0 is not allowed; expected "
                                            r"an integer >= 1"),

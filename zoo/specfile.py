@@ -151,6 +151,9 @@ def _metrics(raw: Any, epochs: int) -> MetricsSpec:
     _check_keys(raw, "metrics", ("epochs", "hessian", "similarity", "curve", "spectra",
                                  "spectra_min_eigenvalues"))
     metric_epochs = _epoch_list(raw.get("epochs", "last"), "metrics.epochs", epochs)
+    if not metric_epochs:  # a cell's phase row is taken at its last metric epoch
+        raise _fail("metrics.epochs", [], "at least one epoch (turn single metrics off with "
+                    "hessian/similarity/curve: {enabled: false}, spectra: false)")
     spectra = raw.get("spectra", True)
     if not isinstance(spectra, bool):
         raise _fail("metrics.spectra", spectra, "true or false")

@@ -34,11 +34,14 @@ def margins(rows: Rows) -> Rows:
     return out
 
 
-def _cell(row: dict[str, Any]) -> str:
+def _cell(row: dict[str, Any], folds: int) -> str:
+    """mean ± half-width; the folds counted when fewer than the scheme's (the others had an
+    undefined score: a constant target, a single phase)."""
     if not math.isfinite(row["mean"]):
         return "–"
     half = f" ± {row['ci95']:.3f}" if math.isfinite(row["ci95"]) else ""
-    return f"{row['mean']:.3f}{half}"
+    counted = f" ({row['folds']}/{folds} folds)" if row["folds"] < folds else ""
+    return f"{row['mean']:.3f}{half}{counted}"
 
 
 def markdown(rows: Rows, skipped: dict[str, str], baselines: list[str]) -> str:
@@ -53,7 +56,7 @@ def markdown(rows: Rows, skipped: dict[str, str], baselines: list[str]) -> str:
                   "| task | metric | " + " | ".join(baselines) + " | margin |",
                   "|---|---|" + "---|" * (len(baselines) + 1)]
         for task, metric in dict.fromkeys((r["task"], r["metric"]) for r in part):
-            cells = {r["baseline"]: _cell(r) for r in part
+            cells = {r["baseline"]: _cell(r, folds) for r in part
                      if (r["task"], r["metric"]) == (task, metric)}
             gap = margin.get((task, scheme, metric))
             lines.append(f"| {task} | {metric} | " + " | ".join(cells.get(b, "–")

@@ -168,7 +168,10 @@ class LayoutBatchSampler(Sampler[list[int]]):
 
 def window(item: dict[str, Any], size: int, generator: torch.Generator) -> dict[str, Any]:
     """SANE's WindowCutter: `size` consecutive tokens from a random start (weights, mask,
-    positions); a sequence shorter than `size` is padded with masked zero tokens."""
+    positions); a sequence shorter than `size` is padded with masked zero tokens. The window
+    leaves out "extras" (token_layout="sane": what no token holds, e.g. BatchNorm with
+    ignore_bn), whose shapes differ between widths, so windows of every width stack."""
+    item = {k: v for k, v in item.items() if k != "extras"}
     tokens = item["weights"]
     count = tokens.shape[0]
     if count > size:

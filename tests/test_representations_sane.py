@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from loaders import ZooDataset, pad_collate
+from loaders.batching import window
 from loaders.representations import make_encoder
 from tests.test_representations import DIGITS, SIGNAL, assert_same_state, random_layout, \
     stored_rows
@@ -113,3 +114,15 @@ def test_a_dataset_of_two_widths_takes_one_automatic_token_size(tiny_zoo):
         assert_same_state(ds.decode(item), stored[item["model_id"], item["epoch"]])
     batch = next(iter(DataLoader(ds, batch_size=len(ds), collate_fn=pad_collate)))
     assert batch["weights"].shape == (len(ds), 18, 41) and batch["extras"] == {}
+
+
+def test_windows_of_two_widths_with_ignore_bn_stack_without_their_extras():
+    items = []
+    for width in (2, 3):
+        layout, flat = random_layout("resnet18", DIGITS, width)
+        item = make_encoder("tokens", layout, 8, token_layout="sane", ignore_bn=True).encode(flat)
+        assert "bn1.weight" in item["extras"]
+        items.append(window(item, 16, torch.Generator().manual_seed(0)))
+    assert all("extras" not in item for item in items)
+    batch = torch.utils.data.default_collate(items)
+    assert batch["weights"].shape == (2, 16, 8) and batch["positions"].shape == (2, 16, 3)

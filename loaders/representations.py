@@ -125,9 +125,9 @@ class Tokens:
     """SANE-style neuron tokens: one gather from the flat vector (plus a zero for padding).
 
     `rows` gives each layer's (units, values per unit) positions in the flat vector (default:
-    `neuron_rows`, every entry in some row); entries in no row ride along under "extras"
-    (name -> tensor) so that decode is exact. token_size 0: the widest row (SANE's
-    tokensize=0), so that no row is cut."""
+    `neuron_rows`, every entry in some row). Given `rows` (token_layout="sane"), items carry
+    "extras" (name -> tensor: the entries in no row) so that decode is exact. token_size 0:
+    the widest row (SANE's tokensize=0), so that no row is cut."""
 
     def __init__(self, layout: Layout, token_size: int,
                  rows: list[np.ndarray] | None = None) -> None:

@@ -79,7 +79,7 @@ def write_table(rows: Rows, path: Path) -> Path:
 
 def figure(rows: Rows, baselines: list[str], path: Path) -> Path:
     """Bars of each task's primary metric per baseline (95 % intervals), one panel per
-    scheme."""
+    scheme, on a -1 to 1 axis (the table has the scores below)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,7 +99,8 @@ def figure(rows: Rows, baselines: list[str], path: Path) -> Path:
                 errors), label=baseline, capsize=2)
         ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=20)
         ax.set_title(f"split {scheme}")
-        ax.set_ylabel("R² / balanced accuracy")
+        ax.set_ylabel("R² / balanced accuracy (below −1 cut)")
+        ax.set_ylim(-1, 1.05)  # both scores are at most 1; R² far below 0 would hide the rest
         ax.axhline(0, color="black", linewidth=0.5)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()

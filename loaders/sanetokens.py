@@ -11,9 +11,9 @@ torchvision names, blind to a BatchNorm under another name (the cnn family's "2.
 it would keep as weights; such a layout is refused here rather than tokenized wrongly.
 
 Tokens of the same token size equal SANE's tokens, masks and positions value for value, and
-SANE's tokens_to_checkpoint reads them (docs/INTEROP.md). SANE's tokensize=0 counts only
-weights that have a bias (its comparison sits inside the bias branch), so on bias-free convs it
-picks the head's width and cuts conv rows; token_size=0 here is the widest row of all.
+SANE's tokens_to_checkpoint reads them (README, export-ray-tune). SANE's tokensize=0 counts
+only weights that have a bias (its comparison sits inside the bias branch), so on bias-free
+convs it picks the head's width and cuts conv rows; token_size=0 here is the widest row.
 """
 
 from __future__ import annotations

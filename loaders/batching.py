@@ -69,9 +69,9 @@ def pad_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     flat/stats: "weights" (B, N max) and "mask" (B, N max). tokens: "weights" (B, T max,
     token_size), "mask" (values), "positions" (B, T max, 3), "token_mask" (B, T max) of real
-    tokens. layers: "weights" a list of (W (B, 1, out, in, ...), b (B, 1, out)) and
-    "masks" the matching bool masks; the layouts must have as many layers. Other keys as
-    default_collate ("layout" a list of keys).
+    tokens, "extras" padded (SANE layout). layers: "weights" a list of (W (B, 1, out, in,
+    ...), b (B, 1, out)) and "masks" the matching bool masks; the layouts must have as many
+    layers. Other keys as default_collate ("layout" a list of keys).
 
     Caveat for weight-space networks: padding keeps an MLP's function but not an NFN's
     output. An equivariant layer that pools (means, sums) over units sees the zero units
@@ -93,6 +93,8 @@ def pad_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out["mask"] = pad_stack([item["mask"] for item in batch], False)[0]
         out["positions"] = pad_stack([item["positions"] for item in batch])[0]
         out["token_mask"] = present[..., 0]
+        if "extras" in batch[0]:  # token_layout="sane": what no token holds
+            out["extras"] = _pad_extras(batch)
     else:
         out["weights"], out["mask"] = pad_stack([item["weights"] for item in batch])
     return out
@@ -109,9 +111,12 @@ def _pad_layers(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         layer = [pad_stack([item["weights"][number][part] for item in batch]) for part in (0, 1)]
         weights.append((layer[0][0], layer[1][0]))
         masks.append((layer[0][1], layer[1][1]))
-    extras = {name: pad_stack([item["extras"][name] for item in batch])[0]
-              for name in batch[0]["extras"]}
-    return {"weights": weights, "masks": masks, "extras": extras}
+    return {"weights": weights, "masks": masks, "extras": _pad_extras(batch)}
+
+
+def _pad_extras(batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {name: pad_stack([item["extras"][name] for item in batch])[0]
+            for name in batch[0]["extras"]}
 
 
 class LayoutBatchSampler(Sampler[list[int]]):
@@ -163,7 +168,10 @@ class LayoutBatchSampler(Sampler[list[int]]):
 
 def window(item: dict[str, Any], size: int, generator: torch.Generator) -> dict[str, Any]:
     """SANE's WindowCutter: `size` consecutive tokens from a random start (weights, mask,
-    positions); a sequence shorter than `size` is padded with masked zero tokens."""
+    positions); a sequence shorter than `size` is padded with masked zero tokens. The window
+    leaves out "extras" (token_layout="sane": what no token holds, e.g. BatchNorm with
+    ignore_bn), whose shapes differ between widths, so windows of every width stack."""
+    item = {k: v for k, v in item.items() if k != "extras"}
     tokens = item["weights"]
     count = tokens.shape[0]
     if count > size:

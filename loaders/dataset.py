@@ -15,7 +15,8 @@ from loaders.augmentation import Augment, Augmenter, item_generator
 from loaders.batching import ZooItem, window
 from loaders.models import module_from
 from loaders.representations import (REPRESENTATIONS, Encoder, Stats, WithoutCounters,
-                                      make_encoder, statistics)
+                                      check_token_options, make_encoder, statistics,
+                                      token_rows, widest_row)
 from loaders.rowsource import CACHE_BYTES, LazyStore, RowPlaces, RowSource, lazy_layer_statistics
 from zoo.folder.splits import FRACTIONS, SPLITS, assign_splits, summary
 from loaders.store import (Columns, WeightStore, Where, epoch_mask, layer_statistics,
@@ -85,7 +86,12 @@ class ZooDataset(Dataset):
             least one model (cell) whenever there are enough (see zoo.folder.splits), and an
             empty split is an error.
         augment: an Augment (train split only).
-        token_size: values per token for representation="tokens".
+        token_size: values per token for representation="tokens"; 0: the widest row of
+            any layout chosen (SANE's tokensize=0), one size for every width.
+        token_layout: "neurons" (a BatchNorm's values join its conv's rows) or "sane" (SANE's
+            tokenize_checkpoint layout, value for value; loaders.sanetokens).
+        ignore_bn: with "sane", leave BatchNorm out of the tokens as SANE's ignore_bn does
+            (its entries then ride under "extras", so `decode` stays exact).
         window: for tokens, SANE's random window of this many tokens per item (padded with
             masked zeros when shorter), drawn from (augment seed, epoch, index).
         in_memory: True reads the chosen rows' weights at once, False reads each row's when
@@ -106,8 +112,10 @@ class ZooDataset(Dataset):
                  fractions: Sequence[float] = FRACTIONS, augment: Augment | None = None,
                  token_size: int = 64, window: int | None = None,
                  in_memory: bool | None = None, cache_bytes: int = CACHE_BYTES,
-                 counters: bool = False) -> None:
-        _check(split, representation, normalize, split_by, fractions, augment, token_size)
+                 counters: bool = False, token_layout: str = "neurons",
+                 ignore_bn: bool = False) -> None:
+        _check(split, representation, normalize, split_by, fractions, augment)
+        check_token_options(token_size, token_layout, ignore_bn)
         split = HUB_NAMES.get(split, split)
         _check_window(window, representation)
         self.split, self.representation, self.transform = split, representation, transform
@@ -137,8 +145,11 @@ class ZooDataset(Dataset):
                              self.columns["epoch"].tolist()))
         layouts = self._store.layouts.items()
         self.counters = counters
-        self._encoders = {k: make_encoder(representation, lay, token_size, counters)
-                          for k, lay in layouts}
+        if representation == "tokens" and token_size == 0:
+            token_size = max(widest_row(token_rows(lay, token_layout, ignore_bn, counters))
+                             for _, lay in layouts)
+        self._encoders = {k: make_encoder(representation, lay, token_size, counters,
+                                          token_layout, ignore_bn) for k, lay in layouts}
         self._augmenters = {k: Augmenter(lay, augment) for k, lay in layouts} if augment else {}
         self._stats = self._precomputed_stats() if representation == "stats" else {}
 
@@ -353,7 +364,7 @@ def _check_window(window: int | None, representation: str) -> None:
 
 
 def _check(split: str, representation: str, normalize: str | None, split_by: str,
-           fractions: Sequence[float], augment: Augment | None, token_size: int) -> None:
+           fractions: Sequence[float], augment: Augment | None) -> None:
     """Validate ZooDataset's options; the ValueError names the option, value and choices."""
     choices = {"split": (split, (*SPLITS, *HUB_NAMES, "all")),
                "split_by": (split_by, ("cell", "model")),
@@ -370,5 +381,3 @@ def _check(split: str, representation: str, normalize: str | None, split_by: str
     if augment is not None and (not isinstance(augment, Augment) or split != "train"):
         raise ValueError(f"augment: {augment!r} is not allowed for split {split!r}; expected "
                          f"an Augment, and only for split 'train'")
-    if not isinstance(token_size, int) or isinstance(token_size, bool) or token_size < 1:
-        raise ValueError(f"token_size: {token_size!r} is not allowed; expected an integer >= 1")

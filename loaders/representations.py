@@ -5,8 +5,10 @@
 - layers: NFN-style (weight (1, out, in, *kernel), bias (1, out)) per layer; a layer without a
   bias gets zeros; every other entry (BatchNorm, scalars) is kept in `extras` by name.
 - tokens: SANE-style: each output neuron's incoming weights, then its bias and per-channel
-  norm values, as one row; rows are cut into tokens of `token_size` values, zero-padded, with a
-  mask of real values and positions (token index, layer, neuron).
+  norm values, as one row; rows are cut into tokens of `token_size` values (0: the widest
+  row), zero-padded, with a mask of real values and positions (token index, layer, neuron).
+  token_layout="sane" gives SANE's own layers instead (a BatchNorm as three layers of its own,
+  `ignore_bn`; loaders.sanetokens); what no token holds rides under "extras".
 - Integer buffers (BatchNorm's num_batches_tracked, a step counter) are left out of flat,
   layers and tokens by default (`make_encoder(counters=True)` keeps them); items then carry
   them under "buffers" so decode is exact. state_dict and load_model keep everything.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from loaders.sanetokens import TOKEN_LAYOUTS, sane_rows
 from zoo.layout import DTYPES, Entry, Layout
 
 REPRESENTATIONS = ("flat", "layers", "tokens", "state_dict", "stats")
@@ -119,35 +122,62 @@ class Layers:
 
 
 class Tokens:
-    """SANE-style neuron tokens: one gather from the flat vector (plus a zero for padding)."""
+    """SANE-style neuron tokens: one gather from the flat vector (plus a zero for padding).
 
-    def __init__(self, layout: Layout, token_size: int) -> None:
+    `rows` gives each layer's (units, values per unit) positions in the flat vector (default:
+    `neuron_rows`, every entry in some row). Given `rows` (token_layout="sane"), items carry
+    "extras" (name -> tensor: the entries in no row) so that decode is exact. token_size 0:
+    the widest row (SANE's tokensize=0), so that no row is cut."""
+
+    def __init__(self, layout: Layout, token_size: int,
+                 rows: list[np.ndarray] | None = None) -> None:
         self.layout = layout
-        self.token_size = token_size
+        layers = neuron_rows(layout) if rows is None else rows
+        self.token_size = token_size = token_size or widest_row(layers)
         index, positions = [], []
-        for number, group in enumerate(neuron_groups(layout)):
-            rows = _row_index(group)  # (units, values per unit)
-            chunks = -(-rows.shape[1] // token_size)
-            padded = np.full((rows.shape[0], chunks * token_size), layout.size, np.int64)
-            padded[:, :rows.shape[1]] = rows
+        for number, unit_rows in enumerate(layers):
+            chunks = -(-unit_rows.shape[1] // token_size)
+            padded = np.full((unit_rows.shape[0], chunks * token_size), layout.size, np.int64)
+            padded[:, :unit_rows.shape[1]] = unit_rows
             index.append(padded.reshape(-1, token_size))
-            neuron = np.repeat(np.arange(rows.shape[0]), chunks)
+            neuron = np.repeat(np.arange(unit_rows.shape[0]), chunks)
             positions.append(np.stack([np.zeros_like(neuron), np.full_like(neuron, number),
                                        neuron], axis=1))
-        self.index = torch.from_numpy(np.concatenate(index))
+        self.index = torch.from_numpy(np.concatenate(index or [np.zeros((0, token_size), int)]))
         self.mask = self.index < layout.size
-        self.positions = torch.from_numpy(np.concatenate(positions))
+        self.positions = torch.from_numpy(np.concatenate(positions or [np.zeros((0, 3), int)]))
         self.positions[:, 0] = torch.arange(len(self.positions))
+        covered = np.zeros(layout.size + 1, bool)
+        covered[self.index.numpy()] = True
+        self.extras = [e for e in layout.entries if e.size and not covered[e.offset]]
+        self.with_extras = rows is not None
 
     def encode(self, flat: torch.Tensor) -> dict[str, Any]:
         padded = torch.cat([flat, flat.new_zeros(1)])
         tokens = padded.index_select(0, self.index.view(-1)).view(self.index.shape)  # 4x [index]
-        return {"weights": tokens, "mask": self.mask, "positions": self.positions}
+        item = {"weights": tokens, "mask": self.mask, "positions": self.positions}
+        if self.with_extras:
+            item["extras"] = {e.name: flat[e.offset:e.offset + e.size].view(e.shape)
+                              for e in self.extras}
+        return item
 
     def decode(self, item: dict[str, Any]) -> torch.Tensor:
         flat = item["weights"].new_empty(self.layout.size)
         flat[self.index[self.mask]] = item["weights"][self.mask]
+        for e in self.extras:
+            flat[e.offset:e.offset + e.size] = item["extras"][e.name].reshape(-1)
         return flat
+
+
+def neuron_rows(layout: Layout) -> list[np.ndarray]:
+    """Our token layout: per `neuron_groups` layer, each unit's weights, then its attached
+    values (bias, BatchNorm's weight, bias and running statistics) as one row."""
+    return [_row_index(group) for group in neuron_groups(layout)]
+
+
+def widest_row(rows: list[np.ndarray]) -> int:
+    """Values in the longest row (the automatic token size)."""
+    return max((r.shape[1] for r in rows), default=1)
 
 
 class Stats:
@@ -210,9 +240,7 @@ class WithoutCounters:
         self.counters = [e for e in layout.entries if e.dtype == "int64"]
         self.kept = torch.from_numpy(np.concatenate(
             [np.arange(e.offset, e.offset + e.size) for e in kept]))
-        offsets = np.cumsum([0] + [e.size for e in kept])
-        self.inner = make(replace(layout, entries=tuple(
-            replace(e, offset=int(o)) for e, o in zip(kept, offsets))))
+        self.inner = make(without_counters(layout))
 
     def encode(self, flat: torch.Tensor) -> dict[str, Any]:
         item = self.inner.encode(flat.index_select(0, self.kept))
@@ -228,16 +256,34 @@ class WithoutCounters:
         return flat
 
 
+def without_counters(layout: Layout) -> Layout:
+    """`layout` without its integer buffers, the other entries packed from offset 0."""
+    kept = [e for e in layout.entries if e.dtype != "int64"]
+    offsets = np.cumsum([0] + [e.size for e in kept])
+    return replace(layout, entries=tuple(replace(e, offset=int(o))
+                                         for e, o in zip(kept, offsets)))
+
+
 Encoder = Flat | StateDict | Layers | Tokens | Stats | WithoutCounters
 
 
 def make_encoder(representation: str, layout: Layout, token_size: int = 64,
-                 counters: bool = False) -> Encoder:
+                 counters: bool = False, token_layout: str = "neurons",
+                 ignore_bn: bool = False) -> Encoder:
     """The encoder of `representation` for one layout. Integer buffers (counters such as
     num_batches_tracked) are left out of flat, layers and tokens unless `counters` (then
-    under "buffers"); state_dict keeps every entry, stats describes float entries only."""
-    makers = {"flat": Flat, "state_dict": StateDict, "layers": Layers,
-              "tokens": lambda lay: Tokens(lay, token_size), "stats": Stats}
+    under "buffers"); state_dict keeps every entry, stats describes float entries only.
+    Tokens: `token_layout` "neurons" (ours: a BatchNorm's values join its conv's rows) or
+    "sane" (SANE's layers, `ignore_bn` as in SANE; see loaders.sanetokens); token_size 0 is
+    the widest row."""
+    check_token_options(token_size, token_layout, ignore_bn)
+
+    def tokens(lay: Layout) -> Tokens:
+        rows = sane_rows(lay, ignore_bn) if token_layout == "sane" else None
+        return Tokens(lay, token_size, rows)
+
+    makers = {"flat": Flat, "state_dict": StateDict, "layers": Layers, "tokens": tokens,
+              "stats": Stats}
     if representation not in makers:
         raise ValueError(f"representation: {representation!r} is not allowed; expected one "
                          f"of {', '.join(REPRESENTATIONS)}")
@@ -246,3 +292,25 @@ def make_encoder(representation: str, layout: Layout, token_size: int = 64,
     if counters or not has_counters or representation in ("state_dict", "stats"):
         return make(layout)
     return WithoutCounters(layout, make)
+
+
+def token_rows(layout: Layout, token_layout: str = "neurons", ignore_bn: bool = False,
+               counters: bool = False) -> list[np.ndarray]:
+    """The rows `make_encoder("tokens", ...)` cuts into tokens (positions in the vector it
+    tokenizes: without counters unless `counters`)."""
+    layout = layout if counters else without_counters(layout)
+    return sane_rows(layout, ignore_bn) if token_layout == "sane" else neuron_rows(layout)
+
+
+def check_token_options(token_size: int, token_layout: str, ignore_bn: bool) -> None:
+    """ValueError naming the option unless token_size >= 0 (0: automatic), token_layout is
+    one of TOKEN_LAYOUTS and ignore_bn a bool (True only with "sane")."""
+    if not isinstance(token_size, int) or isinstance(token_size, bool) or token_size < 0:
+        raise ValueError(f"token_size: {token_size!r} is not allowed; expected an integer >= 1, "
+                         f"or 0 for the widest row")
+    if token_layout not in TOKEN_LAYOUTS:
+        raise ValueError(f"token_layout: {token_layout!r} is not allowed; expected one of "
+                         f"{', '.join(map(repr, TOKEN_LAYOUTS))}")
+    if not isinstance(ignore_bn, bool) or (ignore_bn and token_layout != "sane"):
+        raise ValueError(f"ignore_bn: {ignore_bn!r} is not allowed with token_layout "
+                         f"{token_layout!r}; expected a bool, True only with 'sane'")

@@ -107,7 +107,8 @@ def test_generate_refuses_a_symlinked_temporary_document(zoo, victim, tmp_path, 
 # --- card and relabel ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", [["card"], ["relabel", "--mc", "0.2"]])
-@pytest.mark.parametrize("name", ["manifest.json.partial", "README.md.partial"])
+@pytest.mark.parametrize("name", ["manifest.json.partial", "README.md.partial",
+                                  "layouts.parquet.partial"])
 def test_card_and_relabel_refuse_a_symlinked_temporary_file(zoo, victim, capsys, command, name):
     (zoo / name).symlink_to(victim / "important.txt")
     before = snapshot(victim)

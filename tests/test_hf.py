@@ -101,10 +101,25 @@ def test_card_metadata_is_valid_hub_card_data_with_features_of_the_schema(tiny_z
     assert data.size_categories == ["n<1K"] and "tabular-regression" in data.task_categories
     assert data.license == "cc-by-4.0"
     infos = {info["config_name"]: info for info in data.dataset_info}
-    assert set(infos) == set(TABLES)
-    for table, info in infos.items():
+    assert set(infos) == {*TABLES, "layouts"}
+    for table, info in ((t, infos[t]) for t in TABLES):
         expected = datasets.Features.from_arrow_schema(arrow_schema(table))._to_yaml_list()
         assert info["features"] == expected
     assert {s["name"]: s["num_examples"] for s in infos["models"]["splits"]} == {
         "train": 12, "validation": 6, "test": 6}
     assert "@misc{phase_zoo" in card.text
+
+
+def test_layouts_config_gives_every_layouts_weight_shapes(tiny_zoo, tmp_path):
+    import datasets
+
+    layouts = datasets.load_dataset(str(tiny_zoo), "layouts", split="train",
+                                    cache_dir=str(tmp_path))
+    reader = ZooReader(tiny_zoo)
+    expected = [(key, e.name, list(e.shape), e.dtype, e.offset, e.size)
+                for key in sorted(reader.manifest.layouts) for e in reader.layout(key).entries]
+    assert len(reader.manifest.layouts) == 2
+    assert [(r["layout"], r["name"], r["shape"], r["dtype"], r["offset"], r["size"])
+            for r in layouts] == expected
+    assert {(r["layout"], r["width"]) for r in layouts} == {
+        (k, reader.layout(k).width) for k in reader.manifest.layouts}

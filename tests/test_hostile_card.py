@@ -8,6 +8,7 @@ refuse it, naming README.md."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Callable
@@ -151,7 +152,7 @@ def test_the_written_card_reads_the_same_for_hugging_face_and_the_project(zoo): 
     text = (zoo / "README.md").read_text()
     shards = {s.path for s in ZooReader(zoo).manifest.shards}
     ours = [file for _, file in readme_files(zoo / "README.md")]
-    assert sorted(ours) == sorted(hf_reads(text)) and set(ours) <= shards
+    assert sorted(ours) == sorted(hf_reads(text)) and set(ours) <= shards | {"layouts.parquet"}
     assert len(ours) == len(set(ours)) > 0
 
 
@@ -162,3 +163,30 @@ def test_line_endings_never_hide_configs(zoo, change):  # noqa: F811
 
     readme = tamper(zoo, change)
     assert readme_files(readme)  # the configs are found whatever the line endings
+
+
+def test_a_layouts_config_names_only_the_listed_layouts_table(zoo, capsys):  # noqa: F811
+    layout = sorted((zoo / "layouts").iterdir())[0].relative_to(zoo).as_posix()  # listed, JSON
+    readme = tamper(zoo, lambda t: t.replace("    - layouts.parquet", f"    - {layout}", 1))
+    assert layout in hf_reads(readme.read_text())
+    with pytest.raises(ZooFolderError, match=f"config 'layouts' names '{layout}', which is "
+                                             f"not a shard"):
+        ZooReader(zoo)
+    code, err, _ = verify_outcome(zoo, capsys)
+    assert code == 1 and "which is not a shard" in err, err
+
+
+def test_a_layouts_table_the_manifest_does_not_cover_is_refused(zoo):  # noqa: F811
+    manifest = zoo / "manifest.json"
+    body = json.loads(manifest.read_text())
+    del body["documents"]["layouts.parquet"]
+    manifest.write_text(json.dumps(body))
+    with pytest.raises(ZooFolderError, match="layouts.parquet: not covered by the manifest"):
+        ZooReader(zoo)
+
+
+def test_a_changed_layouts_table_is_refused(zoo):  # noqa: F811
+    table = zoo / "layouts.parquet"
+    table.write_bytes(table.read_bytes() + b"\0")
+    with pytest.raises(ZooFolderError, match="layouts.parquet: sha256 does not match"):
+        ZooReader(zoo)

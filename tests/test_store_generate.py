@@ -59,7 +59,7 @@ def test_a_zoo_generated_to_s3_equals_the_local_one_shard_for_shard(generated, t
     listed = {s.path for s in stored.manifest.shards} | {f"layouts/{k}.json"
                                                          for k in stored.manifest.layouts}
     assert set(s3_store.keys("generated")) == listed | {"manifest.json", "zoo.json",
-                                                         "README.md"}  # and no lock
+                                                         "README.md", "layouts.parquet"}  # no lock
 
 
 def test_zoo_verify_holds_on_the_generated_zoo(generated, capsys):

@@ -15,16 +15,15 @@ PRIMARY = {REGRESSION: "r2", CLASSIFICATION: "balanced_accuracy"}
 
 def score(kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """The metrics of `kind` for one fold's predictions; NaN where a metric is undefined
-    (R² and τ of a constant target)."""
+    (R² and τ of a constant target, balanced accuracy of a single-class one)."""
     from scipy.stats import kendalltau
-    from sklearn.metrics import balanced_accuracy_score
 
     y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
     if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
         raise ValueError(f"predictions: shape {y_pred.shape} does not match the targets' "
                          f"{y_true.shape} (one value per test row)")
     if kind == CLASSIFICATION:
-        return {"balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred))}
+        return {"balanced_accuracy": balanced_accuracy(y_true, y_pred)}
     if kind != REGRESSION:
         raise ValueError(f"kind: {kind!r} is not allowed; expected {REGRESSION!r} or "
                          f"{CLASSIFICATION!r}")
@@ -34,6 +33,17 @@ def score(kind: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]
     r2 = 1 - ((y_true - y_pred) ** 2).sum() / spread
     tau = kendalltau(y_true, y_pred).statistic if np.ptp(y_pred) > 0 else np.nan
     return {"r2": float(r2), "kendall_tau": float(tau)}
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes of `y_true` (sklearn's balanced_accuracy_score, the same
+    number): a prediction of a class the fold lacks is a miss of its true class. NaN when
+    `y_true` holds one class: folds of whole cells may hold a single phase, where a constant
+    guess scores 0 or 1 and nothing is balanced."""
+    classes = np.unique(y_true)
+    if len(classes) < 2:
+        return np.nan
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
 
 
 def interval(values: Sequence[float]) -> tuple[float, float, int]:

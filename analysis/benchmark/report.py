@@ -34,11 +34,14 @@ def margins(rows: Rows) -> Rows:
     return out
 
 
-def _cell(row: dict[str, Any]) -> str:
+def _cell(row: dict[str, Any], folds: int) -> str:
+    """mean ± half-width; the folds counted when fewer than the scheme's (the others had an
+    undefined score: a constant target, a single phase)."""
     if not math.isfinite(row["mean"]):
         return "–"
     half = f" ± {row['ci95']:.3f}" if math.isfinite(row["ci95"]) else ""
-    return f"{row['mean']:.3f}{half}"
+    counted = f" ({row['folds']}/{folds} folds)" if row["folds"] < folds else ""
+    return f"{row['mean']:.3f}{half}{counted}"
 
 
 def markdown(rows: Rows, skipped: dict[str, str], baselines: list[str]) -> str:
@@ -53,7 +56,7 @@ def markdown(rows: Rows, skipped: dict[str, str], baselines: list[str]) -> str:
                   "| task | metric | " + " | ".join(baselines) + " | margin |",
                   "|---|---|" + "---|" * (len(baselines) + 1)]
         for task, metric in dict.fromkeys((r["task"], r["metric"]) for r in part):
-            cells = {r["baseline"]: _cell(r) for r in part
+            cells = {r["baseline"]: _cell(r, folds) for r in part
                      if (r["task"], r["metric"]) == (task, metric)}
             gap = margin.get((task, scheme, metric))
             lines.append(f"| {task} | {metric} | " + " | ".join(cells.get(b, "–")
@@ -76,7 +79,7 @@ def write_table(rows: Rows, path: Path) -> Path:
 
 def figure(rows: Rows, baselines: list[str], path: Path) -> Path:
     """Bars of each task's primary metric per baseline (95 % intervals), one panel per
-    scheme."""
+    scheme, on a -1 to 1 axis (the table has the scores below)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +99,8 @@ def figure(rows: Rows, baselines: list[str], path: Path) -> Path:
                 errors), label=baseline, capsize=2)
         ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=20)
         ax.set_title(f"split {scheme}")
-        ax.set_ylabel("R² / balanced accuracy")
+        ax.set_ylabel("R² / balanced accuracy (below −1 cut)")
+        ax.set_ylim(-1, 1.05)  # both scores are at most 1; R² far below 0 would hide the rest
         ax.axhline(0, color="black", linewidth=0.5)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()

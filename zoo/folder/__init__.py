@@ -7,7 +7,8 @@ Modules: `names` (the sub-layout named once, format version, bounded reads, atom
 `layouts`, `schema` (table columns), `modelshards` (Parquet models and cell HDF5 shards:
 writer and readers), `rowgroups` (the models shards' row-group digests), `checkpoints` (per-model HDF5 files: writer and reader), `writer`
 (`ZooWriter`: commits through the manifest), `reader` (`ZooReader`: opens nothing outside the
-folder), `lock` (one writer per folder), `card` (README.md dataset card), `splits` (cell splits).
+folder), `lock` (one writer per folder), `card` (README.md dataset card), `layoutstable`
+(layouts.parquet, the card's `layouts` config), `splits` (cell splits).
 A zoo on an object store: `location` (a location as a filesystem and a root), `storefolder`
 (`StoreFolder`, the write side over a local scratch), `storestates` (training states on the
 store), `storelock`, `cache` (the read side's

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from zoo.errors import ZooFolderError
-from zoo.folder.commits import write_card_under
-from zoo.folder.names import README, confined, read_bounded
+from zoo.folder.commits import replace_document, write_card_under
+from zoo.folder.layoutstable import LAYOUTS_COLUMNS, LAYOUTS_SCHEMA, layouts_parquet
+from zoo.folder.names import LAYOUTS_TABLE, README, confined, read_bounded
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import TABLES
 from zoo.folder.splits import FRACTIONS, SPLITS, owners
@@ -65,7 +68,8 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
 
     Each table with shards is a config (models the default) with train / validation / test
     splits: whole cells by the hash rule of zoo.folder.splits, so the splits are those of
-    ZooDataset(split_by="cell") ("val" is the Hub's "validation").
+    ZooDataset(split_by="cell") ("val" is the Hub's "validation"); `layouts` (layouts.parquet,
+    written by `write_card`) is one train split of every layout's entries.
     """
     from huggingface_hub import DatasetCardData
 
@@ -88,6 +92,13 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
         infos.append({"config_name": table, "features": features(schema),
                       "splits": [{"name": HF_SPLITS[s], "num_bytes": sizes[s],
                                   "num_examples": rows[s]} for s in present]})
+    if reader.manifest.layouts:
+        configs.append({"config_name": "layouts",
+                        "data_files": [{"split": "train", "path": [LAYOUTS_TABLE]}]})
+        entries = sum(len(reader.layout(k).entries) for k in reader.manifest.layouts)
+        infos.append({"config_name": "layouts", "features": features(LAYOUTS_SCHEMA),
+                      "splits": [{"name": "train", "num_bytes": len(layouts_parquet(reader)),
+                                  "num_examples": entries}]})
     models = sum(s.rows for s in reader.manifest.shards_of("models"))
     return DatasetCardData(
         license="cc-by-4.0", pretty_name=f"Phase Zoo: {reader.record.spec['name']}",
@@ -102,8 +113,13 @@ def front_matter(reader: ZooReader) -> str:
 
 def schema_table(table: str) -> str:
     """A Markdown table of `table`'s columns, generated from zoo.folder.schema."""
+    return columns_table((c.name, c.type, c.description) for c in TABLES[table])
+
+
+def columns_table(columns: Iterable[tuple[str, object, str]]) -> str:
+    """A Markdown table of (column, type, meaning) rows."""
     lines = ["| column | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in TABLES[table]]
+    lines += [f"| `{name}` | {type_} | {meaning} |" for name, type_, meaning in columns]
     return "\n".join(lines)
 
 
@@ -278,6 +294,7 @@ def card_text(root: ZooFolder | Path) -> str:
         "models = datasets.load_dataset('PATH')            # one row per model and kept epoch",
         "cells = datasets.load_dataset('PATH', 'cells')    # one row per grid cell, with phase",
         "pairs = datasets.load_dataset('PATH', 'pairs')    # one row per seed pair of a cell",
+        "layouts = datasets.load_dataset('PATH', 'layouts', split='train')  # weight shapes",
         "everything = datasets.load_dataset('PATH', split='train+validation+test')",
         "# a zoo larger than memory or disk: streaming=True reads the shards in place as you",
         "# iterate (no cache copy), for every config and split",
@@ -298,10 +315,14 @@ def card_text(root: ZooFolder | Path) -> str:
         "stored as their little-endian bytes (a row group decodes at memory speed): "
         "`numpy.frombuffer(row['weights'], '<f4')` or `torch.frombuffer(bytearray(row["
         "'weights']), dtype=torch.float32)`; `layouts/<layout>.json` gives names, shapes and "
-        "offsets. No pickles anywhere.", "",
+        "offsets, and the `layouts` config "
+        f"(`{LAYOUTS_TABLE}`) the same as a table, one row per state_dict entry. No pickles "
+        "anywhere.", "",
         "## Resolved spec", "", "```json", json.dumps(spec, indent=1, sort_keys=True), "```", "",
         *(part for table in TABLES
           for part in (f"## Table `{table}`", "", schema_table(table), "")),
+        "## Table `layouts`", "",
+        columns_table((f.name, f.type, LAYOUTS_COLUMNS[f.name]) for f in LAYOUTS_SCHEMA), "",
         "## Licence and citation", "",
         "Released under CC BY 4.0 (the YAML header's `license`); the data sets keep their own "
         "licences. Cite the zoo by its spec hash and these papers:", "",
@@ -312,7 +333,11 @@ def card_text(root: ZooFolder | Path) -> str:
 
 
 def write_card(root: ZooFolder | Path) -> Path:
-    """Write (or rewrite) `root/README.md` atomically (confined); returns its path."""
+    """Write (or rewrite) `root/layouts.parquet` (the `layouts` config) and `root/README.md`
+    atomically (confined), each recorded in the manifest; returns the README's path."""
     folder = ZooFolder.of(root)
-    write_card_under(folder, card_text(folder))  # readers accept the old card or the new
+    table = layouts_parquet(_held_reader(folder))  # readers accept old or new, each rename
+    replace_document(folder, LAYOUTS_TABLE, hashlib.sha256(table).hexdigest(),
+                     lambda: folder.write(LAYOUTS_TABLE, table))
+    write_card_under(folder, card_text(folder))
     return folder.root / README

@@ -1,5 +1,6 @@
-"""zoo.json and README.md under the manifest: their sha256, and README `configs:` paths that
-stay among the manifest's shards (so `datasets.load_dataset` reads nothing outside)."""
+"""zoo.json, README.md and layouts.parquet under the manifest: their sha256, and README
+`configs:` paths that stay among the manifest's shards and layouts.parquet (so
+`datasets.load_dataset` reads nothing outside)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from zoo.errors import IntegrityError, SpecError, ZooFolderError
 from zoo.folder.manifest import ABSENT, Manifest
-from zoo.folder.names import README, ZOO_JSON, confined, read_bounded, sha256_of
+from zoo.folder.names import LAYOUTS_TABLE, README, ZOO_JSON, confined, read_bounded, sha256_of
 from zoo.folder.zoofolder import ZooFolder
 from zoo.limits import check_document as check_nesting
 from zoo.printable import printable
@@ -66,22 +67,25 @@ def is_previous(root: Path, manifest: Manifest, name: str) -> bool:
 
 def check_readme(root: Path, manifest: Manifest) -> None:
     """Refuse a README.md that the manifest does not cover, or whose `configs:` name a file
-    that is not one of the manifest's shards (an outside path, a glob, a URL, a symlink), or
-    set anything that moves where `datasets` looks (data_dir); and refuse the standalone
-    `.huggingface.yaml` that `datasets` merges into the card."""
+    that is not one of the manifest's shards or its layouts.parquet (an outside path, a glob,
+    a URL, a symlink), or set anything that moves where `datasets` looks (data_dir); refuse
+    the standalone `.huggingface.yaml` that `datasets` merges into the card, and a
+    layouts.parquet the manifest does not cover (or whose sha256 differs)."""
     extra = confined(root, HF_YAML)
     if extra.exists() or extra.is_symlink():
         raise ZooFolderError(f"{extra}: datasets merges it into the card's configs; a zoo folder "
                              f"holds none (remove it)")
+    tables = {LAYOUTS_TABLE} if check_document(root, manifest, LAYOUTS_TABLE) else set()
     path = check_document(root, manifest, README)
     if path is None:
         return
-    shards = {s.path for s in manifest.shards + manifest.retired}  # retired: files kept
+    listed = {s.path for s in manifest.shards + manifest.retired} | tables  # retired: kept
     for config, file in readme_files(path):
-        if file not in shards:
+        if file not in listed:
             raise ZooFolderError(f"{path}: config {printable(repr(config))} names "
                                  f"{printable(repr(file))}, which is not a shard of the "
-                                 f"manifest (configs must stay inside the folder)")
+                                 f"manifest nor its {LAYOUTS_TABLE} (configs must stay inside "
+                                 f"the folder)")
 
 
 def readme_files(path: Path) -> list[tuple[str, str]]:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooFolderError
-from zoo.folder.names import (FORMAT_VERSION, MANIFEST, README, READABLE_VERSIONS, TABLE_FOLDERS,
-                              ZOO_JSON, inside, read_json, write_atomically)
+from zoo.folder.names import (FORMAT_VERSION, LAYOUTS_TABLE, MANIFEST, README, READABLE_VERSIONS,
+                              TABLE_FOLDERS, ZOO_JSON, inside, read_json, write_atomically)
 
-DOCUMENTS = (ZOO_JSON, README)  # the files besides shards and layouts that the manifest covers
+# the files besides shards and layouts that the manifest covers
+DOCUMENTS = (ZOO_JSON, README, LAYOUTS_TABLE)
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # layout keys and cell ids
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ABSENT = "absent"  # `previous`: the document did not exist before the commit
@@ -94,7 +95,8 @@ def parse_manifest(body: Any, path: Path | str) -> Manifest:
     unknown = set(manifest.documents) - set(DOCUMENTS)
     if unknown or ZOO_JSON not in manifest.documents:
         raise ZooFolderError(f"{path}: malformed manifest (documents must cover {ZOO_JSON} and "
-                             f"may cover {README}; found {sorted(manifest.documents)})")
+                             f"may cover {README} and {LAYOUTS_TABLE}; found "
+                             f"{sorted(manifest.documents)})")
     listed: set[str] = set()
     for shard in manifest.shards + manifest.retired:  # links are refused when a file is opened
         inside(Path(str(path)).parent, shard.path)

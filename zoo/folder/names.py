@@ -23,6 +23,7 @@ MAX_JSON_BYTES = 64 << 20  # manifest, zoo.json, a layout: far above any real on
 MANIFEST = "manifest.json"
 ZOO_JSON = "zoo.json"
 README = "README.md"
+LAYOUTS_TABLE = "layouts.parquet"  # every layout's entries, the card's `layouts` config
 LOCK = "zoo.lock"  # the writer's lock (zoo.folder.lock)
 LAYOUTS = "layouts"
 TABLE_FOLDERS = {"models": "data/models", "cells": "data/cells", "pairs": "data/pairs"}

@@ -19,8 +19,8 @@ from zoo.folder.documents import document_hashes
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard
 from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
-from zoo.folder.names import (FORMAT_VERSION, HDF5_FOLDER, LAYOUTS, MANIFEST, README,
-                              TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON, sha256_of)
+from zoo.folder.names import (FORMAT_VERSION, HDF5_FOLDER, LAYOUTS, LAYOUTS_TABLE, MANIFEST,
+                              README, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON, sha256_of)
 from zoo.folder.record import ZooRecord
 from zoo.folder.rowgroups import shard_parts
 from zoo.folder.schema import to_arrow
@@ -108,7 +108,8 @@ class ZooWriter:
         leftovers += [self.folder.check(name).relative_to(self.root).as_posix()
                       for name in (f"{MANIFEST}{TEMPORARY_SUFFIX}",
                                    f"{ZOO_JSON}{TEMPORARY_SUFFIX}",
-                                   f"{README}{TEMPORARY_SUFFIX}")
+                                   f"{README}{TEMPORARY_SUFFIX}",
+                                   f"{LAYOUTS_TABLE}{TEMPORARY_SUFFIX}")
                       if (self.root / name).exists()]
         leftovers += unlisted_files(self.folder, self.manifest)
         for leftover in leftovers:

@@ -43,7 +43,7 @@ def test_every_checkpoint_reproduces_its_recorded_test_metrics(tiny_zoo):
     for row in rows:
         layout = reader.layout(row["layout"])
         model = build_model(spec, cells[row["width"]], bundle, seed=0)
-        model.load_state_dict(layout.unflatten(np.asarray(row["weights"], np.float32)))
+        model.load_state_dict(layout.unflatten(np.frombuffer(row["weights"], "<f4")))
         result = objective.evaluate(model, "test")
         assert result["accuracy"] == row["test_accuracy"]
         assert result["loss"] == row["test_loss"]
@@ -60,7 +60,7 @@ def test_parquet_and_hdf5_hold_identical_values(tiny_zoo):
             assert [m.decode() for m in handle["model_id"][:]] == [r["model_id"] for r in rows]
             assert list(handle["epoch"][:]) == [r["epoch"] for r in rows]
             for i, row in enumerate(rows):
-                state = layout.unflatten(np.asarray(row["weights"], np.float32))
+                state = layout.unflatten(np.frombuffer(row["weights"], "<f4"))
                 for name, tensor in state.items():
                     stored = torch.from_numpy(handle["weights"][name][i])
                     assert torch.equal(stored.to(tensor.dtype), tensor), name

@@ -106,7 +106,7 @@ def test_the_anchors_reading_rules_read_our_export(tiny_zoo, tmp_path, epochs):
         assert properties["seed"][number] == [r["seed"] for r in rows]
         for epoch in epochs:
             layout = ZooReader(tiny_zoo).layout(recorded[model, epoch]["layout"])
-            flat = np.asarray(recorded[model, epoch]["weights"], np.float32)
+            flat = np.frombuffer(recorded[model, epoch]["weights"], "<f4")
             for name, value in their_checkpoint(path, epoch).items():
                 assert torch.equal(value, layout.unflatten(flat)[name.removeprefix(
                     "module_list.")])

@@ -28,7 +28,7 @@ def stored_rows(root):
     for shard in reader.manifest.shards_of("models"):
         for row in pq.read_table(reader.path(shard)).to_pylist():
             layout = reader.layout(row["layout"])
-            flat = np.asarray(row["weights"], np.float32)
+            flat = np.frombuffer(row["weights"], "<f4")
             rows[row["model_id"], row["epoch"]] = layout.unflatten(flat)
     return rows
 

@@ -40,7 +40,7 @@ def test_every_cell_is_labelled_and_pairs_are_complete(tiny_zoo):
     assert len(cells) == 4 and len(pairs) == 4  # one seed pair per cell
     for cell in cells:
         assert cell["phase"] in PHASES
-        assert cell["phase_high_loss"] == 0.2 and cell["phase_cka"] == 0.9
+        assert cell["phase_high_loss"] == 0.2 and cell["phase_cka"] == 0.75
         assert cell["num_pairs"] == 1 and cell["metric_epoch"] == 2
     for pair in pairs:
         assert pair["curve_ts"] == [0.0, 0.25, 0.5, 0.75, 1.0]

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from zoo.errors import SpecError
-from zoo.phases import (PHASES, Thresholds, cell_phase, default_thresholds, label,
+from zoo.phases import (CKA_THRESHOLDS, PHASES, Thresholds, cell_phase, default_thresholds, label,
                         phase_columns, thresholds_for)
 
 T = Thresholds(high_loss=0.2, mc=2.0, cka=0.9)
@@ -98,7 +98,7 @@ def test_high_loss_scales_with_the_chance_loss() -> None:
     assert default_thresholds("classification", 10).high_loss == pytest.approx(0.2, rel=1e-15)
     c100 = default_thresholds("classification", 100)
     assert c100.high_loss == pytest.approx(0.4, rel=1e-12)  # ln 100 = 2 ln 10
-    assert c100.mc == 2.0 and c100.cka == 0.9
+    assert c100.mc == 2.0 and c100.cka == 0.75  # the mixup CKA's own threshold
     assert default_thresholds("classification", 200).high_loss == pytest.approx(
         0.2 * math.log(200) / math.log(10), rel=1e-12)
     assert default_thresholds("language_model", 256).high_loss == pytest.approx(2.0, rel=1e-12)
@@ -109,9 +109,22 @@ def test_high_loss_scales_with_the_chance_loss() -> None:
 
 def test_spec_overrides_replace_the_scaled_defaults() -> None:
     t = thresholds_for("classification", 100, {"mc": 1.0})
-    assert (t.high_loss, t.mc, t.cka) == (pytest.approx(0.4), 1.0, 0.9)
+    assert (t.high_loss, t.mc, t.cka) == (pytest.approx(0.4), 1.0, 0.75)
     with pytest.raises(SpecError, match=r"unknown field\(s\) \['loss'\]"):
         thresholds_for("classification", 10, {"loss": 1.0})
+
+
+def test_each_cka_metric_brings_its_own_default_threshold() -> None:
+    assert CKA_THRESHOLDS == {"cka_mixup": 0.75, "cka": 0.9}
+    assert default_thresholds("classification").cka_metric == "cka_mixup"
+    logits = thresholds_for("classification", 10, {"cka_metric": "cka"})
+    assert (logits.cka_metric, logits.cka) == ("cka", 0.9)
+    mixup = thresholds_for("language_model", 256, {"cka_metric": "cka_mixup"})
+    assert (mixup.cka_metric, mixup.cka) == ("cka_mixup", 0.75)
+    chosen = thresholds_for("classification", 10, {"cka_metric": "cka", "cka": 0.5})
+    assert chosen.cka == 0.5  # an explicit threshold wins
+    with pytest.raises(SpecError, match="phases.cka_metric must be one of"):
+        thresholds_for("classification", 10, {"cka_metric": "cka_softmax"})
 
 
 def _row(**changes: object) -> dict:

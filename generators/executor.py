@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from generators.stopping import keep_exit_on_sigterm
 from zoo import dataroot
 from zoo.cell import CellOutput, CellResult, run_cell_group
 from zoo.datasets.base import DataBundle
@@ -116,6 +117,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         else:  # "local": a new runtime even where `ray start` left one running on this machine
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      log_to_driver=False)
+    keep_exit_on_sigterm()  # ray.init put its own SIGTERM handler in place of the CLI's
 
 
 @contextmanager

@@ -33,11 +33,8 @@ def _group_empty(pgid: int, seconds: float) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code, line", [
     (signal.SIGINT, 130, "zoo: interrupted; the workers were stopped and the lock released"),
-    pytest.param(signal.SIGTERM, 143, "zoo: terminated (SIGTERM); the workers were stopped "
-                                      "and the lock released", marks=pytest.mark.xfail(
-        strict=True, reason="while the driver waits in Ray's C++ core, the core takes SIGTERM "
-                            "and aborts (exit -6, a native stack dump); only a SIGTERM that "
-                            "lands in Python code unwinds to the one line (issue 21, item 8)")),
+    (signal.SIGTERM, 143, "zoo: terminated (SIGTERM); the workers were stopped and the lock "
+                          "released"),
 ], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_generate_says_so_in_one_line_and_leaves_nothing_running(tmp_path, signum,
                                                                             code, line):

@@ -8,13 +8,12 @@ each command's arguments beside its handler; a new command goes into the group i
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import traceback
 from typing import Callable, Sequence
 
 from generators.cli import generate, interop, read, rewrite, store, study
-from generators.stopping import exit_on_sigterm
+from generators.stopping import exit_on_sigterm, restore_sigterm, terminated
 from zoo.errors import ZooError
 from zoo.printable import printable
 
@@ -55,15 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"zoo: error: {printable(where)}{printable(error.strerror or error)}",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (generators.stopping)
+        if terminated():
+            return _stopped("terminated (SIGTERM)", 143)
         return _stopped("interrupted", 130)
-    except SystemExit as exit:  # Ray's driver handler turns SIGTERM into sys.exit(SIGTERM)
-        if exit.code != signal.SIGTERM:
-            raise
-        return _stopped("terminated (SIGTERM)", 143)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore_sigterm(previous)
 
 
 def _stopped(how: str, code: int) -> int:

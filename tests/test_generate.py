@@ -169,7 +169,7 @@ def test_cells_differing_in_learning_rate_train_as_one_population(tmp_path, ray_
     alone = run_cell(spec, jobs, bundle, stacked=True)
     stored = {(r["model_id"], r["epoch"]): r["weights"] for r in rows}
     for row in alone.models:
-        assert np.array_equal(np.asarray(stored[row["model_id"], row["epoch"]], np.float32),
+        assert np.array_equal(np.frombuffer(stored[row["model_id"], row["epoch"]], "<f4"),
                               row["weights"])
 
 

@@ -178,7 +178,7 @@ def test_a_manifest_path_that_leaves_the_folder_is_refused(zoo_copy):
     ("split_by", "seed", "split_by: 'seed' is not allowed"),
     ("normalize", "global", "normalize: 'global' is not allowed"),
     ("fractions", (0.5, 0.5, 0.5), r"fractions: \(0.5, 0.5, 0.5\) is not allowed"),
-    ("token_size", 0, "token_size: 0 is not allowed"),
+    ("token_size", -1, "token_size: -1 is not allowed"),
     ("targets", "test_loss", "targets: 'test_loss' is not allowed")])
 def test_options_are_validated(tiny_zoo, option, value, message):
     with pytest.raises(ValueError, match=message):

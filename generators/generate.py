@@ -199,13 +199,15 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
                               fingerprint)
             folder.makedirs(SPOOL)  # workers write below: no link on the way, none inside
             folder.check_tree(STATE)
-            output = CellOutput(out.resolve(), out.resolve() / SPOOL, inline_bytes,
-                                "hdf5" in formats)
-            state: Path | StoreStates = out.resolve() / STATE
+            state: Path | StoreStates
             if isinstance(folder, StoreFolder):  # workers write through scratches of their own
                 output = CellOutput(folder, StoreFolder(f"{folder.url}/{SPOOL}"), inline_bytes,
                                     "hdf5" in formats)
                 state = StoreStates(f"{folder.url}/{STATE}")  # a retry on any node resumes
+            else:
+                output = CellOutput(out.resolve(), out.resolve() / SPOOL, inline_bytes,
+                                    "hdf5" in formats)
+                state = out.resolve() / STATE
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=state, output=output, pool=pool)
     held = folder.manifest()

@@ -109,8 +109,9 @@ HIGH_LOSS_FRACTION = {"classification": 0.2 / math.log(10), "language_model": 2.
 CKA_THRESHOLDS = {"cka_mixup": 0.75, "cka": 0.9}
 _DEFAULTS = {
     "classification": Thresholds(high_loss=0.2, mc=2.0, cka=CKA_THRESHOLDS["cka_mixup"]),
-    "language_model": Thresholds(high_loss=2.0, mc=2.0, cka=0.9, cka_metric="cka"),
-    "pinn": Thresholds(high_loss=0.1, mc=0.02, cka=0.9, cka_metric="cka"),
+    "language_model": Thresholds(high_loss=2.0, mc=2.0, cka=CKA_THRESHOLDS["cka"],
+                                 cka_metric="cka"),
+    "pinn": Thresholds(high_loss=0.1, mc=0.02, cka=CKA_THRESHOLDS["cka"], cka_metric="cka"),
 }
 
 

@@ -41,8 +41,9 @@ class Outputs:
             self.store = store
             self.folder = Path(tempfile.mkdtemp(prefix="zoo-outputs-"))
         elif out is None:  # inside the zoo: confined (no link on the way, regular files only)
-            self.folder = ZooFolder(root).makedirs(relative)
-            ZooFolder(root).check_tree(relative)
+            zoo = ZooFolder(root)
+            self.folder = zoo.makedirs(relative)
+            zoo.check_tree(relative)
         else:
             self.folder = Path(out)
             self.folder.mkdir(parents=True, exist_ok=True)

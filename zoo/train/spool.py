@@ -39,12 +39,7 @@ class Spool:
 
     def save(self, model_id: str, epoch: int, state: dict[str, torch.Tensor]) -> str:
         """Write one checkpoint (tensors copied to the CPU); the sha256 of the file written."""
-        from safetensors.torch import save
-
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        data = save(tensors)
-        self.files.write(self._name(model_id, epoch), data)
-        return hashlib.sha256(data).hexdigest()
+        return write_tensors(self.files, self._name(model_id, epoch), state)
 
     def digest(self, model_id: str, epoch: int) -> str | None:
         """The sha256 of a spooled checkpoint's file now (None: missing, or not a regular file
@@ -78,6 +73,16 @@ class Spool:
             self.files.delete_tree(model_id)
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+
+def write_tensors(files: ZooFolder, relative: str, tensors: dict[str, torch.Tensor]) -> str:
+    """Write `tensors` (on any device) as a safetensors file `relative` of `files`,
+    atomically; the file's sha256."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+    files.write(relative, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

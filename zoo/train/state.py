@@ -34,6 +34,7 @@ from zoo.folder.names import MAX_JSON_BYTES, open_regular, read_bounded
 from zoo.folder.zoofolder import ZooFolder
 from zoo.spec import ModelJob, short_hash
 from zoo.train.base import Checkpoint, HandOff
+from zoo.train.spool import write_tensors
 
 STATE_JSON = "state.json"
 FORMAT_VERSION = 2  # 2: the key and every file's sha256 recorded, checked at resume
@@ -120,12 +121,12 @@ def save_state(store: StateStore, epoch: int, tensors: Tensors, scalars: dict[st
     for kept_epoch, kept_tensors, facts in checkpoints:
         name = f"checkpoint-{kept_epoch}.safetensors" if kept_tensors else None  # None: spooled
         if name is not None and name not in done:
-            done[name] = _write_tensors(files, f"{store.key}/{name}", kept_tensors)
+            done[name] = write_tensors(files, f"{store.key}/{name}", kept_tensors)
         listed.append({"epoch": kept_epoch, "file": name, "sha256": done.get(name),
                        "facts": facts})
     name = f"state-{epoch}.safetensors"
     body = {"format_version": FORMAT_VERSION, "key": store.key, "epoch": epoch, "file": name,
-            "sha256": _write_tensors(files, f"{store.key}/{name}", tensors),
+            "sha256": write_tensors(files, f"{store.key}/{name}", tensors),
             "scalars": scalars, "checkpoints": listed}
     files.write(f"{store.key}/{STATE_JSON}", json.dumps(body, sort_keys=True).encode())
     for old in files.files(store.key):
@@ -318,13 +319,3 @@ def ordered(tensors: Tensors, keys: Sequence[str]) -> Tensors:
 def cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
     """A contiguous CPU copy of `tensor`, detached (what a state file holds)."""
     return tensor.detach().to("cpu", copy=True).contiguous()
-
-
-def _write_tensors(files: ZooFolder, relative: str, tensors: Tensors) -> str:
-    """Write `tensors` as a safetensors file; its sha256."""
-    from safetensors.torch import save
-
-    data = save({k: cpu_copy(v) for k, v in tensors.items()})
-    files.write(relative, data)
-    return hashlib.sha256(data).hexdigest()
-

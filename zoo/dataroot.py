@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from zoo import datasets
 from zoo.datasets import DataBundle
 from zoo.errors import DataError, ZooFolderError
-from zoo.folder.cache import BYTES_ENV, cache_bytes, cache_home
+from zoo.folder.cache import BYTES_ENV, cache_bytes, cache_home, evict_least_recent
 from zoo.folder.location import StorePrefix, is_uri, open_location, scratch_name
 from zoo.folder.names import inside, write_atomically
 
@@ -132,14 +132,9 @@ def _fetch(store: StorePrefix, folder: Path, versions: dict[str, str]) -> None:
 
 def _make_room(home: Path, keep: Path, size: int, bound: int) -> None:
     """Remove the least recently used other data sets until `size` bytes fit the bound."""
-    others = sorted((entry.stat().st_mtime, entry) for entry in home.iterdir()
-                    if entry.is_dir() and entry != keep)
-    total = sum(_bytes(entry) for _, entry in others)
-    for _, entry in others:
-        if total + size <= bound:
-            break
-        total -= _bytes(entry)
-        shutil.rmtree(entry, ignore_errors=True)
+    evict_least_recent([(entry.stat().st_mtime, _bytes(entry), entry)
+                        for entry in home.iterdir() if entry.is_dir() and entry != keep],
+                       size, bound, lambda entry: shutil.rmtree(entry, ignore_errors=True))
 
 
 def _bytes(folder: Path) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from zoo.errors import IntegrityError, ZooFolderError
@@ -26,6 +27,18 @@ DEFAULT_BYTES = 8 << 30
 STAGING = ".staging"  # downloads in progress, renamed into place once checked
 SHARD_FOLDERS = sorted({folder.split("/")[0] for folder in TABLE_FOLDERS.values()}
                        | {HDF5_FOLDER})  # what eviction may remove: shards, never documents
+
+
+def evict_least_recent(held: list[tuple[float, int, Path]], size: int, bound: int,
+                       remove: Callable[[Path], object]) -> None:
+    """Remove entries of `held` ((mtime, bytes, path)), least recently used first, until `size`
+    more bytes fit under `bound`."""
+    total = sum(held_size for _, held_size, _ in held)
+    for _, held_size, path in sorted(held):
+        if total + size <= bound:
+            break
+        remove(path)
+        total -= held_size
 
 
 def cache_home() -> Path:
@@ -116,14 +129,9 @@ class StoreCache:
         if size > self.max_bytes:
             raise ZooFolderError(f"{self.store.name(relative)}: {size} bytes, more than the "
                                  f"cache holds ({self.max_bytes}; set {BYTES_ENV})")
-        held = sorted((path.stat().st_mtime, size, path)
-                      for path, size in self._shard_files().items())
-        total = sum(size for _, size, _ in held)
-        for _, held_size, path in held:
-            if total + size <= self.max_bytes:
-                break
-            path.unlink(missing_ok=True)
-            total -= held_size
+        evict_least_recent([(path.stat().st_mtime, nbytes, path)
+                            for path, nbytes in self._shard_files().items()],
+                           size, self.max_bytes, lambda path: path.unlink(missing_ok=True))
 
     def _shard_files(self) -> dict[Path, int]:
         return {path: path.stat().st_size for folder in SHARD_FOLDERS

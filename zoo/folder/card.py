@@ -63,13 +63,14 @@ def _dtype(type_: pa.DataType) -> str:
             "float": "float32", "large_binary": "large_binary"}[str(type_)]
 
 
-def card_data(reader: ZooReader) -> "DatasetCardData":
+def card_data(reader: ZooReader, layouts_bytes: int) -> "DatasetCardData":
     """The card's metadata, built and checked by huggingface_hub's DatasetCardData.
 
     Each table with shards is a config (models the default) with train / validation / test
     splits: whole cells by the hash rule of zoo.folder.splits, so the splits are those of
-    ZooDataset(split_by="cell") ("val" is the Hub's "validation"); `layouts` (layouts.parquet,
-    written by `write_card`) is one train split of every layout's entries.
+    ZooDataset(split_by="cell") ("val" is the Hub's "validation"); `layouts` (layouts.parquet
+    of `layouts_bytes` bytes, written by `write_card`) is one train split of every layout's
+    entries.
     """
     from huggingface_hub import DatasetCardData
 
@@ -97,7 +98,7 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
                         "data_files": [{"split": "train", "path": [LAYOUTS_TABLE]}]})
         entries = sum(len(reader.layout(k).entries) for k in reader.manifest.layouts)
         infos.append({"config_name": "layouts", "features": features(LAYOUTS_SCHEMA),
-                      "splits": [{"name": "train", "num_bytes": len(layouts_parquet(reader)),
+                      "splits": [{"name": "train", "num_bytes": layouts_bytes,
                                   "num_examples": entries}]})
     models = sum(s.rows for s in reader.manifest.shards_of("models"))
     return DatasetCardData(
@@ -106,9 +107,9 @@ def card_data(reader: ZooReader) -> "DatasetCardData":
         tags=list(TAGS), configs=configs, dataset_info=infos)
 
 
-def front_matter(reader: ZooReader) -> str:
+def front_matter(reader: ZooReader, layouts_bytes: int) -> str:
     """YAML front matter between '---' lines, from `card_data`."""
-    return f"---\n{card_data(reader).to_yaml()}\n---\n"
+    return f"---\n{card_data(reader, layouts_bytes).to_yaml()}\n---\n"
 
 
 def schema_table(table: str) -> str:
@@ -263,8 +264,9 @@ def benchmark_section(root: Path) -> list[str]:
             table.decode("utf-8").strip(), ""]
 
 
-def card_text(root: ZooFolder | Path) -> str:
-    """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table."""
+def card_text(root: ZooFolder | Path, layouts_bytes: int) -> str:
+    """The dataset card of the zoo in `root`, from its zoo.json, manifest and cells table
+    (`layouts_bytes`: the size of its layouts.parquet)."""
     folder = ZooFolder.of(root)
     reader = _held_reader(folder)
     spec = reader.record.spec
@@ -275,7 +277,7 @@ def card_text(root: ZooFolder | Path) -> str:
     grid = (f"{spec['load_axis']['name']} {spec['load_axis']['values']} × "
             f"{spec['temperature_axis']['name']} {spec['temperature_axis']['values']}")
     return "\n".join([
-        front_matter(reader),
+        front_matter(reader, layouts_bytes),
         f"# Phase Zoo: {spec['name']}",
         "", spec.get("description", "").strip(), "",
         f"A population of `{spec['architecture']['family']}` models trained on "
@@ -340,5 +342,5 @@ def write_card(root: ZooFolder | Path) -> Path:
     table = layouts_parquet(_held_reader(folder))  # readers accept old or new, each rename
     replace_document(folder, LAYOUTS_TABLE, hashlib.sha256(table).hexdigest(),
                      lambda: folder.write(LAYOUTS_TABLE, table))
-    write_card_under(folder, card_text(folder))
+    write_card_under(folder, card_text(folder, len(table)))
     return folder.root / README

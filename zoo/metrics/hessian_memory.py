@@ -13,8 +13,8 @@ No torch here: `generators.packing` sizes GPU tasks with the same counts.
 from __future__ import annotations
 
 # Vector counts measured by benchmarks/bench_hessian_memory.py (a 17M-parameter MLP, peak
-# resident memory in vectors): Lanczos 29.1 with 24 basis vectors and 12.1 with 6, a trace
-# block 51 with 10 probes and 13.2 with 2.
+# resident memory in vectors): Lanczos 29.1 with 24 basis vectors, 12.1 with 6 and 10.1 with 4;
+# a trace block 51 with 10 probes, 13.2 with 2 and 7.1 with 1.
 PROBE_BLOCK = 10  # Hutchinson probes multiplied at once when the budget allows
 LANCZOS_WORK_VECTORS = 6  # besides the basis: a product's output, autograd's result and its
 #   concatenation, the gradient, a restart's scratch

@@ -20,8 +20,7 @@ from typing import Sequence
 from generators.executor import Task
 from zoo.datasets.base import DataBundle
 from zoo.errors import ZooError
-from zoo.metrics.hessian_memory import (PROBE_BLOCK, lanczos_vectors, trace_vectors,
-                                        vector_limits)
+from zoo.metrics.hessian_memory import lanczos_vectors, trace_vectors, vector_limits
 from zoo.spec import HessianSpec, MetricsSpec, ModelJob, ZooSpec
 
 FLOAT_BYTES = 4

@@ -10,13 +10,12 @@ import torch
 from generators.cli import build_parser
 from generators.executor import Task
 from generators.packing import (CUDA_CONTEXT, FLOAT_BYTES, FRACTIONS, HESSIAN_GRAPH_FACTOR,
-                                HESSIAN_PROBE_FACTOR, PROBE_BLOCK, TaskShape,
-                                auto_gpus_per_task, gpu_fraction, hessian_bytes, shape_of,
-                                task_bytes)
+                                HESSIAN_PROBE_FACTOR, TaskShape, auto_gpus_per_task,
+                                gpu_fraction, hessian_bytes, shape_of, task_bytes)
 from zoo import datasets
 from zoo.errors import ZooError
-from zoo.metrics.hessian_memory import (LANCZOS_WORK_VECTORS, TRACE_PROBE_VECTORS,
-                                        TRACE_WORK_VECTORS)
+from zoo.metrics.hessian_memory import (LANCZOS_WORK_VECTORS, PROBE_BLOCK,
+                                        TRACE_PROBE_VECTORS, TRACE_WORK_VECTORS)
 from zoo.specfile import load_spec, parse_spec
 from zoo.train import build_model
 

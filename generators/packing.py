@@ -5,7 +5,9 @@ Hessian products and the curve of each seed pair) on top of what stays resident 
 the CUDA context, the restored models of its cells). The Hessian products stream over
 micro-batches (`metrics.hessian.micro_batch_size`), so their memory follows a micro-batch:
 the gradient graph of the samples differentiated at once, plus the backward of each (sample,
-probe) pair. The factors are fitted to the ResNet-18 peaks measured on an H100 (eigenvalue
+probe) pair; on top come the parameter-sized vectors (the Lanczos basis, a block of trace
+probes), bounded by `metrics.hessian.vector_memory_gb` (`zoo.metrics.hessian_memory`). The
+factors are fitted to the ResNet-18 peaks measured on an H100 (eigenvalue
 10.5 GB and trace 39.2 GB over all 640 probe samples at once at width 64, one and ten probes;
 curve 13.0 GB at width 256, a training epoch 9.9 GB at width 256 batch 128).
 """
@@ -18,6 +20,7 @@ from typing import Sequence
 from generators.executor import Task
 from zoo.datasets.base import DataBundle
 from zoo.errors import ZooError
+from zoo.metrics.hessian_memory import lanczos_vectors, trace_vectors, vector_limits
 from zoo.spec import HessianSpec, MetricsSpec, ModelJob, ZooSpec
 
 FLOAT_BYTES = 4
@@ -25,7 +28,6 @@ CUDA_CONTEXT = 600 * 2**20  # bytes each worker process holds for its CUDA conte
 TRAIN_ACTIVATION_FACTOR = 2.5  # saved leaf outputs plus their gradients during backward
 HESSIAN_GRAPH_FACTOR = 2.32  # a sample's gradient graph, kept for the double backward
 HESSIAN_PROBE_FACTOR = 1.01  # the double backward of one (sample, probe) pair
-PROBE_BLOCK = 10  # zoo.metrics.hessian._PROBE_BLOCK: trace probes multiplied at once
 CURVE_PARAMETER_FACTOR = 9  # three control points, their gradients and momentum
 EVAL_ACTIVATION_FACTOR = 0.1  # no_grad: only a few layers' outputs are alive at once
 EVAL_CHUNK = 1024  # zoo.objective.EVAL_CHUNK
@@ -54,7 +56,7 @@ def task_bytes(shape: TaskShape, metrics: MetricsSpec) -> int:
     evaluation = EVAL_CHUNK * shape.activations * FLOAT_BYTES * EVAL_ACTIVATION_FACTOR
     phases = [training, evaluation]
     if metrics.hessian.enabled:
-        phases.append(hessian_bytes(shape.activations, metrics.hessian))
+        phases.append(hessian_bytes(shape.parameters, shape.activations, metrics.hessian))
     if metrics.curve.enabled and shape.seeds > 1:
         phases.append(weights * CURVE_PARAMETER_FACTOR + metrics.curve.batch_size
                       * shape.activations * FLOAT_BYTES * TRAIN_ACTIVATION_FACTOR)
@@ -62,16 +64,19 @@ def task_bytes(shape: TaskShape, metrics: MetricsSpec) -> int:
     return int(resident + max(phases))
 
 
-def hessian_bytes(activations: int, hessian: HessianSpec) -> int:
-    """Peak bytes of the Hessian products: the larger of the eigenvalue's (one vector over a
-    micro-batch of samples) and the trace's (PROBE_BLOCK probes at once, each over
-    micro_batch_size // probes samples), as zoo.metrics.hessian streams them."""
+def hessian_bytes(parameters: int, activations: int, hessian: HessianSpec) -> int:
+    """Peak bytes of the Hessian metrics, as zoo.metrics.hessian streams them: the larger of
+    the eigenvalue's (one vector over a micro-batch of samples, and its basis) and the trace's
+    (a block of probes at once, each over micro_batch_size // probes samples), the basis and
+    the block sized by hessian.vector_memory_gb."""
+    max_basis, block = vector_limits(parameters, FLOAT_BYTES, hessian.vector_memory_gb * 1e9)
     samples = hessian.batches * hessian.batch_size
     size = hessian.micro_batch_size
-    probes = min(PROBE_BLOCK, size)
-    ways = ((min(size, samples), 1), (min(size // probes, samples), probes))  # (graph, probes)
-    return int(max(graph * (HESSIAN_GRAPH_FACTOR + probes * HESSIAN_PROBE_FACTOR)
-                   for graph, probes in ways) * activations * FLOAT_BYTES)
+    probes = min(block, size)
+    ways = ((min(size, samples), 1, lanczos_vectors(hessian.max_iter, max_basis)),
+            (min(size // probes, samples), probes, trace_vectors(probes)))
+    return int(max((graph * (HESSIAN_GRAPH_FACTOR + probes * HESSIAN_PROBE_FACTOR) * activations
+                    + vectors * parameters) * FLOAT_BYTES for graph, probes, vectors in ways))
 
 
 def gpu_fraction(needed: int, device_bytes: int) -> float:
@@ -81,7 +86,7 @@ def gpu_fraction(needed: int, device_bytes: int) -> float:
             return fraction
     raise ZooError(f"--gpus-per-task auto: a task needs ~{needed / 2**30:.1f} GiB, more than "
                    f"the GPU's {device_bytes / 2**30:.1f} GiB; lower the batch size, the "
-                   f"width or metrics.hessian.micro_batch_size")
+                   f"width, metrics.hessian.micro_batch_size or .vector_memory_gb")
 
 
 def shape_of(spec: ZooSpec, jobs: Sequence[ModelJob], stacked: bool,

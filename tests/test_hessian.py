@@ -8,7 +8,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from zoo.metrics.hessian import hessian_vector_product, top_eigenvalue, trace
+from zoo.metrics import hessian_memory
+from zoo.metrics.hessian import (_lanczos_top, hessian_vector_product, top_eigenvalue, trace,
+                                 vector_limits)
 
 F64 = torch.float64
 
@@ -229,3 +231,90 @@ def test_bad_micro_batch_sizes_are_rejected(bad) -> None:
     with pytest.raises(ValueError, match=match):
         hessian_vector_product(model, nn.functional.cross_entropy, [(x, y)], x.new_zeros(27),
                                micro_batch_size=bad)
+
+
+@pytest.mark.parametrize("max_basis", [2, 3, 5])
+def test_a_restarted_lanczos_finds_the_top_eigenvalue_of_the_full_hessian(max_basis) -> None:
+    model, x, y = _tiny_mlp()
+    ce = nn.functional.cross_entropy
+    h = _full_hessian(model, ce, x, y)  # 32 x 32
+    expected = np.linalg.eigvalsh(h)[-1]
+    top = top_eigenvalue(model, ce, [(x, y)], tol=1e-10, max_iter=500, generator=_gen(),
+                         max_basis=max_basis)
+    assert top == pytest.approx(expected, rel=1e-9)
+
+
+def _gapped_matrix(n: int = 60) -> tuple[torch.Tensor, float]:
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=_gen(10), dtype=F64))
+    eigenvalues = torch.linspace(-2.0, 1.0, n, dtype=F64)
+    eigenvalues[-1] = 3.0
+    return q @ torch.diag(eigenvalues) @ q.T, 3.0
+
+
+@pytest.mark.parametrize("max_basis", [2, 3, 5])
+def test_a_restarted_lanczos_keeps_at_most_max_basis_vectors(max_basis) -> None:
+    """Counted at every product: the vectors of the problem's size alive (the basis)."""
+    import gc
+
+    a, expected = _gapped_matrix()
+    alive: list[int] = []
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        alive.append(sum(type(o) is torch.Tensor and o.shape == (60,)
+                         for o in gc.get_objects()))
+        return a @ v
+
+    start = torch.randn(60, generator=_gen(11), dtype=F64)
+    top = _lanczos_top(hvp, start, 500, 1e-12, max_basis)
+    assert top == pytest.approx(expected, rel=1e-12)
+    assert len(alive) > max_basis  # it restarted
+    assert max(alive) == max_basis
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_a_basis_that_is_never_filled_gives_the_unbounded_run_bit_for_bit(dtype) -> None:
+    model, x, y = _tiny_mlp()
+    model, ce = model.to(dtype), nn.functional.cross_entropy
+    for tol in (1e-3, 1e-10):
+        free = top_eigenvalue(model, ce, [(x, y)], tol=tol, max_iter=30, generator=_gen())
+        assert top_eigenvalue(model, ce, [(x, y)], tol=tol, max_iter=30, generator=_gen(),
+                              max_basis=30) == free
+
+
+@pytest.mark.parametrize("micro", [None, 7])
+@pytest.mark.parametrize("probe_block", [1, 3, 10])
+def test_the_probe_block_changes_no_probe_and_no_stop(micro, probe_block) -> None:
+    model, x, y = _tiny_mlp()
+    ce = nn.functional.cross_entropy
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]
+    reference = trace(model, ce, batches, max_iter=37, tol=1e-3, generator=_gen(),
+                      micro_batch_size=micro)
+    got = trace(model, ce, batches, max_iter=37, tol=1e-3, generator=_gen(),
+                micro_batch_size=micro, probe_block=probe_block)
+    assert got == pytest.approx(reference, rel=1e-12)
+    exact = np.trace(_full_hessian(model, ce, x, y))
+    many, error = trace(model, ce, batches, max_iter=400, tol=0.0, generator=_gen(),
+                        probe_block=probe_block)
+    assert abs(many - exact) < 4 * error
+
+
+def test_vector_limits_follow_the_budget_and_leave_small_models_unbounded() -> None:
+    model, _, _ = _tiny_mlp()  # 32 float64 values: 256 bytes a vector
+    assert vector_limits(model, None) == (None, 10)
+    assert vector_limits(model, 256 * 1000) == (1000 - hessian_memory.LANCZOS_WORK_VECTORS, 10)
+    assert vector_limits(model, 256 * 16) == (10, 2)  # 16 vectors: 16 - 6 basis, (16 - 3) // 5
+    assert vector_limits(model, 0) == (2, 1)  # never below a Ritz vector, a residual, a probe
+    assert vector_limits(model.float(), 128 * 16) == (10, 2)  # float32: half the bytes
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"max_basis": 1}, "max_basis must be an int >= 2 or None, got 1"),
+    ({"max_basis": 4.0}, "max_basis must be an int >= 2 or None, got 4.0"),
+    ({"probe_block": 0}, "probe_block must be an int >= 1, got 0"),
+    ({"probe_block": None}, "probe_block must be an int >= 1, got None"),
+])
+def test_bad_vector_limits_are_rejected(kwargs: dict, match: str) -> None:
+    model, x, y = _tiny_mlp()
+    fn = top_eigenvalue if "max_basis" in kwargs else trace
+    with pytest.raises(ValueError, match=match):
+        fn(model, nn.functional.cross_entropy, [(x, y)], **kwargs)

@@ -128,6 +128,27 @@ def test_hessian_columns_do_not_depend_on_the_micro_batch(family, data, args):
         assert streamed[key] == pytest.approx(value, rel=1e-4), key
 
 
+def test_hessian_columns_follow_the_vector_budget(digits_pair):
+    """A budget the model's vectors fit in gives the unbounded columns bit for bit; the
+    smallest budget (a 2-vector basis, one probe at a time) the same to tolerance."""
+    spec, bundle, model, _ = digits_pair
+
+    def row(budget: float) -> dict:
+        hessian = {"batches": 2, "batch_size": 16, "max_iter": 60, "tol": 1e-4,
+                   "vector_memory_gb": budget}
+        metrics = parse_spec({**TINY_SPEC, "metrics": {"hessian": hessian,
+                                                       "spectra": False}}).metrics
+        return model_metrics(copy.deepcopy(model), Objective(bundle), metrics, seed=0)
+
+    default, free, least = row(8.0), row(1e9), row(0.0)
+    assert default == free
+    for split in ("train", "test"):
+        assert least[f"hessian_trace_{split}"] == pytest.approx(
+            free[f"hessian_trace_{split}"], rel=1e-5)
+        assert least[f"hessian_top_eigenvalue_{split}"] == pytest.approx(
+            free[f"hessian_top_eigenvalue_{split}"], rel=1e-3)
+
+
 @pytest.fixture(scope="module")
 def trained_pair(digits_pair):
     """Two seeds of the digits MLP after 60 full-batch SGD steps (a curve then has shape)."""

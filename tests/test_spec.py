@@ -110,6 +110,10 @@ def test_model_dim_axis_sets_width():
     ({"metrics": {"hessian": {"probes": 3}}}, r"metrics.hessian.probes: unknown field"),
     ({"metrics": {"hessian": {"micro_batch_size": 0}}},
      r"metrics.hessian.micro_batch_size: 0 is not allowed"),
+    ({"metrics": {"hessian": {"vector_memory_gb": -1.0}}},
+     r"metrics.hessian.vector_memory_gb: -1.0 is not allowed; expected a number >= 0"),
+    ({"metrics": {"hessian": {"vector_memory_gb": "8"}}},
+     r"metrics.hessian.vector_memory_gb: '8' is not allowed"),
     ({"phases": {"mc": -1.0}}, r"phases.mc: -1.0 is not allowed"),
     ({"phases": {"loss": 1.0}}, r"phases.loss: unknown field"),
     ({"data": {"name": "mnist1d", "fraction": 0.0}}, r"data.fraction: 0.0 is not allowed"),
@@ -213,3 +217,25 @@ def test_specs_from_before_graphs_and_precision_keep_their_hash_and_round_trip()
     bf16 = parse_spec(_spec(training={**TINY_SPEC["training"], "precision": "bf16"}))
     assert bf16.to_dict()["training"]["precision"] == "bf16"
     assert spec_from_dict(bf16.to_dict()) == bf16 and bf16.spec_hash() != spec.spec_hash()
+
+
+def test_the_hessian_vector_budget_is_left_out_of_the_hash_at_its_default():
+    """Zoos written before metrics.hessian.vector_memory_gb keep their spec hash; another
+    budget is recorded (it may change results by float rounding) but leaves model ids alone."""
+    import json
+    from pathlib import Path
+
+    from zoo.specfile import spec_from_dict
+
+    spec = parse_spec(_spec())
+    assert spec.metrics.hessian.vector_memory_gb == 8.0
+    assert "vector_memory_gb" not in spec.to_dict()["metrics"]["hessian"]
+    small = parse_spec(_spec(metrics={**TINY_SPEC.get("metrics", {}),
+                                      "hessian": {"vector_memory_gb": 2}}))
+    assert small.metrics.hessian.vector_memory_gb == 2.0
+    assert small.to_dict()["metrics"]["hessian"]["vector_memory_gb"] == 2.0
+    assert spec_from_dict(small.to_dict()) == small and small.spec_hash() != spec.spec_hash()
+    assert small.jobs("fp") == spec.jobs("fp")
+    for fixture in ("zoo-format3", "zoo-format4"):
+        body = json.loads((Path(__file__).parent / "fixtures" / fixture / "zoo.json").read_text())
+        assert spec_from_dict(body["spec"]).spec_hash() == body["spec_hash"]

@@ -64,6 +64,7 @@ def model_metrics(model: nn.Module, objective: Objective, spec: MetricsSpec,
         module, loss_fn = loss_view(model, objective)
         row.update(hessian_samples=settings.batches * settings.batch_size,
                    hessian_max_iter=settings.max_iter, hessian_tol=settings.tol)
+        max_basis, probe_block = hessian.vector_limits(module, settings.vector_memory_gb * 1e9)
         for split in ("train", "test"):
             tensors = objective.bundle.train if split == "train" else objective.bundle.test
             batches = probe_batches(tensors, settings.batches, settings.batch_size)
@@ -71,8 +72,9 @@ def model_metrics(model: nn.Module, objective: Objective, spec: MetricsSpec,
             options = {"max_iter": settings.max_iter, "tol": settings.tol, "generator": generator,
                        "micro_batch_size": settings.micro_batch_size}
             row[f"hessian_top_eigenvalue_{split}"] = hessian.top_eigenvalue(
-                module, loss_fn, batches, **options)
-            estimate, stderr = hessian.trace(module, loss_fn, batches, **options)
+                module, loss_fn, batches, **options, max_basis=max_basis)
+            estimate, stderr = hessian.trace(module, loss_fn, batches, **options,
+                                             probe_block=probe_block)
             row[f"hessian_trace_{split}"], row[f"hessian_trace_stderr_{split}"] = estimate, stderr
     if spec.spectra:
         alphas = spectra.layer_alphas(model, min_eigenvalues=spec.spectra_min_eigenvalues)

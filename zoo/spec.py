@@ -15,7 +15,11 @@ AUGMENTATIONS = ("none", "flip", "crop", "crop-flip", "crop-rotate", "crop-flip-
 STACKING = ("auto", "always", "never")
 GRAPHS = ("auto", "never")
 PRECISIONS = ("fp32", "bf16")
-LATER_DEFAULTS = {"graphs": "auto", "precision": "fp32", "deterministic": True}  # training fields newer than some zoos
+VECTOR_MEMORY_GB = 8.0  # metrics.hessian.vector_memory_gb: ResNet-18 width-256 metrics in 20 GB
+LATER_DEFAULTS = {  # fields newer than some zoos, left out of to_dict at their defaults
+    "training": {"graphs": "auto", "precision": "fp32", "deterministic": True},
+    "metrics.hessian": {"vector_memory_gb": VECTOR_MEMORY_GB},
+}
 
 
 def canonical_json(value: Any) -> str:
@@ -84,6 +88,7 @@ class HessianSpec:
     max_iter: int = 100
     tol: float = 1e-3
     micro_batch_size: int = 128  # (sample, probe) pairs differentiated at once: memory, not results
+    vector_memory_gb: float = VECTOR_MEMORY_GB  # parameter-sized vectors (basis, probes), GB
 
 
 @dataclass(frozen=True)
@@ -174,13 +179,17 @@ class ZooSpec:
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (the resolved spec that `zoo.json` records). Training fields
-        added after zoos were written are left out at their defaults, so those zoos keep
-        their spec hash, resume, grow and round-trip."""
+        """Plain JSON-able dict (the resolved spec that `zoo.json` records). Fields added
+        after zoos were written (LATER_DEFAULTS) are left out at their defaults, so those
+        zoos keep their spec hash, resume, grow and round-trip."""
         body = json.loads(json.dumps(asdict(self)))
-        for name, default in LATER_DEFAULTS.items():
-            if body["training"][name] == default:
-                body["training"].pop(name)
+        for path, defaults in LATER_DEFAULTS.items():
+            section = body
+            for key in path.split("."):
+                section = section[key]
+            for name, default in defaults.items():
+                if section[name] == default:
+                    section.pop(name)
         return body
 
     @property

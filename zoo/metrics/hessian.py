@@ -8,6 +8,8 @@ do not require grad are held fixed and excluded.
 Hessian-vector products use double backward (`torch.autograd.grad` with `create_graph=True`) on
 detached copies of the parameters passed through `torch.func.functional_call`, accumulated over
 micro-batches (`micro_batch_size`), so memory is set by a micro-batch, not by the probe set.
+The parameter-sized vectors (the Lanczos basis, a block of trace probes) are bounded by
+`max_basis` and `probe_block`; `vector_limits` derives both from a byte budget.
 Measured on CPU (2 threads, MLP 40-w-w-10, 640 samples in 10 batches, float32): width 32 —
 double backward 4.3 ms/HVP, torch.func jvp-of-grad 12.4 ms, vjp-of-grad 7.2 ms; width 256 —
 9.5, 32.3 and 92.9 ms.
@@ -25,12 +27,15 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from zoo.metrics import hessian_memory
+from zoo.metrics.hessian_memory import MIN_BASIS, PROBE_BLOCK
+
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Hvp = Callable[[Tensor], Tensor]
 
 _MIN_PROBES = 10  # Hutchinson probes drawn before the tolerance rule may stop
-_PROBE_BLOCK = 10  # probes multiplied at once (batched backward); the stop rule is unchanged
+_ROTATION_VALUES = 2**22  # basis values mixed at once by a restart (float64 scratch)
 
 
 def hessian_vector_product(
@@ -119,13 +124,17 @@ def top_eigenvalue(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     micro_batch_size: int | None = None,
+    max_basis: int | None = None,
 ) -> float:
     """Largest algebraic eigenvalue of the mean-loss Hessian, by Lanczos.
 
     Lanczos with full reorthogonalisation (not power iteration, which returns the eigenvalue of
     largest magnitude — negative for some under-trained models). It stops when the residual norm
     of the top Ritz pair, |beta_k s_k|, is at most tol x the largest |Ritz value|, when the
-    Krylov space is exhausted, or after max_iter Hessian-vector products.
+    Krylov space is exhausted, or after max_iter Hessian-vector products. With `max_basis`, a
+    full basis is thick-restarted (Wu & Simon 2000): its top Ritz vectors and the residual
+    become the new basis, so at most max_basis parameter-sized vectors are kept; a run that
+    never fills it is the unbounded one, bit for bit.
 
     Args:
         model, loss_fn, batches: as in `hessian_vector_product`; batches go to `device`.
@@ -136,14 +145,17 @@ def top_eigenvalue(
         micro_batch_size: most samples differentiated at once; memory scales with it, the
             result does not (beyond float rounding). None: all samples at once, the graph
             kept between products (fastest when it fits).
+        max_basis: most basis vectors kept (>= 2; None: up to max_iter). Memory scales with
+            it; a smaller basis may need more products to reach tol.
     Returns:
         the eigenvalue, in loss units per parameter unit squared.
     """
     _check_iterations(max_iter, tol, micro_batch_size)
+    _check_count(max_basis, "max_basis", MIN_BASIS, optional=True)
     with _evaluation(model, batches, device) as (work, moved):
         hvp = _GradientGraph(work, loss_fn, moved, micro_batch_size).product
-        start = _random_vector(work, generator, rademacher=False)
-        return _lanczos_top(hvp, start, max_iter, tol)
+        return _lanczos_top(hvp, _random_vector(work, generator, rademacher=False), max_iter,
+                            tol, max_basis)
 
 
 def trace(
@@ -156,6 +168,7 @@ def trace(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     micro_batch_size: int | None = None,
+    probe_block: int = PROBE_BLOCK,
 ) -> tuple[float, float]:
     """Hutchinson estimate of the mean-loss Hessian trace with Rademacher probes.
 
@@ -164,29 +177,32 @@ def trace(
 
     Args:
         model, loss_fn, batches, device: as in `top_eigenvalue`.
-        micro_batch_size: most (sample, probe) pairs differentiated at once: up to 10 probes
-            are multiplied together, each over micro_batch_size // probes samples. Memory
-            scales with it, the result does not (beyond float rounding). None: 10 probes at
-            once over all samples, the graph kept between products.
+        micro_batch_size: most (sample, probe) pairs differentiated at once: up to
+            probe_block probes are multiplied together, each over micro_batch_size // probes
+            samples. Memory scales with it, the result does not (beyond float rounding).
+            None: probe_block probes at once over all samples, the graph kept between products.
         max_iter: most probes (each one Hessian-vector product).
         tol: relative change of the running mean that stops it.
         generator: draws the Rademacher probes.
+        probe_block: most probes multiplied at once (batched backward), each holding a few
+            parameter-sized vectors; the probes and the stop rule do not depend on it.
     Returns:
         (estimate, standard error of the mean over probes; NaN with a single probe).
     """
     _check_iterations(max_iter, tol, micro_batch_size)
+    _check_count(probe_block, "probe_block", 1)
     with _evaluation(model, batches, device) as (work, moved):
-        at_once = _PROBE_BLOCK if micro_batch_size is None else min(_PROBE_BLOCK,
-                                                                     micro_batch_size)
+        at_once = probe_block if micro_batch_size is None else min(probe_block, micro_batch_size)
         per_probe = None if micro_batch_size is None else micro_batch_size // at_once
         hvp = _GradientGraph(work, loss_fn, moved, per_probe).product
         samples: list[float] = []
         mean, stopped = 0.0, False
         while not stopped and len(samples) < max_iter:
             block = min(at_once, max_iter - len(samples))
-            z = torch.stack([_random_vector(work, generator, rademacher=True)
-                             for _ in range(block)])
-            for value in (z * hvp(z)).sum(dim=1).tolist():  # the rule sees probes one by one
+            z = _probes(work, generator, block)
+            products = hvp(z).mul_(z)  # in place: one block of vectors fewer
+            del z
+            for value in products.sum(dim=1).tolist():  # the rule sees probes one by one
                 samples.append(value)
                 previous, mean = mean, math.fsum(samples) / len(samples)
                 if len(samples) >= _MIN_PROBES and abs(mean - previous) <= tol * abs(previous):
@@ -198,36 +214,84 @@ def trace(
     return mean, math.sqrt(var / len(samples))
 
 
-def _lanczos_top(hvp: Hvp, start: Tensor, max_iter: int, tol: float) -> float:
-    """Top Ritz value of a Lanczos run with full reorthogonalisation."""
-    basis = [start / start.norm()]
-    alphas: list[float] = []
-    betas: list[float] = []
+def vector_limits(model: nn.Module, budget_bytes: float | None) -> tuple[int | None, int]:
+    """(max_basis, probe_block) that keep this model's parameter-sized Hessian vectors within
+    budget_bytes (None: unbounded); see `zoo.metrics.hessian_memory.vector_limits`."""
+    _, params = _trainable(model)
+    if not params:
+        raise ValueError("model has no parameters that require grad")
+    return hessian_memory.vector_limits(sum(p.numel() for p in params),
+                                        params[0].element_size(), budget_bytes)
+
+
+def _lanczos_top(hvp: Hvp, start: Tensor, max_iter: int, tol: float,
+                 max_basis: int | None = None) -> float:
+    """Top Ritz value of a Lanczos run with full reorthogonalisation, thick-restarted when its
+    basis holds max_basis vectors. `start` is normalised in place and becomes the basis."""
+    basis = [start.div_(start.norm())]
+    size = start.numel()
+    del start
+    diagonal: list[float] = []  # the projected matrix: tridiagonal, plus an arrow after a restart
+    off: list[float] = []
+    arrow: list[float] = []
     top = math.nan
-    breakdown = 1e3 * torch.finfo(start.dtype).eps
-    for k in range(min(max_iter, start.numel())):
-        w = hvp(basis[k])
-        alphas.append(float(torch.dot(w, basis[k])))
-        for _ in range(2):  # Gram–Schmidt twice: "twice is enough" (Kahan, Parlett)
-            for q in basis:
-                w -= torch.dot(q, w) * q
+    breakdown = 1e3 * torch.finfo(basis[0].dtype).eps
+    for _ in range(max_iter):
+        if len(basis) > size:  # the Krylov space is exhausted
+            break
+        w = hvp(basis[-1])
+        diagonal.append(float(torch.dot(w, basis[-1])))
+        _orthogonalise(w, basis)
         beta = float(w.norm())
-        ritz, vectors = _tridiagonal_eigh(alphas, betas)
+        ritz, vectors = _projected_eigh(diagonal, off, arrow)
         top, scale = float(ritz[-1]), float(ritz.abs().max())
         if beta * abs(float(vectors[-1, -1])) <= tol * scale or beta <= breakdown * scale:
             break
-        betas.append(beta)
-        basis.append(w / beta)
+        if max_basis is not None and len(basis) >= max_basis:
+            keep = max(1, (max_basis - 1) // 2)  # Ritz vectors kept; the residual joins them
+            _rotate(basis, vectors[:, -keep:])
+            del basis[keep:]
+            diagonal = ritz[-keep:].tolist()
+            arrow = (beta * vectors[-1, -keep:]).tolist()  # r·H y_i = beta s_i (last entry)
+            off = [0.0] * (keep - 1) + [arrow[-1]]
+        else:
+            off.append(beta)
+        basis.append(w.div_(beta))
     return top
 
 
-def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:
-    """Eigenvalues (ascending) and eigenvectors of the Lanczos tridiagonal, in float64."""
-    t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas, dtype=torch.float64)
-        t += torch.diag(off, 1) + torch.diag(off, -1)
+def _orthogonalise(w: Tensor, basis: list[Tensor]) -> None:
+    """w minus its projections on the basis, in place (its own function, so that no loop
+    variable keeps a basis vector alive after a restart drops it)."""
+    for _ in range(2):  # Gram–Schmidt twice: "twice is enough" (Kahan, Parlett)
+        for q in basis:
+            w -= torch.dot(q, w) * q
+
+
+def _projected_eigh(diagonal: list[float], off: list[float],
+                    arrow: list[float]) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of the projected matrix, in float64: the Lanczos
+    tridiagonal, whose row and column len(arrow) couple to every earlier (restart) vector."""
+    t = torch.diag(torch.tensor(diagonal, dtype=torch.float64))
+    if off:
+        sub = torch.tensor(off, dtype=torch.float64)
+        t += torch.diag(sub, 1) + torch.diag(sub, -1)
+    if arrow:
+        k = len(arrow)
+        t[:k, k] = t[k, :k] = torch.tensor(arrow, dtype=torch.float64)
     return torch.linalg.eigh(t)
+
+
+def _rotate(basis: list[Tensor], coefficients: Tensor) -> None:
+    """basis[:k] <- basis @ coefficients (m x k, float64), in place and a slice of coordinates
+    at a time, so a restart allocates no new parameter-sized vectors."""
+    k, step = coefficients.shape[1], max(1, _ROTATION_VALUES // len(basis))
+    mix = coefficients.to(basis[0].device)
+    for lo in range(0, basis[0].numel(), step):
+        block = torch.stack([q[lo:lo + step] for q in basis]).to(torch.float64)
+        mixed = mix.T @ block
+        for i in range(k):
+            basis[i][lo:lo + step] = mixed[i]
 
 
 @contextmanager
@@ -278,11 +342,23 @@ def _random_vector(model: nn.Module, generator: torch.Generator | None, *,
     _, params = _trainable(model)
     size = sum(p.numel() for p in params)
     where = generator.device if generator is not None else torch.device("cpu")
-    if rademacher:
-        v = torch.randint(0, 2, (size,), generator=generator, device=where) * 2 - 1
+    if rademacher:  # drawn in the model's dtype: the same +-1 as int64, a quarter the memory
+        v = torch.randint(0, 2, (size,), generator=generator, device=where,
+                          dtype=params[0].dtype).mul_(2).sub_(1)
     else:
         v = torch.randn(size, generator=generator, device=where, dtype=torch.float64)
     return v.to(device=params[0].device, dtype=params[0].dtype)
+
+
+def _probes(model: nn.Module, generator: torch.Generator | None, count: int) -> Tensor:
+    """(count, P) Rademacher probes, drawn one after another into one block."""
+    first = _random_vector(model, generator, rademacher=True)
+    block = first.new_empty(count, first.numel())
+    block[0] = first
+    del first
+    for row in block[1:]:
+        row.copy_(_random_vector(model, generator, rademacher=True))
+    return block
 
 
 def _to(t: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -303,5 +379,12 @@ def _check_iterations(max_iter: int, tol: float, micro_batch_size: int | None) -
 
 
 def _check_micro_batch(size: int | None) -> None:
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"micro_batch_size must be an int >= 1 or None, got {size!r}")
+    _check_count(size, "micro_batch_size", 1, optional=True)
+
+
+def _check_count(value: int | None, name: str, low: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}{' or None' if optional else ''}, "
+                         f"got {value!r}")

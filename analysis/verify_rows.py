@@ -1,6 +1,6 @@
 """`zoo verify`'s row checks: weights against layouts, finite flags against the values, and
-HDF5 shards against the Parquet rows of the same cell. By default a seeded sample of shards
-(cells) is decoded; `deep` decodes every row of every shard."""
+HDF5 shards against the Parquet rows of their twins. By default a seeded sample of shards
+(each of bounded bytes) is decoded; `deep` decodes every row of every shard."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from zoo.folder.modelshards import (TWIN_COLUMNS, cell_hdf5_values, inline_weigh
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import arrow_schema
 
-SAMPLE_SHARDS = 8  # cells decoded without --deep
+SAMPLE_SHARDS = 8  # models shards decoded without --deep
 HDF5_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError)
 
 

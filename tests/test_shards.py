@@ -24,6 +24,7 @@ from loaders import StreamLoader, ZooDataset, ZooStream, pad_collate
 from loaders.models import load_model
 from tests.conftest import TINY_SPEC, write_spec
 from tests.test_lazy_loading import FIXTURES, same, tamper
+from zoo.errors import ZooError, ZooFolderError
 from zoo.folder import modelshards
 from zoo.folder.manifest import read_manifest, write_manifest
 from zoo.folder.names import FORMAT_VERSION
@@ -97,6 +98,11 @@ def test_rows_larger_than_the_bound_get_a_file_each_and_the_same_rows_the_same_f
     assert len(again) > 1 and [s.sha256 for s in again] == [s.sha256 for s in twice]
     with pytest.raises(ValueError, match="shard_bytes: 0 is not allowed"):
         modelshards.ModelsWriter(tmp_path, "c", layout, 1, cell_hdf5=False, shard_bytes=0)
+    with pytest.raises(ZooFolderError, match="x: more than 100000 shards"):
+        modelshards.numbered("x", 100_000)
+    with pytest.raises(ZooError, match="--shard-bytes: True is not allowed"):
+        generate(load_spec(write_spec(tmp_path)), tmp_path / "zoo", shard_bytes=True)
+    assert not (tmp_path / "zoo").exists()  # refused before any work
 
 
 def test_every_reader_serves_the_rows_of_one_shard_a_cell(sharded_zoo, tiny_zoo):

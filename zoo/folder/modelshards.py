@@ -72,7 +72,8 @@ class ModelsWriter:
     single row or checkpoint when that alone is larger: the writer starts the cell's next
     shard (next per-model file) when the next row (checkpoint) would pass the bound. The
     shards of a cell are numbered in row order (`-00000`, `-00001`, ...); the boundaries
-    depend on the rows alone, so the same rows give the same files.
+    depend on the rows alone, so the same rows give the same files (named with the writer's
+    own random token, as before).
 
     Args:
         folder: the zoo folder (every file goes through its confined methods).
@@ -108,7 +109,7 @@ class ModelsWriter:
         self.estimate, self.twin = 0, 0  # and estimates of its size and its HDF5 twin's
         self.file: CheckpointFile | None = None
         self.file_model: str | None = None
-        self.file_part = 0
+        self.file_name, self.file_part = "", 0  # the per-model file being written, its number
         self.cell_hdf5 = cell_hdf5 and self.inline and rows > 0
         schema = arrow_schema("models")
         self.empty_bytes = empty_parquet_bytes(schema, parquet_options(schema))
@@ -213,8 +214,7 @@ class ModelsWriter:
         import pyarrow.parquet as pq
 
         relative, start = f"{HDF5_FOLDER}/{self._stem()}.h5", 0
-        source = pq.ParquetFile(parquet)
-        with h5py.File(self._begin(relative), "w") as handle:
+        with pq.ParquetFile(parquet) as source, h5py.File(self._begin(relative), "w") as handle:
             handle.attrs["layout"] = self.layout.key
             for name, (shape, dtype) in cell_datasets(self.layout, self.part_rows).items():
                 handle.create_dataset(name, shape=shape, dtype=dtype)

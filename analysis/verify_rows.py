@@ -1,22 +1,21 @@
 """`zoo verify`'s row checks: weights against layouts, finite flags against the values, and
-HDF5 shards against the Parquet rows of the same cell. By default a seeded sample of shards
-(cells) is decoded; `deep` decodes every row of every shard."""
+HDF5 shards against the Parquet rows of their twins. By default a seeded sample of shards
+(each of bounded bytes) is decoded; `deep` decodes every row of every shard."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
-
 import numpy as np
 
 from zoo.errors import ZooError
 from zoo.folder.checkpoints import CHECKPOINTS_FORMAT, read_checkpoint
 from zoo.folder.manifest import Shard
-from zoo.folder.modelshards import HDF5_COLUMNS, inline_weights, read_cell_hdf5
+from zoo.folder.modelshards import (TWIN_COLUMNS, cell_hdf5_values, inline_weights,
+                                    read_cell_hdf5)
 from zoo.folder.reader import ZooReader
 from zoo.folder.schema import arrow_schema
 
-SAMPLE_SHARDS = 8  # cells decoded without --deep
+SAMPLE_SHARDS = 8  # models shards decoded without --deep
 HDF5_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError)
 
 
@@ -89,17 +88,36 @@ def _finite_flag(name: str, row: dict, finite_weights: bool) -> list[str]:
     return []
 
 
+def hdf5_twins(reader: ZooReader) -> dict[str, Shard | str]:
+    """Each HDF5 shard's path -> the Parquet models shard holding the same rows: a cell's
+    HDF5 shards and Parquet shards pair in manifest (row) order; or what is wrong."""
+    parquet: dict[str, list[Shard]] = {}
+    hdf5: dict[str, list[Shard]] = {}
+    for shard in reader.manifest.shards_of("models"):
+        parquet.setdefault(shard.cell_id, []).append(shard)
+    for shard in reader.manifest.shards_of("models", "hdf5"):
+        hdf5.setdefault(shard.cell_id, []).append(shard)
+    twins: dict[str, Shard | str] = {}
+    for cell_id, shards in hdf5.items():
+        mates = parquet.get(cell_id, [])
+        for number, shard in enumerate(shards):
+            twins[shard.path] = mates[number] if len(mates) == len(shards) else (
+                f"{reader.root / shard.path}: cell {cell_id} has {len(shards)} HDF5 shards and "
+                f"{len(mates)} Parquet models shards to match")
+    return twins
+
+
 def check_hdf5(reader: ZooReader, deep: bool) -> list[str]:
-    """In the chosen HDF5 shards, every array equal to the Parquet rows of the same cell."""
-    parquet = {s.cell_id: s for s in reader.manifest.shards_of("models")}
+    """In the chosen HDF5 shards, every array equal to the Parquet rows of its twin."""
+    twins = hdf5_twins(reader)
     problems = []
     for shard in _chosen(reader.manifest.shards_of("models", "hdf5"), deep):
-        if shard.cell_id not in parquet:
-            problems.append(f"{reader.root / shard.path}: cell {shard.cell_id} has no Parquet "
-                            f"models shard to match")
+        twin = twins[shard.path]
+        if isinstance(twin, str):
+            problems.append(twin)
             continue
         try:
-            problems += _compare_hdf5(reader, shard, parquet[shard.cell_id])
+            problems += _compare_hdf5(reader, shard, twin)
         except ZooError as error:
             problems.append(str(error))
         except HDF5_ERRORS as error:
@@ -110,26 +128,15 @@ def check_hdf5(reader: ZooReader, deep: bool) -> list[str]:
 
 def _compare_hdf5(reader: ZooReader, shard: Shard, twin: Shard) -> list[str]:
     path = reader.path(shard)
-    table = reader.parquet(twin, ["model_id", "epoch", "layout", *HDF5_COLUMNS, "weights"],
-                           arrow_schema("models"))
+    table = reader.parquet(twin, ["layout", *TWIN_COLUMNS], arrow_schema("models"))
     rows = table.num_rows
     keys = set(table.column("layout").to_pylist())
     if len(keys) != 1:
-        return [f"{reader.path(twin)}: rows of {len(keys)} layouts in one cell"]
+        return [f"{reader.path(twin)}: rows of {len(keys)} layouts in one shard"]
     layout = reader.layout(keys.pop())
-    flat = inline_weights(table)[0]
-    flat = flat.reshape(rows, layout.size)  # lengths were checked against the layout
-    expected: dict[str, Any] = {
-        "model_id": np.array(table.column("model_id").to_pylist(), dtype="S"),
-        "epoch": table.column("epoch").to_numpy()}
-    for name in HDF5_COLUMNS:
-        values = [np.nan if v is None else v for v in table.column(name).to_pylist()]
-        expected[f"columns/{name}"] = np.asarray(values)
-    for e in layout.entries:
-        expected[f"weights/{e.name}"] = lambda e=e: flat[
-            :, e.offset:e.offset + e.size].reshape(rows, *e.shape)
+    expected = cell_hdf5_values(table, layout)  # lengths were checked against the layout
     for name, stored in read_cell_hdf5(path, layout, rows):
-        values = expected[name]() if callable(expected[name]) else expected[name]
+        values = expected[name]()
         if stored.dtype.kind == "f" or values.dtype.kind == "f":
             same = np.array_equal(stored.astype(np.float64), values.astype(np.float64),
                                   equal_nan=True)

@@ -21,6 +21,7 @@ from zoo.cell import CellOutput
 from zoo.datasets.base import DataBundle, DataInfo
 from zoo.errors import ZooError
 from zoo.folder.modelshards import INLINE_BYTES
+from zoo.folder.shardbytes import SHARD_BYTES
 from zoo.folder.names import FAILURES, README, SPOOL, STATE
 from zoo.folder.record import ZooRecord, versions
 from zoo.folder.writer import FORMATS, ZooWriter
@@ -98,7 +99,7 @@ def generate(spec: ZooSpec, out: str | Path, *, address: str | None = None,
              workers: int | None = None, formats: Iterable[str] = FORMATS,
              gpus_per_task: float | str = 0.0, dry_run: bool = False, progress: bool = True,
              stream: TextIO | None = None, prune: bool = False,
-             inline_bytes: int = INLINE_BYTES) -> Generation:
+             inline_bytes: int = INLINE_BYTES, shard_bytes: int = SHARD_BYTES) -> Generation:
     """Generate (or complete, or grow) the zoo of `spec` in `out` (a folder, or a URI such as
     s3://bucket/prefix: zoo.folder.storefolder); only missing cells train.
 
@@ -107,7 +108,8 @@ def generate(spec: ZooSpec, out: str | Path, *, address: str | None = None,
     grid values than the zoo in `out` is refused unless `prune`, which removes what it drops.
     `gpus_per_task` "auto" sizes the fraction from a memory estimate of the largest task
     (generators.packing). Checkpoints larger than `inline_bytes` go to per-model HDF5 files
-    instead of the row. One writer per folder: a second run on `out` raises FolderLocked
+    instead of the row; every models file holds at most `shard_bytes` (or one row larger
+    than that: zoo.folder.shardbytes). One writer per folder: a second run on `out` raises FolderLocked
     (zoo.folder.lock).
     """
     stream = stream or sys.stderr
@@ -115,12 +117,16 @@ def generate(spec: ZooSpec, out: str | Path, *, address: str | None = None,
     if not (isinstance(inline_bytes, int) and inline_bytes >= 0):
         raise ZooError(f"--inline-bytes: {inline_bytes!r} is not allowed; expected an "
                        f"integer >= 0")
+    if isinstance(shard_bytes, bool) or not (isinstance(shard_bytes, int) and shard_bytes >= 1):
+        raise ZooError(f"--shard-bytes: {shard_bytes!r} is not allowed; expected an "
+                       f"integer >= 1")
     counts = count_parameters(spec, datasets.describe(spec.data.name, spec.data.args))
     folder = open_folder(out)  # refuses a file; read once: a broken zoo.json fails before data
     folder.record()
     settings = dict(address=address, workers=workers, formats=formats,
                     gpus_per_task=gpus_per_task, dry_run=dry_run, progress=progress,
-                    stream=stream, prune=prune, inline_bytes=inline_bytes)
+                    stream=stream, prune=prune, inline_bytes=inline_bytes,
+                    shard_bytes=shard_bytes)
     if dry_run:
         return _generate(spec, folder, counts, None, **settings)
     with writer_lock(folder, on_stale=lambda line: print(line, file=stream)), \
@@ -133,7 +139,7 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
               address: str | None,
               workers: int | None, formats: tuple[str, ...], gpus_per_task: float,
               dry_run: bool, progress: bool, stream: TextIO, prune: bool,
-              inline_bytes: int) -> Generation:
+              inline_bytes: int, shard_bytes: int) -> Generation:
     """generate() once the folder is locked (or for a dry run, which writes nothing); the
     workers started early are closed by `stack`."""
     out = folder.root  # the scratch folder of a zoo on a store
@@ -155,7 +161,7 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
     if plan.shrink is not None:
         prune_cells(folder, plan.shrink, spec.spec_hash())
         print(f"pruned {plan.shrink.what()} from {folder}: {plan.shrink.counts()}", file=stream)
-    writer = ZooWriter(folder, spec.spec_hash(), formats, inline_bytes)
+    writer = ZooWriter(folder, spec.spec_hash(), formats, inline_bytes, shard_bytes)
     removed = writer.start(ZooRecord(spec.to_dict(), spec.spec_hash(), fingerprint, versions(),
                                      bundle.info, normalization=bundle.normalization,
                                      precision=precision_record(
@@ -202,11 +208,11 @@ def _generate(spec: ZooSpec, folder: ZooFolder, counts: dict[int, int],
             state: Path | StoreStates
             if isinstance(folder, StoreFolder):  # workers write through scratches of their own
                 output = CellOutput(folder, StoreFolder(f"{folder.url}/{SPOOL}"), inline_bytes,
-                                    "hdf5" in formats)
+                                    "hdf5" in formats, shard_bytes)
                 state = StoreStates(f"{folder.url}/{STATE}")  # a retry on any node resumes
             else:
                 output = CellOutput(out.resolve(), out.resolve() / SPOOL, inline_bytes,
-                                    "hdf5" in formats)
+                                    "hdf5" in formats, shard_bytes)
                 state = out.resolve() / STATE
             run_tasks(spec, tasks, data, workers=workers, gpus_per_task=gpus_per_task,
                       on_outcome=record, state_folder=state, output=output, pool=pool)

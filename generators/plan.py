@@ -68,8 +68,10 @@ def _without_growth(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finished(manifest: Manifest, cells: dict[str, list[ModelJob]], kept: int) -> frozenset:
-    """Cells whose cells row is committed with a models shard holding every seed's rows."""
-    rows = {s.cell_id: s.rows for s in manifest.shards_of("models")}
+    """Cells whose cells row is committed with models shards holding every seed's rows."""
+    rows: dict[str, int] = {}
+    for shard in manifest.shards_of("models"):  # a cell's rows may span several shards
+        rows[shard.cell_id] = rows.get(shard.cell_id, 0) + shard.rows
     return frozenset(cid for cid in manifest.cell_ids() & set(cells)
                      if rows.get(cid) == len(cells[cid]) * kept)
 

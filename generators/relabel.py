@@ -66,8 +66,9 @@ def relabel(root: str | Path, overrides: Mapping[str, float] | None = None, *,
     return Relabelling(before, after, thresholds, written)
 
 
-def _joined_models(reader: ZooReader, cells: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each cell's models Parquet table with its repeated cell columns set from `cells`."""
+def _joined_models(reader: ZooReader, cells: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Each cell's models Parquet tables (one a shard, in row order) with their repeated cell
+    columns set from `cells`."""
     import pyarrow as pa
 
     from zoo.folder.schema import CELL_JOINED, arrow_schema
@@ -80,7 +81,7 @@ def _joined_models(reader: ZooReader, cells: list[dict[str, Any]]) -> dict[str, 
             column = pa.array([by_cell[shard.cell_id].get(name)] * table.num_rows,
                               type=schema.field(name).type)
             table = table.set_column(table.schema.get_field_index(name), name, column)
-        tables[shard.cell_id] = table
+        tables.setdefault(shard.cell_id, []).append(table)
     return tables
 
 

@@ -94,19 +94,17 @@ def find_shrink(folder: ZooFolder, previous: dict[str, Any], spec: ZooSpec, mani
         return None
     gone, kept, models, rows = set(), set(), 0, 0
     committed = manifest.cell_ids()
+    seeds: dict[str, list[int]] = {}  # a cell's rows may span several shards
     for shard in manifest.shards_of("models"):
-        if shard.cell_id not in committed:
-            continue
-        if shard.cell_id not in cells:
-            seeds = _seeds_of(folder, shard.path)
-            gone.add(shard.cell_id)
-            models, rows = models + len(set(seeds)), rows + len(seeds)
-        elif dropped_seeds:
-            lost = [s for s in _seeds_of(folder, shard.path) if s not in spec.seeds]
-            if lost:
-                gone.add(shard.cell_id)
-                kept.add(shard.cell_id)
-                models, rows = models + len(set(lost)), rows + len(lost)
+        if shard.cell_id in committed and (shard.cell_id not in cells or dropped_seeds):
+            seeds.setdefault(shard.cell_id, []).extend(_seeds_of(folder, shard.path))
+    for cell_id, found in seeds.items():
+        lost = found if cell_id not in cells else [s for s in found if s not in spec.seeds]
+        if lost:
+            gone.add(cell_id)
+            if cell_id in cells:
+                kept.add(cell_id)
+            models, rows = models + len(set(lost)), rows + len(lost)
     if not gone:
         return None
     return Shrink(dropped_seeds, values, frozenset(gone), frozenset(kept), models, rows)

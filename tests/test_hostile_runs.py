@@ -109,8 +109,8 @@ def test_prune_of_grid_values_removes_them_from_the_manifest_then_the_files(zoo_
     assert len(kept) == 12 and all(weights[key] == value for key, value in kept.items())
     gone = {path for path in before if path not in _files(zoo_copy)}
     assert len(gone) == 8  # 2 cells x (models, pairs, cells Parquet + models HDF5)
-    assert all(re.fullmatch(r"(data/(models|pairs|cells)/cell-\w+\.parquet|hdf5/cell-\w+\.h5)",
-                            path) for path in gone)
+    assert all(re.fullmatch(r"(data/(models|pairs|cells)/cell-[\w-]+\.parquet|"
+                            r"hdf5/cell-[\w-]+\.h5)", path) for path in gone)
     manifest = json.loads((zoo_copy / "manifest.json").read_text())
     assert len({s["cell_id"] for s in manifest["shards"]}) == 2
     assert manifest["spec_hash"] == load_spec(spec).spec_hash()

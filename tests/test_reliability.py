@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_task_is_retried(tiny_zoo, tmp_path, address):
 
 
 def _limit_file_size() -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (6_000, 6_000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, 8_000))  # above the manifest, below a shard
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import torch
 from zoo.datasets.base import DataBundle
 from zoo.folder.cellresult import CellResult
 from zoo.folder.modelshards import INLINE_BYTES, write_models
+from zoo.folder.shardbytes import SHARD_BYTES
 from zoo.folder.schema import CELL_MEANS
 from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout, layout_of
@@ -25,13 +26,15 @@ from zoo.train import Spool, TrainedModel, build_model, derive_seed, train_cell_
 @dataclass(frozen=True)
 class CellOutput:
     """Where a worker writes its cells: the zoo folder (models shards and checkpoint files),
-    the spool of checkpoints in progress, the inline limit, and whether to add cell HDF5.
+    the spool of checkpoints in progress, the inline limit, whether to add cell HDF5, and
+    the bound of each models file.
     A zoo on a store gives both as `StoreFolder`s (the spool: its state/spool prefix)."""
 
     root: Path | ZooFolder
     spool: Path | ZooFolder
     inline_bytes: int = INLINE_BYTES
     cell_hdf5: bool = True
+    shard_bytes: int = SHARD_BYTES
 
 
 def model_rows(spec: ZooSpec, trained: TrainedModel, layout: Layout,
@@ -145,7 +148,8 @@ def _write_models(result: CellResult, layout: Layout, output: CellOutput) -> Non
             for row in result.models)
     result.files, result.models = write_models(
         output.root, result.cell_id, layout, rows, len(result.models),
-        cell_hdf5=output.cell_hdf5, inline_bytes=output.inline_bytes, joined=result.cells[0])
+        cell_hdf5=output.cell_hdf5, inline_bytes=output.inline_bytes,
+        shard_bytes=output.shard_bytes, joined=result.cells[0])
 
 
 def _restore(spec: ZooSpec, job: ModelJob, data: DataBundle,

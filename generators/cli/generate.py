@@ -66,6 +66,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                      help="checkpoints larger than this go to per-model HDF5 files "
                           "(hdf5/models/) instead of the Parquet weights column "
                           "(default: 16 MiB)")
+    gen.add_argument("--shard-bytes", type=int, default=None, metavar="BYTES",
+                     help="bound of each models file (Parquet shard, HDF5 file); a cell's rows "
+                          "span several shards when they hold more (default: 256 MiB)")
     gen.add_argument("--dry-run", action="store_true",
                      help="print the plan (cells, models, rows, bytes) and stop")
     gen.add_argument("--prune", action="store_true",
@@ -93,7 +96,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                       gpus_per_task=args.gpus_per_task, dry_run=args.dry_run,
                       progress=not args.no_progress, prune=args.prune,
                       **({} if args.inline_bytes is None else
-                         {"inline_bytes": args.inline_bytes}))
+                         {"inline_bytes": args.inline_bytes}),
+                      **({} if args.shard_bytes is None else
+                         {"shard_bytes": args.shard_bytes}))
     if args.dry_run:
         return 0
     if result.committed or result.plan.done:

@@ -54,7 +54,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                     "Parquet (a sample of cells; --deep: every row).")
     verify.add_argument("dir", help="zoo folder or URI (s3://bucket/prefix)")
     verify.add_argument("--deep", action="store_true",
-                        help="decode every row of every shard (default: a sample of 8 cells)")
+                        help="decode every row of every shard (default: a sample of 8 models shards)")
     verify.add_argument("--recompute", type=int, default=0, metavar="N",
                         help="also re-evaluate N random checkpoints and compare their metrics")
     verify.add_argument("--data-root", default=None, metavar="DIR",

@@ -5,7 +5,8 @@ Modules: `names` (the sub-layout named once, format version, bounded reads, atom
 `zoofolder` (`ZooFolder`: the write side, every file operation confined to the folder),
 `manifest`, `record` (zoo.json), `documents` (zoo.json and README.md under the manifest),
 `layouts`, `schema` (table columns), `modelshards` (Parquet models and cell HDF5 shards:
-writer and readers), `rowgroups` (the models shards' row-group digests), `checkpoints` (per-model HDF5 files: writer and reader), `writer`
+writer and readers), `shardbytes` (the bound of a models file and the writer's estimates of
+one's size), `rowgroups` (the models shards' row-group digests), `checkpoints` (per-model HDF5 files: writer and reader), `writer`
 (`ZooWriter`: commits through the manifest), `reader` (`ZooReader`: opens nothing outside the
 folder), `lock` (one writer per folder), `card` (README.md dataset card), `layoutstable`
 (layouts.parquet, the card's `layouts` config), `splits` (cell splits).

@@ -1,7 +1,8 @@
-"""A cell's models shards, written and read here: the Parquet models shard (`weights` inline
-or naming a per-model checkpoint file, `zoo.folder.checkpoints`) and the cell HDF5 shard.
+"""A cell's models shards, written and read here: the Parquet models shards (`weights` inline
+or naming a per-model checkpoint file, `zoo.folder.checkpoints`) and their cell HDF5 twins.
 
-Writing holds one checkpoint at a time.
+Writing holds one checkpoint at a time; every file is bounded in bytes (`shardbytes`), so a
+cell of a large zoo is several shards, numbered in row order.
 
 Used by the worker that trains the cell (rows straight from its training spool) and by the
 driver for rows it holds (imports). Every file gets a name no other writer uses (a random
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,8 @@ from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, TABLE_FOLDERS, TE
                               sha256_of)
 from zoo.folder.rowgroups import PARQUET_ERRORS, shard_parts
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
+from zoo.folder.shardbytes import (SHARD_BYTES, checkpoint_file_bytes, empty_parquet_bytes,
+                                   group_bytes, row_bytes, twin_bytes)
 from zoo.folder.zoofolder import ZooFolder
 from zoo.layout import Layout
 from zoo.printable import printable
@@ -38,6 +41,8 @@ ROW_GROUP_BYTES = 4 << 20  # a Parquet row group holds at most this many bytes o
 #                            one checkpoint when it is larger: one random read decodes little
 HDF5_COLUMNS = ("seed", "train_loss", "train_accuracy", "train_error", "test_loss",
                 "test_accuracy", "test_error", "finite")
+TWIN_COLUMNS = ["model_id", "epoch", *HDF5_COLUMNS, "weights"]  # what a cell HDF5 shard holds
+TWIN_ROW_BYTES = 8 * (len(HDF5_COLUMNS) + 1) + 64  # a twin row's bytes besides its weights
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -59,26 +64,39 @@ def is_inline(layout: Layout, inline_bytes: int) -> bool:
 
 
 class ModelsWriter:
-    """Writes a cell's models shard (Parquet), its cell HDF5 shard (inline cells, when asked)
-    and per-model checkpoint files (large checkpoints). A context manager: on an error every
-    file it began is removed.
+    """Writes a cell's models shards (Parquet), their cell HDF5 twins (inline cells, when
+    asked) and per-model checkpoint files (large checkpoints). A context manager: on an error
+    every file it began is removed.
+
+    Every file holds at most `shard_bytes` (shardbytes' upper estimate of its size) or a
+    single row or checkpoint when that alone is larger: the writer starts the cell's next
+    shard (next per-model file) when the next row (checkpoint) would pass the bound. The
+    shards of a cell are numbered in row order (`-00000`, `-00001`, ...); the boundaries
+    depend on the rows alone, so the same rows give the same files (named with the writer's
+    own random token, as before).
 
     Args:
         folder: the zoo folder (every file goes through its confined methods).
         cell_id: the cell the rows belong to.
         layout: the layout of every row.
-        rows: how many rows `add` will get (the cell HDF5 shard is allocated up front).
-        cell_hdf5: also write hdf5/cell-<id>_<token>.h5 (inline checkpoints only).
+        rows: how many rows `add` will get.
+        cell_hdf5: also write hdf5/<shard stem>.h5 beside each Parquet shard, holding its
+            rows (inline checkpoints only).
         inline_bytes: checkpoints larger than this go to per-model HDF5 files.
+        shard_bytes: the bound of each file.
         joined: the cell's cells-table row; its CELL_JOINED columns are copied into every row.
     """
 
     def __init__(self, folder: ZooFolder | Path, cell_id: str, layout: Layout, rows: int, *,
                  cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
-                 joined: dict[str, Any] | None = None) -> None:
+                 shard_bytes: int = SHARD_BYTES, joined: dict[str, Any] | None = None) -> None:
+        if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
+            raise ValueError(f"shard_bytes: {shard_bytes!r} is not allowed; expected an "
+                             f"integer >= 1")
         self.folder = ZooFolder.of(folder)
         self.root, self.cell_id, self.layout, self.rows = self.folder.root, cell_id, layout, rows
         self.inline = is_inline(layout, inline_bytes)
+        self.shard_bytes = shard_bytes
         self.joined = {n: (joined or {}).get(n) for n in CELL_JOINED}
         self.token = secrets.token_hex(4)
         self.done: list[Shard] = []
@@ -87,60 +105,79 @@ class ModelsWriter:
         self.buffered = 0
         self.written = 0
         self.parquet = None
-        self.hdf5 = None
+        self.part, self.part_rows = 0, 0  # the Parquet shard being written: number, rows,
+        self.estimate, self.twin = 0, 0  # and estimates of its size and its HDF5 twin's
         self.file: CheckpointFile | None = None
         self.file_model: str | None = None
-        self.file_rows = 0
+        self.file_name, self.file_part = "", 0  # the per-model file being written, its number
         self.cell_hdf5 = cell_hdf5 and self.inline and rows > 0
+        schema = arrow_schema("models")
+        self.empty_bytes = empty_parquet_bytes(schema, parquet_options(schema))
+        self.group_bytes = group_bytes(schema)
 
     def _begin(self, relative: str) -> Path:
         path = self.folder.create(relative + TEMPORARY_SUFFIX)
         self.begun.append(relative + TEMPORARY_SUFFIX)
         return path
 
-    def _finish(self, relative: str, table: str, fmt: str, rows: int) -> None:
+    def _finish(self, relative: str, table: str, fmt: str, rows: int) -> Path:
         path = self.folder.replace(relative + TEMPORARY_SUFFIX, relative)
         self.begun.remove(relative + TEMPORARY_SUFFIX)
         parts = shard_parts(path) if fmt == "parquet" else ()
         self.done.append(Shard(table, fmt, relative, rows, path.stat().st_size, sha256_of(path),
                                self.cell_id, parts))
+        return path
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Write one row (its `weights` a flat float32 vector); returns it without weights."""
         flat = np.asarray(row["weights"], dtype=np.float32)
         row = {**row, **self.joined, "weights": None}
-        if self.inline and self.buffered + flat.nbytes > ROW_GROUP_BYTES:
-            self._flush()
-        if self.inline:
-            self.buffer.append({**row, "weights": flat})
-            self.buffered += flat.nbytes
-            if self.cell_hdf5:
-                self._hdf5_row(row, flat)
-        else:
+        if not self.inline:
             index = self._checkpoint(row["model_id"], row["epoch"], flat)
-            row.update(weights_file=self._file_name(row["model_id"]), weights_index=index,
+            row.update(weights_file=self.file_name, weights_index=index,
                        weights_sha256=flat_sha256(flat))
-            self.buffer.append(row)
+        stored = {**row, "weights": flat} if self.inline else row
+        weights = flat.nbytes if self.inline else 0
+        new_group = not self.buffer or self.buffered + weights > ROW_GROUP_BYTES
+        cost = row_bytes(stored) + self.group_bytes * new_group
+        twin = weights + TWIN_ROW_BYTES if self.cell_hdf5 else 0
+        if self.part_rows and max(self.estimate + cost, self.twin + twin) > self.shard_bytes:
+            self._close_part()  # the row would pass the bound: it starts the next shard
+            cost += self.group_bytes * (not new_group)
+            new_group = True
+        if new_group:
+            self._flush()
+        if not self.part_rows:
+            self.estimate = self.empty_bytes
+            self.twin = twin_bytes(len(cell_datasets(self.layout, 0)), 0)
+        self.buffer.append(stored)
+        self.buffered += weights
+        self.estimate += cost
+        self.twin += twin
+        self.part_rows += 1
         self.written += 1
         return row
 
-    def _file_name(self, model_id: str) -> str:
-        return f"{CHECKPOINTS_FOLDER}/{model_id}_{self.token}.h5"
-
     def _checkpoint(self, model_id: str, epoch: int, flat: np.ndarray) -> int:
-        if self.file_model != model_id:
+        """Append to the model's file, starting its next file when this checkpoint would
+        take the file past the bound."""
+        if self.file is not None and (self.file_model != model_id or checkpoint_file_bytes(
+                len(self.layout.entries) + 1, self.file.count + 1,
+                (self.file.count + 1) * (flat.nbytes + 8)) > self.shard_bytes):
             self._close_file()
-            self.file = CheckpointFile(self._begin(self._file_name(model_id)), self.layout,
-                                       model_id)
+        if self.file is None:
+            self.file_part = self.file_part + 1 if self.file_model == model_id else 0
             self.file_model = model_id
+            self.file_name = numbered(f"{CHECKPOINTS_FOLDER}/{model_id}_{self.token}",
+                                      self.file_part) + ".h5"
+            self.file = CheckpointFile(self._begin(self.file_name), self.layout, model_id)
         return self.file.append(epoch, flat)
 
     def _close_file(self) -> None:
         if self.file is not None:
             self.file.close()
-            self._finish(self._file_name(self.file_model), "models", CHECKPOINTS_FORMAT,
-                         self.file.count)
-            self.file, self.file_model = None, None
+            self._finish(self.file_name, "models", CHECKPOINTS_FORMAT, self.file.count)
+            self.file = None
 
     def _flush(self) -> None:
         import pyarrow.parquet as pq
@@ -155,45 +192,53 @@ class ModelsWriter:
         self.parquet.write_table(table)
         self.buffer, self.buffered = [], 0
 
+    def _close_part(self) -> None:
+        """Finish the Parquet shard being written and its HDF5 twin; the next row starts the
+        next shard."""
+        self._flush()
+        self.parquet.close()
+        self.parquet = None
+        path = self._finish(f"{TABLE_FOLDERS['models']}/{self._stem()}.parquet", "models",
+                            "parquet", self.part_rows)
+        if self.cell_hdf5:
+            self._write_twin(path)
+        self.part, self.part_rows = self.part + 1, 0
+
     def _stem(self) -> str:
-        return f"cell-{self.cell_id}_{self.token}"
+        return numbered(f"cell-{self.cell_id}_{self.token}", self.part)
 
-    def _hdf5_row(self, row: dict[str, Any], flat: np.ndarray) -> None:
+    def _write_twin(self, parquet: Path) -> None:
+        """The cell HDF5 twin of the Parquet shard just finished: its rows, read back a row
+        group at a time."""
         import h5py
+        import pyarrow.parquet as pq
 
-        if self.hdf5 is None:
-            self.hdf5 = h5py.File(self._begin(f"{HDF5_FOLDER}/{self._stem()}.h5"), "w")
-            self.hdf5.attrs["layout"] = self.layout.key
-            for name, (shape, dtype) in cell_datasets(self.layout, self.rows).items():
-                self.hdf5.create_dataset(name, shape=shape, dtype=dtype)
-        i = self.written
-        self.hdf5["model_id"][i] = row["model_id"].encode()
-        self.hdf5["epoch"][i] = row["epoch"]
-        for entry in self.layout.entries:
-            values = flat[entry.offset:entry.offset + entry.size].reshape(entry.shape)
-            self.hdf5[f"weights/{entry.name}"][i] = values
-        for name in HDF5_COLUMNS:
-            self.hdf5[f"columns/{name}"][i] = np.nan if row.get(name) is None else row[name]
+        relative, start = f"{HDF5_FOLDER}/{self._stem()}.h5", 0
+        with pq.ParquetFile(parquet) as source, h5py.File(self._begin(relative), "w") as handle:
+            handle.attrs["layout"] = self.layout.key
+            for name, (shape, dtype) in cell_datasets(self.layout, self.part_rows).items():
+                handle.create_dataset(name, shape=shape, dtype=dtype)
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group, columns=TWIN_COLUMNS)
+                for name, values in cell_hdf5_values(table, self.layout).items():
+                    handle[name][start:start + table.num_rows] = values()
+                start += table.num_rows
+        self._finish(relative, "models", "hdf5", self.part_rows)
 
     def close(self) -> list[Shard]:
-        """Finish every file; returns their shards (models parquet, cell hdf5, checkpoints)."""
+        """Finish every file; returns their shards (models parquet and their cell hdf5 twins,
+        checkpoints)."""
         if self.written != self.rows:
             raise ValueError(f"cell {self.cell_id}: {self.written} models rows written, "
                              f"{self.rows} announced")
         self._close_file()
-        self._flush()
-        if self.parquet is not None:
-            self.parquet.close()
-            self._finish(f"{TABLE_FOLDERS['models']}/{self._stem()}.parquet", "models",
-                         "parquet", self.written)
-        if self.hdf5 is not None:
-            self.hdf5.close()
-            self._finish(f"{HDF5_FOLDER}/{self._stem()}.h5", "models", "hdf5", self.written)
+        if self.part_rows:
+            self._close_part()
         return self.done
 
     def abort(self) -> None:
         """Remove every file this writer began or finished (an error stopped the cell)."""
-        for handle in (self.parquet, self.hdf5, self.file):
+        for handle in (self.parquet, self.file):
             if handle is not None:
                 handle.close()
         for relative in self.begun + [s.path for s in self.done]:
@@ -207,14 +252,39 @@ class ModelsWriter:
             self.abort()
 
 
-def write_models(folder: ZooFolder | Path, cell_id: str, layout: Layout, rows: Iterable[dict[str, Any]],
-                 count: int, *, cell_hdf5: bool, inline_bytes: int = INLINE_BYTES,
+def numbered(stem: str, part: int) -> str:
+    """`stem` with the shard's number: names sort in row order (manifest order is the order
+    readers serve rows in)."""
+    if part >= 100_000:
+        raise ZooFolderError(f"{stem}: more than 100000 shards; raise the shard bound")
+    return f"{stem}-{part:05d}"
+
+
+def write_models(folder: ZooFolder | Path, cell_id: str, layout: Layout,
+                 rows: Iterable[dict[str, Any]], count: int, *, cell_hdf5: bool,
+                 inline_bytes: int = INLINE_BYTES, shard_bytes: int = SHARD_BYTES,
                  joined: dict[str, Any] | None = None) -> tuple[list[Shard], list[dict]]:
     """Write `count` models rows of one cell; returns the shards and the rows without weights."""
     with ModelsWriter(folder, cell_id, layout, count, cell_hdf5=cell_hdf5,
-                      inline_bytes=inline_bytes, joined=joined) as writer:
+                      inline_bytes=inline_bytes, shard_bytes=shard_bytes,
+                      joined=joined) as writer:
         small = [writer.add(row) for row in rows]
         return writer.close(), small
+
+
+def weights_row_groups(table: pa.Table) -> list[int]:
+    """Rows per row group of a models table written whole (relabelled): ModelsWriter's rule,
+    a group holds at most ROW_GROUP_BYTES of weights or one row."""
+    sizes = np.diff(inline_weights(table)[1]) * 4
+    groups: list[int] = []
+    held = 0
+    for size in sizes.tolist():
+        if not groups or held + size > ROW_GROUP_BYTES:
+            groups.append(0)
+            held = 0
+        groups[-1] += 1
+        held += size
+    return groups
 
 
 def inline_weights(table: pa.Table, source: object = "weights"
@@ -238,12 +308,30 @@ def inline_weights(table: pa.Table, source: object = "weights"
     return values, (ends - ends[0]) // 4
 
 
-def cell_datasets(layout: Layout, rows: int) -> Expected:
-    """Every dataset of a cell HDF5 shard of `rows` rows of `layout`: shape and dtype (what
-    the writer makes, and all that `read_cell_hdf5` accepts)."""
+def cell_datasets(layout: Layout, rows: int | None) -> Expected:
+    """Every dataset of a cell HDF5 shard of `rows` rows of `layout` (None: any number):
+    shape and dtype (what the writer makes, and all that `read_cell_hdf5` accepts)."""
     return {"model_id": ((rows,), "S64"), "epoch": ((rows,), "<i8"),
             **{f"columns/{name}": ((rows,), "<f8") for name in HDF5_COLUMNS},
             **{f"weights/{e.name}": ((rows, *e.shape), "<f4") for e in layout.entries}}
+
+
+def cell_hdf5_values(table: pa.Table, layout: Layout) -> dict[str, Callable[[], np.ndarray]]:
+    """Every dataset of a cell HDF5 shard (`cell_datasets` order) as the rows of `table`
+    (TWIN_COLUMNS of Parquet models rows of `layout`, weights' lengths checked) give it, each
+    made when called."""
+    rows = table.num_rows
+    flat = inline_weights(table)[0].reshape(rows, layout.size)
+    values: dict[str, Callable[[], np.ndarray]] = {
+        "model_id": lambda: np.array(table.column("model_id").to_pylist(), dtype="S64"),
+        "epoch": lambda: table.column("epoch").to_numpy()}
+    for name in HDF5_COLUMNS:
+        values[f"columns/{name}"] = lambda name=name: np.asarray(
+            [np.nan if v is None else v for v in table.column(name).to_pylist()], "<f8")
+    for e in layout.entries:
+        values[f"weights/{e.name}"] = lambda e=e: flat[
+            :, e.offset:e.offset + e.size].reshape(rows, *e.shape)
+    return values
 
 
 def read_cell_hdf5(path: Path, layout: Layout, rows: int) -> Iterator[tuple[str, np.ndarray]]:

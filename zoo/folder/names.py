@@ -12,12 +12,15 @@ from typing import IO, Any, Callable
 
 from zoo.errors import IntegrityError, ZooFolderError
 
-FORMAT_VERSION = 5  # 2: zoo.json holds the data's shape facts; 3: the manifest covers zoo.json
+FORMAT_VERSION = 6  # 2: zoo.json holds the data's shape facts; 3: the manifest covers zoo.json
 #                     and README.md; 4: models row groups sized for random reads, each with
 #                     its sha256 in the manifest (zoo.folder.rowgroups); 5: `weights` holds
 #                     each checkpoint's little-endian float32 bytes, uncompressed (no list),
-#                     and row-group digests are BLAKE3
-READABLE_VERSIONS = (3, 4, 5)  # format 3: whole-shard sha256 only; 3 and 4: list<float32>
+#                     and row-group digests are BLAKE3; 6: models files of bounded bytes, a
+#                     cell's rows in several numbered shards (zoo.folder.shardbytes)
+READABLE_VERSIONS = (3, 4, 5, 6)  # format 3: whole-shard sha256 only; 3 and 4: list<float32>
+GROWABLE_VERSIONS = (5, 6)  # a zoo a writer may add cells to: format-5 shards are format 6's
+#                             (one shard a cell is one case of several); it becomes format 6
 MAX_JSON_BYTES = 64 << 20  # manifest, zoo.json, a layout: far above any real one
 
 MANIFEST = "manifest.json"

@@ -7,7 +7,7 @@ import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,9 +18,12 @@ from zoo.folder.commits import delete_dropped, drop_shards, write_record_under
 from zoo.folder.documents import document_hashes
 from zoo.folder.layouts import write_layout
 from zoo.folder.manifest import Manifest, Shard
-from zoo.folder.modelshards import INLINE_BYTES, parquet_options, write_models
-from zoo.folder.names import (FORMAT_VERSION, HDF5_FOLDER, LAYOUTS, LAYOUTS_TABLE, MANIFEST,
-                              README, TABLE_FOLDERS, TEMPORARY_SUFFIX, ZOO_JSON, sha256_of)
+from zoo.folder.modelshards import (INLINE_BYTES, numbered, parquet_options, weights_row_groups,
+                                    write_models)
+from zoo.folder.shardbytes import SHARD_BYTES
+from zoo.folder.names import (FORMAT_VERSION, GROWABLE_VERSIONS, HDF5_FOLDER, LAYOUTS,
+                              LAYOUTS_TABLE, MANIFEST, README, TABLE_FOLDERS, TEMPORARY_SUFFIX,
+                              ZOO_JSON, sha256_of)
 from zoo.folder.record import ZooRecord
 from zoo.folder.rowgroups import shard_parts
 from zoo.folder.schema import to_arrow
@@ -31,8 +34,16 @@ SHARD_FOLDERS = (*TABLE_FOLDERS.values(), HDF5_FOLDER)  # every file under these
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    """`table` as one Parquet file with parquet_options."""
-    pq.write_table(table, path, **parquet_options(table.schema))
+    """`table` as one Parquet file with parquet_options; models rows in row groups as
+    ModelsWriter makes them (`weights_row_groups`)."""
+    if "weights" not in table.column_names:
+        pq.write_table(table, path, **parquet_options(table.schema))
+        return
+    with pq.ParquetWriter(path, table.schema, **parquet_options(table.schema)) as writer:
+        start = 0
+        for rows in weights_row_groups(table):
+            writer.write_table(table.slice(start, rows))
+            start += rows
 
 
 def unlisted_files(folder: ZooFolder, manifest: Manifest | None) -> list[str]:
@@ -52,11 +63,12 @@ class ZooWriter:
     """
 
     def __init__(self, folder: ZooFolder | str | Path, spec_hash: str,
-                 formats: Iterable[str] = FORMATS, inline_bytes: int = INLINE_BYTES) -> None:
+                 formats: Iterable[str] = FORMATS, inline_bytes: int = INLINE_BYTES,
+                 shard_bytes: int = SHARD_BYTES) -> None:
         self.folder = ZooFolder.of(folder)
         self.root = self.folder.root
         self.formats = tuple(formats)
-        self.inline_bytes = inline_bytes
+        self.inline_bytes, self.shard_bytes = inline_bytes, shard_bytes
         for name in self.formats:
             if name not in FORMATS:
                 raise ValueError(f"--formats: {name!r} is not allowed; expected {FORMATS}")
@@ -82,12 +94,13 @@ class ZooWriter:
         non-regular file where the format writes is refused in one line, never followed, and
         so is a zoo of an older format with models shards (its weights would be mixed)."""
         old = self.manifest.format_version
-        if old < FORMAT_VERSION and self.manifest.shards_of("models"):
+        if old not in GROWABLE_VERSIONS and self.manifest.shards_of("models"):
             raise ZooFolderError(f"{self.root}: a format-{old} zoo; this version writes "
                                  f"format-{FORMAT_VERSION} models shards (weights as bytes) and "
                                  f"would mix the two: generate into a new folder (this version "
                                  f"still reads it)")
         with self._disk_errors("creating the zoo folder"):
+            self._raise_format()
             for name in (*SHARD_FOLDERS, LAYOUTS):
                 self.folder.makedirs(name)
             removed = self.remove_leftovers()
@@ -99,6 +112,15 @@ class ZooWriter:
                 self._replace_manifest(dataclasses.replace(self.manifest, documents={
                     **self.manifest.documents, **document_hashes(self.folder, (ZOO_JSON,))}))
             return removed
+
+    def _raise_format(self) -> None:
+        """Write the manifest held as this version's format before anything else: a format-5
+        zoo grows as format 6 (its new cells may span several shards, which a format-5
+        reader would misread, so older versions refuse it)."""
+        held = self.folder.manifest()
+        if held is not None and held.format_version != FORMAT_VERSION:
+            self.folder.write_manifest(dataclasses.replace(held, format_version=FORMAT_VERSION))
+        self.manifest = dataclasses.replace(self.manifest, format_version=FORMAT_VERSION)
 
     def remove_leftovers(self) -> list[Path]:
         """Remove what a killed run left (temporary files, shards the manifest does not list);
@@ -153,6 +175,16 @@ class ZooWriter:
                                                    layouts=layouts, stacked=stacked))
         delete_dropped(self.folder, self.manifest, dropped)
 
+    @staticmethod
+    def _named(table: str, tables: Mapping[str, Sequence[pa.Table]], tag: str
+               ) -> Iterator[tuple[str, pa.Table, str]]:
+        """(cell, table, the new shard's path) of replace_tables, cells in order."""
+        for cell_id, contents in sorted(tables.items()):
+            stem = f"{TABLE_FOLDERS[table]}/cell-{cell_id}-{tag}"
+            for number, content in enumerate(contents):
+                yield cell_id, content, (numbered(stem, number) if len(contents) > 1
+                                         else stem) + ".parquet"
+
     def _write_models(self, result: CellResult) -> list[Shard]:
         """Models rows that carry their weights (imports): written here, one at a time."""
         if not result.models:
@@ -160,7 +192,7 @@ class ZooWriter:
         layout = result.layouts[result.models[0]["layout"]]
         files, _ = write_models(self.folder, result.cell_id, layout, result.models,
                                 len(result.models), cell_hdf5="hdf5" in self.formats,
-                                inline_bytes=self.inline_bytes,
+                                inline_bytes=self.inline_bytes, shard_bytes=self.shard_bytes,
                                 joined=result.cells[0] if result.cells else None)
         return files
 
@@ -170,16 +202,18 @@ class ZooWriter:
         by_cell: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_cell.setdefault(row["cell_id"], []).append(row)
-        return self.replace_tables(table, {c: to_arrow(table, r) for c, r in by_cell.items()},
+        return self.replace_tables(table, {c: [to_arrow(table, r)] for c, r in by_cell.items()},
                                    tag)
 
-    def replace_tables(self, table: str, tables: Mapping[str, pa.Table], tag: str) -> list[Path]:
+    def replace_tables(self, table: str, tables: Mapping[str, Sequence[pa.Table]],
+                       tag: str) -> list[Path]:
         """Replace committed cells' Parquet shards of `table` by new ones, never in place.
 
-        Each cell's new table goes to a shard whose name ends in `tag` (an existing file of
-        that name is an error). The manifest then lists the new shards instead of those
-        cells' old ones, whose files are deleted last (a glob such as the card's
-        `data_files` must not see both). Returns the new shard paths.
+        Each cell's new tables (one a shard, in row order) go to shards whose names end in
+        `tag` (numbered when there are several; an existing file of that name is an error).
+        The manifest then lists the new shards instead of those cells' old ones, whose files
+        are deleted last (a glob such as the card's `data_files` must not see both). Returns
+        the new shard paths.
         """
         unknown = sorted(set(tables) - self.manifest.cell_ids())
         if unknown:
@@ -187,8 +221,7 @@ class ZooWriter:
                                  f"only committed cells can be replaced")
         with self._disk_errors(f"replacing {table} shards"):
             new = []
-            for cell_id, content in sorted(tables.items()):
-                relative = f"{TABLE_FOLDERS[table]}/cell-{cell_id}-{tag}.parquet"
+            for cell_id, content, relative in self._named(table, tables, tag):
                 if os.path.lexists(self.folder.check(relative)):
                     if relative in {s.path for s in self.manifest.shards + self.manifest.retired}:
                         raise ZooFolderError(f"{self.root / relative}: exists; shards are never "

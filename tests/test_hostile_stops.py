@@ -39,10 +39,13 @@ def _group_empty(pgid: int, seconds: float) -> bool:
 def test_a_stopped_generate_says_so_in_one_line_and_leaves_nothing_running(tmp_path, signum,
                                                                             code, line):
     out = tmp_path / "zoo"
+    # A shell's background job starts with SIGINT ignored and Python keeps that; a terminal's
+    # Ctrl-C reaches a foreground `zoo`, so the child gets the default disposition back.
     process = subprocess.Popen(
         [sys.executable, "-m", "generators.cli", "generate", str(write_spec(tmp_path)),
          "--out", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
+        text=True, start_new_session=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start = time.monotonic()
     while not (out / "state").exists() and time.monotonic() - start < 120:
         time.sleep(0.2)  # state/ appears once Ray is up and cells train

@@ -14,7 +14,7 @@ from loaders.representations import Layers, statistics
 from loaders.store import read_metadata, read_weights
 from zoo.folder.reader import ZooReader
 
-MAX_UNITS = 64  # NFN layers: units kept per axis (wider layers are subsampled)
+MAX_UNITS = 32  # NFN layers: units kept per axis (wider layers are subsampled)
 LayerBatch = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: weight (B, C, out, in), bias (B, 1, out)
 
 

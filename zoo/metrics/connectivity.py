@@ -140,9 +140,9 @@ def fit_bezier(
             params = _bezier(t, start, theta, end, exact_ends=False)  # keep θ in the graph
             out = functional_call(architecture, params, (_to(x, where, dtype),))
             loss = loss_fn(out, _to(y, where, dtype))
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # no gradient kept through the next forward
             schedule.step()
     control = {n: p.detach() for n, p in theta.items()}
     return BezierCurve(architecture.eval(), start, control, end)
@@ -217,9 +217,9 @@ def fit_bezier_stacked(
         x = torch.stack([_to(x, device, dtype) for x, _ in batches])
         y = torch.stack([_to(y, device, dtype) for _, y in batches])
         loss = vmap(one)(start, theta, end, coefficients, x, y).sum()
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # no gradient kept through the next forward
         schedule.step()
     curves = []
     for i, (w1, w2) in enumerate(ends):

@@ -133,6 +133,29 @@ def test_fitted_curve_keeps_its_ends_and_beats_the_straight_line(digits, two_mod
     assert set(on_curve) == {"loss", "error"} and len(on_curve["error"]) == 5
 
 
+def test_curves_share_their_ends_but_hand_out_models_of_their_own(digits, two_models) -> None:
+    x, y = digits
+    a, b = two_models
+    before = [v.clone() for m in (a, b) for v in m.state_dict().values()]
+    single = fit_bezier(a, b, CE, _epoch(x, y), steps=3, generator=torch.Generator().manual_seed(0))
+    stacked = fit_bezier_stacked([(a, b), (b, a)], CE, _epoch(x, y),
+                                 [torch.Generator().manual_seed(s) for s in (0, 1)], steps=3)
+    for curve, (w1, w2) in ((single, (a, b)), (stacked[0], (a, b)), (stacked[1], (b, a))):
+        for name, p in w1.named_parameters():  # no copies of the ends, nor of the module's
+            assert curve.start[name].data_ptr() == p.data_ptr()
+            assert curve.architecture.get_parameter(name).data_ptr() == p.data_ptr()
+            assert curve.end[name].data_ptr() == w2.get_parameter(name).data_ptr()
+        for t in (0.0, 0.5, 1.0):
+            with torch.no_grad():
+                for p in curve.model_at(t).parameters():
+                    p.add_(1.0)  # a caller changing its model changes neither curve nor models
+        assert torch.equal(curve.model_at(0.0)(x), w1(x))
+    thetas = [c.control["0.weight"].untyped_storage().data_ptr() for c in stacked]
+    assert thetas[0] != thetas[1]  # each θ its own: one curve does not pin its cellmates'
+    after = [v for m in (a, b) for v in m.state_dict().values()]
+    assert all(torch.equal(v, w) for v, w in zip(after, before, strict=True))
+
+
 def test_fit_is_repeatable_and_accepts_a_plain_list_of_batches(digits, two_models) -> None:
     x, y = digits
     a, b = two_models

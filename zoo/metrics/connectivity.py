@@ -58,9 +58,10 @@ class BezierCurve:
     """A quadratic Bezier curve in the parameter space of one architecture.
 
     Args:
-        architecture: a module of the shared architecture (its parameter values are unused;
-            its non-BatchNorm buffers are kept).
-        start, control, end: parameter name -> tensor for w1, θ and w2.
+        architecture: a module of the shared architecture (its parameter values are unused
+            and may share memory with `start`; its non-BatchNorm buffers are kept).
+        start, control, end: parameter name -> tensor for w1, θ and w2. A fitted curve's ends
+            share memory with its models' parameters where they are on the same device.
     """
 
     architecture: nn.Module
@@ -119,16 +120,16 @@ def fit_bezier(
     _check_positive_int(steps, "steps")
     start, end = _matching_parameters(model_a, model_b)
     where = next(iter(start.values())).device if device is None else torch.device(device)
-    architecture = copy.deepcopy(model_a).to(where)
+    if control is not None and set(control) != set(start):
+        raise ValueError(f"control must hold the parameters {sorted(start)[:4]}..., got "
+                         f"{sorted(control)[:4]}...")
+    architecture = _sharing(model_a, start).to(where)  # own buffers: train mode updates them
     start = {n: p.to(where) for n, p in start.items()}
     end = {n: p.to(where) for n, p in end.items()}
-    first = {n: (start[n] + end[n]) / 2 for n in start} if control is None else control
-    if set(first) != set(start):
-        raise ValueError(f"control must hold the parameters {sorted(start)[:4]}..., got "
-                         f"{sorted(first)[:4]}...")
-    control = {n: first[n].detach().to(where).clone().requires_grad_(p.requires_grad)
-               for n, p in model_a.named_parameters()}
-    trained = [p for p in control.values() if p.requires_grad]
+    theta = {n: ((start[n] + end[n]) / 2 if control is None
+                 else control[n].detach().to(where, copy=True)).requires_grad_(p.requires_grad)
+             for n, p in model_a.named_parameters()}
+    trained = [p for p in theta.values() if p.requires_grad]
     optimizer = torch.optim.SGD(trained, lr=lr, momentum=momentum, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: _garipov(k / steps))
     architecture.train()
@@ -136,14 +137,14 @@ def fit_bezier(
     with _seeded_rng(generator, where):
         for _, (x, y) in zip(range(steps), _endless(train_batches, generator)):
             t = float(torch.rand((), generator=generator, device=_gen_device(generator)))
-            params = _bezier(t, start, control, end, exact_ends=False)  # keep θ in the graph
+            params = _bezier(t, start, theta, end, exact_ends=False)  # keep θ in the graph
             out = functional_call(architecture, params, (_to(x, where, dtype),))
             loss = loss_fn(out, _to(y, where, dtype))
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # no gradient kept through the next forward
             schedule.step()
-    control = {n: p.detach() for n, p in control.items()}
+    control = {n: p.detach() for n, p in theta.items()}
     return BezierCurve(architecture.eval(), start, control, end)
 
 
@@ -184,15 +185,15 @@ def fit_bezier_stacked(
     controls = list(controls) if controls is not None else [None] * len(pairs)
     ends = [_matching_parameters(a, b) for a, b in pairs]
     trains = {n: p.requires_grad for n, p in pairs[0][0].named_parameters()}
+    if any(c is not None and set(c) != set(trains) for c in controls):
+        raise ValueError(f"controls must hold the parameters {sorted(trains)[:4]}...")
     start = {n: torch.stack([w1[n] for w1, _ in ends]) for n in trains}
     end = {n: torch.stack([w2[n] for _, w2 in ends]) for n in trains}
-    first = [{n: (w1[n] + w2[n]) / 2 for n in w1} if c is None else c
-             for (w1, w2), c in zip(ends, controls)]
-    if any(set(c) != set(trains) for c in first):
-        raise ValueError(f"controls must hold the parameters {sorted(trains)[:4]}...")
-    theta = {n: torch.stack([c[n].detach().to(start[n].device) for c in first]).clone()
+    theta = {n: torch.stack([(w1[n] + w2[n]) / 2 if c is None
+                             else c[n].detach().to(start[n].device)
+                             for (w1, w2), c in zip(ends, controls)])
              .requires_grad_(grad) for n, grad in trains.items()}  # frozen: θ stays put
-    architecture = copy.deepcopy(pairs[0][0]).train()
+    architecture = _sharing(pairs[0][0], ends[0][0]).train()
     optimizer = torch.optim.SGD([p for p in theta.values() if p.requires_grad], lr=lr,
                                 momentum=momentum, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: _garipov(k / steps))
@@ -216,14 +217,14 @@ def fit_bezier_stacked(
         x = torch.stack([_to(x, device, dtype) for x, _ in batches])
         y = torch.stack([_to(y, device, dtype) for _, y in batches])
         loss = vmap(one)(start, theta, end, coefficients, x, y).sum()
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # no gradient kept through the next forward
         schedule.step()
     curves = []
     for i, (w1, w2) in enumerate(ends):
-        control = {n: theta[n][i].detach().clone() for n in w1}
-        curves.append(BezierCurve(copy.deepcopy(architecture).eval(), w1, control, w2))
+        control = {n: theta[n][i].detach().clone() for n in w1}  # a view would pin all θs
+        curves.append(BezierCurve(_sharing(architecture, w1).eval(), w1, control, w2))
     return curves
 
 
@@ -328,11 +329,9 @@ def _bezier(t: float, w1: Params, theta: Params, w2: Params, *, exact_ends: bool
 
 
 def _module_with(architecture: nn.Module, params: Params, bn_batches: Iterable | None) -> nn.Module:
-    """A copy of `architecture` holding `params`, BatchNorm re-estimated, in eval mode."""
-    model = copy.deepcopy(architecture)
-    with torch.no_grad():
-        for name, value in params.items():
-            model.get_parameter(name).copy_(value)
+    """A copy of `architecture` whose parameters are `params` (fresh tensors: they are not
+    copied again), BatchNorm re-estimated, in eval mode."""
+    model = _sharing(architecture, params)
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         if bn_batches is None:
             raise ValueError("the model has BatchNorm layers: pass bn_batches to re-estimate them")
@@ -340,10 +339,18 @@ def _module_with(architecture: nn.Module, params: Params, bn_batches: Iterable |
     return model.eval()
 
 
+def _sharing(module: nn.Module, params: Mapping[str, Tensor]) -> nn.Module:
+    """A deep copy of `module` whose parameters named in `params` are those tensors, detached
+    and cast to the module's dtype and device (no copy where they match); buffers are copied."""
+    memo = {id(p): nn.Parameter(params[n].detach().to(p), p.requires_grad)
+            for n, p in module.named_parameters() if n in params}
+    return copy.deepcopy(module, memo)
+
+
 def _matching_parameters(a: nn.Module, b: nn.Module) -> tuple[Params, Params]:
-    """Detached copies of both models' parameters, checked to share names and shapes."""
-    pa = {n: p.detach().clone() for n, p in a.named_parameters()}
-    pb = {n: p.detach().clone() for n, p in b.named_parameters()}
+    """Both models' parameters, detached (not copied), checked to share names and shapes."""
+    pa = {n: p.detach() for n, p in a.named_parameters()}
+    pb = {n: p.detach() for n, p in b.named_parameters()}
     shapes_a = {n: tuple(p.shape) for n, p in pa.items()}
     shapes_b = {n: tuple(p.shape) for n, p in pb.items()}
     if shapes_a != shapes_b:

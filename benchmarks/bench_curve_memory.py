@@ -18,10 +18,10 @@ import json
 import subprocess
 import sys
 
+from benchmarks.bench_hessian_memory import CLASSES, INPUTS, SAMPLES, parameters
 from benchmarks.common import machine, print_table, write_results
 from generators.packing import CURVE_PARAMETER_FACTOR
 
-INPUTS, CLASSES, SAMPLES = 64, 10, 16
 WAYS = ("one round", "second round", "stacked, 3 pairs")
 
 CHILD = """
@@ -81,11 +81,6 @@ for curve in fitted:
     connectivity.evaluate_curve(curve, [0.0, 0.25, 0.5, 0.75, 1.0], evaluate)
 print(json.dumps({{"fit_mb": fit_mb, "eval_mb": peak_mb() - before}}))
 """.format(inputs=INPUTS, classes=CLASSES, samples=SAMPLES)
-
-
-def parameters(hidden: int) -> int:
-    """Trainable values of the benchmark's MLP."""
-    return (INPUTS + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * CLASSES
 
 
 def run(hidden: int, way: str, steps: int) -> dict:

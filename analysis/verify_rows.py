@@ -1,6 +1,6 @@
-"""`zoo verify`'s row checks: weights against layouts, finite flags against the values, and
-HDF5 shards against the Parquet rows of their twins. By default a seeded sample of shards
-(each of bounded bytes) is decoded; `deep` decodes every row of every shard."""
+"""`zoo verify`'s row checks: weights against layouts and their digests, finite flags against
+the values, and HDF5 shards against the Parquet rows of their twins. By default a seeded
+sample of shards (each of bounded bytes) is decoded; `deep` decodes every row of every shard."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from zoo.folder.manifest import Shard
 from zoo.folder.modelshards import (TWIN_COLUMNS, cell_hdf5_values, inline_weights,
                                     read_cell_hdf5)
 from zoo.folder.reader import ZooReader
+from zoo.folder.rowgroups import BLAKE3, row_digest
 from zoo.folder.schema import arrow_schema
 
 SAMPLE_SHARDS = 8  # models shards decoded without --deep
@@ -71,6 +72,10 @@ def _shard_rows(reader: ZooReader, shard: Shard) -> list[str]:
                                 f"{layout.size}")
                 continue
             flat = values[offsets[i]:offsets[i + 1]]
+            digest = row["weights_sha256"]  # format 7: the digest a lazy reader checks
+            if digest is not None and digest.startswith(BLAKE3) and row_digest(flat) != digest:
+                problems.append(f"{name}: weights do not match weights_sha256")
+                continue
         problems += _finite_flag(name, row, bool(np.isfinite(flat).all()))
     return problems
 

@@ -1,9 +1,9 @@
 """Zoos larger than memory: peak memory and speed of lazy random access and of streaming.
 
-    python -m benchmarks.bench_scale [--sizes 1 4] [--width 1024] [--workers 0 2]
-                                     [--folder /tmp/bench-scale] [--rows 200]
+    python -m benchmarks.bench_scale [--sizes 1 4] [--widths 256 1024] [--workers 0 2]
+                                     [--folder /tmp/bench-scale] [--rows 2000]
 
-For each size (GB of weights) the project's writer (zoo.folder.writer.ZooWriter, as
+For each size (GB of weights) and width the project's writer (zoo.folder.writer.ZooWriter, as
 `zoo generate` commits) stores a zoo of MLPs 40-w-w-10 with every epoch kept (30 epochs a
 model; random weights, as incompressible as trained ones), and one torch.save file per
 checkpoint beside it. Each reader then runs in its own process, and the peak of the whole
@@ -12,7 +12,8 @@ is sampled every 20 ms, against an interpreter that only imported torch and load
 - random: `--rows` rows in a random order from a lazy ZooDataset (cache_bytes 64 MiB) through
   a DataLoader, against one `torch.load(weights_only=True)` file per row, same order;
 - streaming: one epoch of ZooStream through StreamLoader (batches of 8), against reading the
-  zoo's models shards with plain `open().read()` (1 MiB blocks) right before it.
+  zoo's models shards with plain `open().read()` (1 MiB blocks) right before it, and against
+  the same reads hashed with BLAKE3 (the bound of any reader that checks every byte).
 Prints a table and writes benchmarks/results/scale.json.
 """
 
@@ -26,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import blake3
 import numpy as np
 import torch
 
@@ -113,6 +115,17 @@ def measure(mode: str, root: Path, workers: int, rows: int) -> dict:
                 for block in iter(lambda: handle.read(BLOCK), b""):
                     total += len(block)
         return {"bytes_per_second": total / (time.perf_counter() - start), "bytes": total}
+    if mode == "checked":
+        files = sorted((root / "zoo" / "data" / "models").glob("*.parquet"))
+        start, total = time.perf_counter(), 0
+        for path in files:
+            digest = blake3.blake3()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(BLOCK), b""):
+                    digest.update(block)
+                    total += len(block)
+            digest.digest()
+        return {"bytes_per_second": total / (time.perf_counter() - start), "bytes": total}
     if mode == "stream":
         start = time.perf_counter()
         stream = ZooStream(root / "zoo", split="all", epochs="all", cache_bytes=CACHE_BYTES)
@@ -145,14 +158,47 @@ class TorchFiles(torch.utils.data.Dataset):
         return torch.load(self.folder / f"{index}.pt", weights_only=True)
 
 
+def measure_zoo(root: Path, size: float, width: int, worker_counts: list[int], rows: int,
+                empty: float) -> list[dict]:
+    """One zoo of `size` GB of MLPs of `width` written, then each reader measured per workers."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    start = time.perf_counter()
+    count = make_zoo(root, size, width)
+    written = time.perf_counter() - start
+    table = []
+    for workers in worker_counts:
+        files = run("torch", root, workers, rows)
+        lazy = run("random", root, workers, rows)
+        plain = run("read", root, workers, 0)
+        checked = run("checked", root, workers, 0)
+        stream = run("stream", root, workers, 0)
+        table.append({
+            "zoo_gb": round(plain["bytes"] / 1e9, 2), "row_kb": round(plain["bytes"] / count
+                                                                        / 1e3),
+            "rows": count, "workers": workers,
+            "random_rows_s": lazy["rows_per_second"],
+            "torch_load_rows_s": files["rows_per_second"],
+            "random_x": lazy["rows_per_second"] / files["rows_per_second"],
+            "random_peak_mb": lazy["peak_mb"] - empty,
+            "stream_mb_s": stream["bytes_per_second"] / 1e6,
+            "read_mb_s": plain["bytes_per_second"] / 1e6,
+            "checked_mb_s": checked["bytes_per_second"] / 1e6,
+            "stream_fraction": stream["bytes_per_second"] / plain["bytes_per_second"],
+            "stream_peak_mb": stream["peak_mb"] - empty,
+            "open_s": lazy["open_seconds"], "write_s": written})
+    shutil.rmtree(root)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0],
                         help="GB of weights of each zoo")
-    parser.add_argument("--width", type=int, default=1024,
-                        help="hidden units (1024: 1.1M values, 4.4 MB a checkpoint)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024],
+                        help="hidden units (256: 316 kB a checkpoint; 1024: 4.4 MB)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--rows", type=int, default=200, help="random rows read per run")
+    parser.add_argument("--rows", type=int, default=2000, help="random rows read per run")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench-scale"))
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -164,34 +210,14 @@ def main() -> None:
     table = []
     empty = run("empty", options.folder, 0, 0)["peak_mb"]
     for size in options.sizes:
-        root = options.folder / f"zoo-{size:g}gb"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        start = time.perf_counter()
-        rows = make_zoo(root, size, options.width)
-        written = time.perf_counter() - start
-        for workers in options.workers:
-            files = run("torch", root, workers, options.rows)
-            lazy = run("random", root, workers, options.rows)
-            plain = run("read", root, workers, 0)
-            stream = run("stream", root, workers, 0)
-            table.append({
-                "zoo_gb": round(plain["bytes"] / 1e9, 2), "rows": rows, "workers": workers,
-                "random_rows_s": lazy["rows_per_second"],
-                "torch_load_rows_s": files["rows_per_second"],
-                "random_x": lazy["rows_per_second"] / files["rows_per_second"],
-                "random_peak_mb": lazy["peak_mb"] - empty,
-                "stream_mb_s": stream["bytes_per_second"] / 1e6,
-                "read_mb_s": plain["bytes_per_second"] / 1e6,
-                "stream_fraction": stream["bytes_per_second"] / plain["bytes_per_second"],
-                "stream_peak_mb": stream["peak_mb"] - empty,
-                "open_s": lazy["open_seconds"], "write_s": written})
-        shutil.rmtree(root)
+        for width in options.widths:
+            table += measure_zoo(options.folder / f"zoo-{size:g}gb-w{width}", size, width,
+                                 options.workers, options.rows, empty)
     print(f"peaks: Pss of the process tree above an interpreter with torch and loaders "
           f"({empty:.0f} MB); decode cache {CACHE_BYTES >> 20} MiB a process")
     print_table(table, list(table[0]))
     path = write_results("scale", {"machine": machine(), "rows": table,
-                                   "empty_interpreter_mb": empty, "width": options.width,
+                                   "empty_interpreter_mb": empty, "widths": options.widths,
                                    "cache_bytes": CACHE_BYTES, "random_rows": options.rows})
     print(f"\nwrote {path}")
 

@@ -13,13 +13,14 @@ import torch
 from torch.utils.data import DataLoader
 
 import loaders.dataset
-from loaders import Augment, ZooDataset, pad_collate
+from loaders import Augment, ZooDataset, ZooStream, pad_collate
 from loaders.rowsource import ByteCache
 from zoo.errors import IntegrityError
 from zoo.folder import modelshards
 from zoo.folder.manifest import read_manifest
 from zoo.folder.names import FORMAT_VERSION
 from zoo.folder.reader import ZooReader
+from zoo.folder.plainpages import row_pieces
 from zoo.folder.rowgroups import CheckedShard, chunk_spans
 from zoo.layout import Entry, Layout
 
@@ -108,7 +109,7 @@ def test_workers_open_their_own_files_and_return_the_same_rows(tiny_zoo, context
 
 def test_new_zoos_record_a_digest_per_row_group(tiny_zoo):
     manifest = read_manifest(tiny_zoo)
-    assert manifest.format_version == FORMAT_VERSION == 6
+    assert manifest.format_version == FORMAT_VERSION == 7
     for shard in manifest.shards_of("models"):
         groups = pq.read_metadata(tiny_zoo / shard.path).num_row_groups
         assert len(shard.parts) == 1 + 2 * groups
@@ -144,26 +145,83 @@ def tamper(root: Path, shard_path: str, *, weights: bool) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_a_tampered_row_group_is_refused_naming_the_file_before_its_values(tiny_zoo, tmp_path):
+def test_a_tampered_row_is_refused_naming_the_file_before_its_values(tiny_zoo, tmp_path):
     root = tmp_path / "zoo"
     shutil.copytree(tiny_zoo, root)
     shards = read_manifest(root).shards_of("models")
-    tamper(root, shards[0].path, weights=True)
+    path = root / shards[0].path
+    metadata = pq.read_metadata(path)
+    start, length = chunk_spans(metadata, 0)[1]
+    data = bytearray(path.read_bytes())
+    pieces = row_pieces(lambda pos, n: data[start + pos:start + pos + n], length,
+                        metadata.row_group(0).num_rows)
+    at, size = pieces[1]
+    data[start + at + size // 2] ^= 0xFF  # inside row 1's weights: its page still parses
+    path.write_bytes(bytes(data))
     ours = ZooDataset(root, in_memory=False, split="all", epochs="all")  # metadata: fine
-    bad = {i for i in range(len(ours)) if ours._places.shard[i] == 0}
-    good = [i for i in range(len(ours)) if i not in bad]
+    places = ours._places
+    bad = [i for i in range(len(ours)) if places.shard[i] == 0 and places.row[i] == 1]
     whole = ZooDataset(tiny_zoo, in_memory=True, split="all", epochs="all")
-    assert all(same(ours[i], whole[i]) for i in good)  # other shards still read
-    for i in bad:
-        with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0 \(weights\) "
-                                                 r"does not match"):
-            ours[i]
-    with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0"):
-        ZooDataset(root, in_memory=True, split="all", epochs="all")
+    assert len(bad) == 1 and all(same(ours[i], whole[i]) for i in range(len(ours))
+                                 if i not in bad)  # each other row checked alone, intact
+    with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0, row 1 "
+                                             r"\(weights\) does not match its digest"):
+        ours[bad[0]]
+    stream = ZooStream(root, split="all", epochs="all", shuffle=False)
+    with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0, row 1"):
+        list(stream)
+    with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0 \(weights\)"):
+        ZooDataset(root, in_memory=True, split="all", epochs="all")  # read by row group
     shutil.copy(tiny_zoo / shards[0].path, root / shards[0].path)
     tamper(root, shards[1].path, weights=False)
     with pytest.raises(IntegrityError, match=rf"{shards[1].path}: row group 0 \(columns\)"):
         ZooDataset(root, in_memory=False)
+
+
+def test_rows_are_read_alone_without_their_row_group(tiny_zoo, monkeypatch):
+    ours = ZooDataset(tiny_zoo, in_memory=False, split="all", epochs="all", cache_bytes=0)
+    whole = ZooDataset(tiny_zoo, in_memory=True, split="all", epochs="all")
+    assert all(str(d).startswith("blake3:") for d in ours._places.sha256)
+    monkeypatch.setattr(CheckedShard, "read_weights", None)  # no row group is read whole
+    monkeypatch.setattr(CheckedShard, "read_group", None)
+    assert all(same(ours[i], whole[i]) for i in range(len(ours)))
+
+
+def test_a_row_digest_that_lies_is_caught_by_readers_and_verify(tiny_zoo, tmp_path):
+    """A shard re-signed in the manifest (a writer's bug) whose row 0 names another digest."""
+    import dataclasses
+
+    from analysis.verify import verify
+    from zoo.folder.manifest import write_manifest
+    from zoo.folder.modelshards import parquet_options
+    from zoo.folder.names import sha256_of
+    from zoo.folder.rowgroups import shard_parts
+
+    root = shutil.copytree(tiny_zoo, tmp_path / "zoo")
+    manifest = read_manifest(root)
+    shard = manifest.shards_of("models")[0]
+    path = root / shard.path
+    table = pq.read_table(path)
+    groups = [pq.ParquetFile(path).metadata.row_group(g).num_rows
+              for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
+    digests = table.column("weights_sha256").to_pylist()
+    digests[0] = "blake3:" + "0" * 64
+    table = table.set_column(table.schema.get_field_index("weights_sha256"),
+                             table.schema.field("weights_sha256"), pa.array(digests))
+    pq.write_table(table, path, row_group_size=groups[0], **parquet_options(table.schema))
+    assert pq.read_metadata(path).row_group(0).num_rows == groups[0]
+    resigned = dataclasses.replace(shard, bytes=path.stat().st_size, sha256=sha256_of(path),
+                                   parts=shard_parts(path))
+    write_manifest(root, dataclasses.replace(manifest, shards=tuple(
+        resigned if s == shard else s for s in manifest.shards)))
+    ours = ZooDataset(root, in_memory=False, split="all", epochs="all")
+    first = next(i for i in range(len(ours)) if ours._places.shard[i] == 0
+                 and ours._places.row[i] == 0)
+    with pytest.raises(IntegrityError, match=rf"{shard.path}: row group 0, row 0 \(weights\)"):
+        ours[first]
+    problems = verify(root, deep=True)
+    assert len(problems) == 1 and "row 0" in problems[0] and \
+        "weights do not match weights_sha256" in problems[0]
 
 
 def test_row_groups_decode_from_the_checked_bytes_only(tiny_zoo):
@@ -238,7 +296,7 @@ def test_generating_into_an_older_format_zoo_is_refused_in_one_line(tmp_path):
     before = (root / "manifest.json").read_text()
     record = read_record(root)
     with pytest.raises(ZooFolderError, match=rf"{root}: a format-4 zoo; this version writes "
-                                             rf"format-6 models shards"):
+                                             rf"format-7 models shards"):
         ZooWriter(root, record.spec_hash).start(record)
     assert (root / "manifest.json").read_text() == before
 

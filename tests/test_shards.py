@@ -1,6 +1,6 @@
 """Models files of bounded bytes (format 6): a cell's rows span several numbered shards, each
 within the bound unless one row alone is larger; every reader, verify, resume, relabel and
-prune see the same rows as with one shard a cell; format-5 zoos load and grow as format 6."""
+prune see the same rows as with one shard a cell; format-5 zoos load and grow as this format."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def weights_by_key(root: Path) -> dict[tuple[str, int], bytes]:
 
 def test_every_models_file_stays_within_the_bound_and_cells_span_several(sharded_zoo):
     manifest = read_manifest(sharded_zoo)
-    assert manifest.format_version == FORMAT_VERSION == 6
+    assert manifest.format_version == FORMAT_VERSION == 7
     cells = models_shards(sharded_zoo)
     parquet = [shards for key, shards in cells.items() if key.endswith("parquet")]
     assert len(parquet) == 4 and all(len(shards) >= 3 for shards in parquet)
@@ -199,7 +199,7 @@ def test_relabel_replaces_each_shard_and_prune_counts_each_model_once(sharded_zo
     assert len(ZooReader(root).table("models")) == 12 and verify(root) == []
 
 
-def test_a_format5_zoo_loads_and_grows_as_format6(tmp_path):
+def test_a_format5_zoo_loads_and_grows_as_this_format(tmp_path):
     root = shutil.copytree(FIXTURES / "zoo-format5", tmp_path / "zoo")
     old = read_manifest(root)
     assert old.format_version == 5
@@ -214,11 +214,17 @@ def test_a_format5_zoo_loads_and_grows_as_format6(tmp_path):
                       inline_bytes=1000, shard_bytes=BOUND)
     assert result.committed == 2
     grown = read_manifest(root)
-    assert grown.format_version == 6
+    assert grown.format_version == FORMAT_VERSION
     assert set(old.shards_of("models")) <= set(grown.shards_of("models"))  # kept as they are
     for shard in old.shards:
         assert hashlib.sha256((root / shard.path).read_bytes()).hexdigest() == shard.sha256
     new = [s for s in grown.shards if s.table == "models" and s not in old.shards]
     assert new and all(s.path.rsplit(".", 1)[0][-6:-5] == "-" for s in new)  # numbered
-    assert len(ZooDataset(root, split="all", epochs="all", in_memory=False)) == 24
+    lazy = ZooDataset(root, split="all", epochs="all", in_memory=False)
+    whole = ZooDataset(root, split="all", epochs="all", in_memory=True)
+    inline = lazy._places.file == None  # noqa: E711
+    alone = np.array([str(d).startswith("blake3:") for d in lazy._places.sha256])
+    assert 0 < alone.sum() < inline.sum() and not (alone & ~inline).any()  # new inline rows
+    assert len(lazy) == 24  # are read alone, old ones by row group
+    assert all(torch.equal(lazy[i]["weights"], whole[i]["weights"]) for i in range(24))
     assert verify(root) == []

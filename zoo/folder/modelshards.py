@@ -25,7 +25,7 @@ from zoo.folder.hdf5 import Expected, open_checked
 from zoo.folder.manifest import Shard
 from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, TABLE_FOLDERS, TEMPORARY_SUFFIX,
                               sha256_of)
-from zoo.folder.rowgroups import PARQUET_ERRORS, shard_parts
+from zoo.folder.rowgroups import PARQUET_ERRORS, row_digest, shard_parts
 from zoo.folder.schema import CELL_JOINED, arrow_schema, to_arrow
 from zoo.folder.shardbytes import (SHARD_BYTES, checkpoint_file_bytes, empty_parquet_bytes,
                                    group_bytes, row_bytes, twin_bytes)
@@ -136,6 +136,8 @@ class ModelsWriter:
             index = self._checkpoint(row["model_id"], row["epoch"], flat)
             row.update(weights_file=self.file_name, weights_index=index,
                        weights_sha256=flat_sha256(flat))
+        else:  # checked alone when a reader asks for this row (CheckedShard.read_row)
+            row["weights_sha256"] = row_digest(flat)
         stored = {**row, "weights": flat} if self.inline else row
         weights = flat.nbytes if self.inline else 0
         new_group = not self.buffer or self.buffered + weights > ROW_GROUP_BYTES

@@ -12,15 +12,18 @@ from typing import IO, Any, Callable
 
 from zoo.errors import IntegrityError, ZooFolderError
 
-FORMAT_VERSION = 6  # 2: zoo.json holds the data's shape facts; 3: the manifest covers zoo.json
+FORMAT_VERSION = 7  # 2: zoo.json holds the data's shape facts; 3: the manifest covers zoo.json
 #                     and README.md; 4: models row groups sized for random reads, each with
 #                     its sha256 in the manifest (zoo.folder.rowgroups); 5: `weights` holds
 #                     each checkpoint's little-endian float32 bytes, uncompressed (no list),
 #                     and row-group digests are BLAKE3; 6: models files of bounded bytes, a
-#                     cell's rows in several numbered shards (zoo.folder.shardbytes)
-READABLE_VERSIONS = (3, 4, 5, 6)  # format 3: whole-shard sha256 only; 3 and 4: list<float32>
-GROWABLE_VERSIONS = (5, 6)  # a zoo a writer may add cells to: format-5 shards are format 6's
-#                             (one shard a cell is one case of several); it becomes format 6
+#                     cell's rows in several numbered shards (zoo.folder.shardbytes); 7: an
+#                     inline row's weights_sha256 holds the BLAKE3 of its weights, so a row is
+#                     read and checked alone (CheckedShard.read_row)
+READABLE_VERSIONS = (3, 4, 5, 6, 7)  # format 3: whole-shard sha256 only; 3 and 4: list<float32>
+GROWABLE_VERSIONS = (5, 6, 7)  # a zoo a writer may add cells to (it becomes format 7): a
+#                               format-5 shard is format 6's one shard a cell, and rows
+#                               without a BLAKE3 weights_sha256 are read by row group
 MAX_JSON_BYTES = 64 << 20  # manifest, zoo.json, a layout: far above any real one
 
 MANIFEST = "manifest.json"

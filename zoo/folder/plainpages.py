@@ -11,7 +11,7 @@ None, and Arrow decodes the chunk.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -90,39 +90,60 @@ def _struct(data: memoryview, pos: int, depth: int = 0) -> tuple[dict[int, Any],
         fields[last], pos = _value(data, pos, kind, depth)
 
 
-def plain_rows(chunk: bytes, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The `rows` rows of a weights chunk as flat float32 values (a read-only view of `chunk`
-    for one row, else a copy: lengths lie between rows) and row offsets; None when the chunk is not
-    plain version-1 pages of `rows` non-null values of whole float32s (Arrow then decodes)."""
-    data = memoryview(chunk)
-    pieces: list[tuple[int, int]] = []  # (start, bytes) of each row in chunk
+Read = Callable[[int, int], bytes | memoryview]  # (position, count) -> up to count bytes
+HEADER_BYTES = 1024  # read for a page header from a file: the writer's (no statistics) are ~30
+
+
+def row_pieces(read: Read, size: int, rows: int, header_bytes: int = HEADER_BYTES
+               ) -> list[tuple[int, int]] | None:
+    """(start, bytes) of each of the `rows` rows in a weights chunk of `size` bytes, found
+    by `read` from page headers and value lengths alone (no value is read); None when the
+    chunk is not plain version-1 pages of `rows` non-null values of whole float32s."""
+    pieces: list[tuple[int, int]] = []
     pos = 0
     try:
-        while pos < len(data):
-            header, pos = _struct(data, pos)
-            page, size = header.get(1), header.get(3)
+        while pos < size:
+            header, used = _struct(memoryview(read(pos, min(header_bytes, size - pos))), 0)
+            pos += used
+            page, length = header.get(1), header.get(3)
             page_header = header.get(5)
-            if page != DATA_PAGE or not isinstance(page_header, dict) or size is None \
-                    or page_header.get(2) != PLAIN or size != header.get(2) \
-                    or not 0 <= size <= len(data) - pos:
+            if page != DATA_PAGE or not isinstance(page_header, dict) or length is None \
+                    or page_header.get(2) != PLAIN or length != header.get(2) \
+                    or not 0 <= length <= size - pos:
                 return None
-            end, values = pos + size, page_header.get(1)
-            levels = struct.unpack_from("<I", data, pos)[0]
-            at = pos + 4 + levels
+            end, values = pos + length, page_header.get(1)
+            at = pos + 4 + _word(read, pos)  # the definition levels' length, then the levels
             for _ in range(values or 0):
                 if at + 4 > end:
                     return None  # fewer values than the page counts: nulls
-                length = struct.unpack_from("<I", data, at)[0]
-                if at + 4 + length > end or length % 4:
+                count = _word(read, at)
+                if at + 4 + count > end or count % 4:
                     return None
-                pieces.append((at + 4, length))
-                at += 4 + length
+                pieces.append((at + 4, count))
+                at += 4 + count
             if at != end:
                 return None
             pos = end
     except (ValueError, IndexError, struct.error):
         return None
-    if len(pieces) != rows:
+    return pieces if len(pieces) == rows else None
+
+
+def _word(read: Read, pos: int) -> int:
+    """The little-endian 4-byte length at `pos`."""
+    data = read(pos, 4)
+    if len(data) != 4:
+        raise ValueError("truncated length")
+    return int.from_bytes(data, "little")
+
+
+def plain_rows(chunk: bytes, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The `rows` rows of a weights chunk as flat float32 values (a read-only view of `chunk`
+    for one row, else a copy: lengths lie between rows) and row offsets; None when the chunk is not
+    plain version-1 pages of `rows` non-null values of whole float32s (Arrow then decodes)."""
+    data = memoryview(chunk)
+    pieces = row_pieces(lambda pos, count: data[pos:pos + count], len(data), rows, len(data))
+    if pieces is None:
         return None
     offsets = np.zeros(rows + 1, np.int64)
     np.cumsum([length // 4 for _, length in pieces], out=offsets[1:])

@@ -58,7 +58,7 @@ class ZooReader:
             raise ZooFolderError(f"{self.root}: no manifest.json; not a zoo folder "
                                  f"(or generation has not committed anything yet)")
         self.manifest: Manifest = manifest
-        self._verified: set[str] = set()
+        self._verified: dict[str, Path] = {}  # shard path: its file, confined and checked
         self._checked: dict[str, CheckedShard] = {}
         self._layouts: dict[str, Layout] = {}
         self._sources: dict[str, Shard] | None = None
@@ -78,7 +78,7 @@ class ZooReader:
         not checked."""
         reader = cls.__new__(cls)
         reader.root, reader.manifest, reader.record = Path(root), manifest, record
-        reader._verified, reader._layouts, reader._sources = set(), {}, None
+        reader._verified, reader._layouts, reader._sources = {}, {}, None
         reader.location, reader.cache = str(root), None
         reader._checked = {}
         return reader
@@ -90,16 +90,17 @@ class ZooReader:
             if shard.parts and shard.path not in self._checked:
                 self._checked[shard.path] = CheckedShard(path, shard.parts)
             return path
+        if shard.path in self._verified:
+            return self._verified[shard.path]
         path = confined(self.root, shard.path)
-        if shard.path not in self._verified:
-            if not path.exists() and not path.is_symlink():
-                raise IntegrityError(f"{path}: listed in the manifest but missing")
-            if shard.parts:  # the footer and every row group's chunks but weights
-                checked = self._checked[shard.path] = CheckedShard(path, shard.parts)
-                checked.check(range(checked.metadata.num_row_groups), weights=False)
-            elif sha256_of(path) != shard.sha256:
-                raise _altered(path)
-            self._verified.add(shard.path)
+        if not path.exists() and not path.is_symlink():
+            raise IntegrityError(f"{path}: listed in the manifest but missing")
+        if shard.parts:  # the footer and every row group's chunks but weights
+            checked = self._checked[shard.path] = CheckedShard(path, shard.parts)
+            checked.check(range(checked.metadata.num_row_groups), weights=False)
+        elif sha256_of(path) != shard.sha256:
+            raise _altered(path)
+        self._verified[shard.path] = path
         return path
 
     def ensure_local(self, shard: Shard) -> None:

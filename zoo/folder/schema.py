@@ -93,7 +93,9 @@ MODEL_COLUMNS: tuple[Column, ...] = (
        "checkpoint is too large for a row: see weights_file)"),
     _c("weights_file", STR, "per-model HDF5 file holding this checkpoint (null: inline weights)"),
     _c("weights_index", I64, "index of this checkpoint in weights_file's datasets"),
-    _c("weights_sha256", STR, "sha256 of the checkpoint's flat float32 bytes in weights_file"),
+    _c("weights_sha256", STR, "digest of the checkpoint's flat float32 bytes: sha256 (hex) of "
+       "those in weights_file, or 'blake3:<hex>' of the inline weights (format 7; null in "
+       "older zoos)"),
     _c("data_fingerprint", STR, "sha256 of the data set tensors"),
     _c("code_version", STR, "phase-zoo version"),
     _c("torch_version", STR, "torch version that trained the model"),

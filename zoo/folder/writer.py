@@ -115,8 +115,8 @@ class ZooWriter:
 
     def _raise_format(self) -> None:
         """Write the manifest held as this version's format before anything else: a format-5
-        zoo grows as format 6 (its new cells may span several shards, which a format-5
-        reader would misread, so older versions refuse it)."""
+        or 6 zoo grows as format 7 (its new cells may span several shards and carry rows'
+        BLAKE3 digests, which older readers would misread, so older versions refuse it)."""
         held = self.folder.manifest()
         if held is not None and held.format_version != FORMAT_VERSION:
             self.folder.write_manifest(dataclasses.replace(held, format_version=FORMAT_VERSION))

@@ -122,6 +122,7 @@ class CheckedShard:
         self.path, self.parts = path, parts
         self._spans: dict[int, tuple[list[Span], Span | None]] = {}
         self._plain: dict[int, Span | None] = {}  # plain weights chunks
+        self._plain_leaf: int | None = None  # their column (-1: none)
         self._pieces: dict[int, list[Span] | None] = {}  # rows found in them
         with open_regular(path) as handle:  # checked before a byte of it is parsed
             footer = _digest(handle.fileno(), [_footer_span(handle.fileno(), path)], parts[0])
@@ -195,15 +196,17 @@ class CheckedShard:
         return self._plain[group]
 
     def _find_plain_span(self, group: int) -> Span | None:
-        _, span = self.spans(group)
-        leaves = [self.metadata.schema.column(i) for i in range(self.metadata.num_columns)]
-        leaf = next((c for c in leaves if c.path == "weights"), None)
-        chunk = self.metadata.row_group(group).column(leaves.index(leaf)) if leaf else None
-        if span is None or leaf is None or chunk.compression != "UNCOMPRESSED" or \
-                chunk.has_dictionary_page or leaf.max_definition_level != 1 or \
-                leaf.max_repetition_level != 0:
+        if self._plain_leaf is None:
+            leaves = [self.metadata.schema.column(i) for i in range(self.metadata.num_columns)]
+            self._plain_leaf = next((i for i, c in enumerate(leaves) if c.path == "weights" and
+                                     c.max_definition_level == 1 and
+                                     c.max_repetition_level == 0), -1)
+        if self._plain_leaf < 0:
             return None
-        return span
+        chunk = self.metadata.row_group(group).column(self._plain_leaf)
+        if chunk.compression != "UNCOMPRESSED" or chunk.has_dictionary_page:
+            return None
+        return int(chunk.data_page_offset), int(chunk.total_compressed_size)
 
     def read_weights(self, group: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Row group `group`'s weights as `plain_rows` finds them in the checked chunk (flat

@@ -1,6 +1,6 @@
 """Zoos larger than memory: peak memory and speed of lazy random access and of streaming.
 
-    python -m benchmarks.bench_scale [--sizes 1 4] [--widths 256 1024] [--workers 0 2]
+    python -m benchmarks.bench_scale [--sizes 1 4] [--widths 128 256 1024] [--workers 0 2]
                                      [--folder /tmp/bench-scale] [--rows 2000]
 
 For each size (GB of weights) and width the project's writer (zoo.folder.writer.ZooWriter, as
@@ -198,8 +198,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0],
                         help="GB of weights of each zoo")
-    parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024],
-                        help="hidden units (256: 316 kB a checkpoint; 1024: 4.4 MB)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 1024],
+                        help="hidden units (128: 93 kB a checkpoint; 256: 316 kB; 1024: 4.4 MB)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--rows", type=int, default=2000, help="random rows read per run")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench-scale"))

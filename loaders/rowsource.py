@@ -1,6 +1,7 @@
-"""Rows' weights read when an item asks for them: Parquet by row group, per-model HDF5 by
-slice, through a decode cache bounded in bytes. Nothing open survives a read and the cache is
-dropped when pickled, so DataLoader workers (fork or spawn) each open their own files."""
+"""Rows' weights read when an item asks for them: a format-7 Parquet row alone (checked against
+its own digest), older Parquet rows by row group through a decode cache bounded in bytes,
+per-model HDF5 by slice. Nothing open survives a read and the cache is dropped when pickled,
+so DataLoader workers (fork or spawn) each open their own files."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class ByteCache:
 @dataclass(frozen=True)
 class RowPlaces:
     """Where each chosen row's weights live: models Parquet shard number (manifest order) and
-    row in it, or a per-model HDF5 file, the index in it and the checkpoint's sha256."""
+    row in it, or a per-model HDF5 file and the index in it; and the row's weights_sha256."""
 
     shard: np.ndarray
     row: np.ndarray

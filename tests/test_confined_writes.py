@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from generators.cli import main
 from tests.conftest import write_spec
@@ -182,6 +183,24 @@ def test_spool_writes_and_clears_nothing_through_a_link(tmp_path, victim):
         spool.clear(["m-b"])
     spool.clear(["m-a"])
     assert snapshot(victim) == before and not (tmp_path / "spool" / "m-a").exists()
+
+
+def test_a_spool_write_survives_another_task_removing_the_emptied_spool(tmp_path, monkeypatch):
+    root = tmp_path / "state" / "spool"
+    done, writing = Spool(root), Spool(root)  # two tasks' cells sharing the zoo's spool
+    done.save("m-a", 0, {"w": torch.zeros(2)})
+    real, cleared = os.mkdir, []
+
+    def mkdir(path, *args, **kwargs):
+        if Path(path).name == "m-b" and not cleared:  # the other task commits right now:
+            cleared.append(True)  # its clear removes the spool folder, empty at that moment
+            done.clear(["m-a"])
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    writing.save("m-b", 0, {"w": torch.ones(2)})
+    assert cleared and not (root / "m-a").exists()
+    assert writing.load("m-b", 0, ["w"])["w"].tolist() == [1.0, 1.0]
 
 
 # --- the folder object itself -------------------------------------------------------------------

@@ -5,7 +5,8 @@ pages (version 1): a Thrift compact page header, the definition levels (4-byte l
 the levels), then each row's bytes after a 4-byte length. Reading the values where they lie
 saves Arrow's copy of every byte (and its fresh pages): a 4.4 MB checkpoint costs its read
 and its digest. Anything else (another page type, a null row, a length past the page) gives
-None, and Arrow decodes the chunk.
+None, and Arrow decodes the chunk. `row_pieces` finds the rows from a file too, reading only
+page headers and value lengths, so one row can be read alone (format 7).
 """
 
 from __future__ import annotations

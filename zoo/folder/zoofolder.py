@@ -23,6 +23,7 @@ from zoo.folder.names import (CHECKPOINTS_FOLDER, HDF5_FOLDER, LAYOUTS, LOCK, MA
 from zoo.folder.record import ZooRecord, read_record, write_record
 
 _UNREAD = object()
+MAKEDIRS_ATTEMPTS = 3  # a folder chain made again when a parent vanished meanwhile
 _FORMAT_FOLDERS = {"data", *TABLE_FOLDERS.values(), HDF5_FOLDER, CHECKPOINTS_FOLDER, LAYOUTS}
 
 
@@ -129,8 +130,18 @@ class ZooFolder:
         return path
 
     def makedirs(self, relative: str) -> Path:
-        """Create `relative` and its missing parents, refusing a link on the way."""
+        """Create `relative` and its missing parents, refusing a link on the way. A parent
+        removed meanwhile (another task's cleanup removes a spool or state folder once it is
+        empty) is made again."""
         self.check(relative, folder=True)
+        for _ in range(MAKEDIRS_ATTEMPTS - 1):
+            try:
+                return self._makedirs(relative)
+            except FileNotFoundError:
+                continue
+        return self._makedirs(relative)
+
+    def _makedirs(self, relative: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root
         for part in PurePosixPath(relative).parts:

@@ -111,16 +111,16 @@ class RowSource:
             return read_checkpoint(self.reader.root, source.path, int(self.places.index[i]),
                                    self.places.sha256[i], layout)
         group = self._group_of(number, row)
+        local = row - int(self._starts[number][group])
         digest = self.places.sha256[i]
         if isinstance(digest, str) and digest.startswith(BLAKE3):  # format 7: the row alone
             self._check_count(number)
-            alone = self.reader.checked(self.shards[number]).read_row(
-                group, row - int(self._starts[number][group]), digest, layout.size)
+            alone = self.reader.checked(self.shards[number]).read_row(group, local, digest,
+                                                                      layout.size)
             if alone is not None:
                 return alone
         values, offsets = self.cache.get((number, group), lambda: self._read_group(number,
                                                                                  group))
-        local = row - int(self._starts[number][group])
         start, stop = int(offsets[local]), int(offsets[local + 1])
         if stop - start != layout.size:
             shard = self.shards[number]

@@ -170,14 +170,19 @@ class CheckedShard:
         spans = ([weights_span] if weights_span else []) if weights else columns
         digest = _hasher(self.parts[1 + 2 * group + weights])
         for start, length in spans:
-            view, done = memoryview(image)[start:start + length], 0
-            while done < length:
-                count = os.preadv(fd, [view[done:]], start + done)
-                if count <= 0:
-                    raise ZooFolderError(f"{self.path}: ends inside row group {group}")
-                done += count
+            view = memoryview(image)[start:start + length]
+            self._read_into(fd, view, start, group)
             digest.update(view)
         self._verify(digest, group, weights=weights)
+
+    def _read_into(self, fd: int, view: memoryview, offset: int, group: int) -> None:
+        """Fill `view` with the file's bytes from `offset` (inside row group `group`)."""
+        done = 0
+        while done < len(view):
+            count = os.preadv(fd, [view[done:]], offset + done)
+            if count <= 0:
+                raise ZooFolderError(f"{self.path}: ends inside row group {group}")
+            done += count
 
     def _verify(self, digest: Any, group: int, *, weights: bool) -> None:
         """Refuse row group `group`'s chunks (weights, or all but weights) unless `digest`
@@ -243,12 +248,7 @@ class CheckedShard:
                 raise ZooFolderError(f"{self.path}: row group {group}, row {row} holds "
                                      f"{length // 4} weights; its layout has {size}")
             values = np.empty(size, "<f4")
-            done, view = 0, memoryview(values).cast("B")
-            while done < length:
-                count = os.preadv(fd, [view[done:]], span[0] + start + done)
-                if count <= 0:
-                    raise ZooFolderError(f"{self.path}: ends inside row group {group}")
-                done += count
+            self._read_into(fd, memoryview(values).cast("B"), span[0] + start, group)
         if row_digest(values) != digest:
             raise IntegrityError(f"{self.path}: row group {group}, row {row} (weights) does "
                                  f"not match its digest (weights_sha256); the shard is "

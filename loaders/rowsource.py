@@ -79,17 +79,30 @@ class RowSource:
         self.cache_bytes = cache_bytes
         self.shards = reader.manifest.shards_of("models")
         self._reset()
+        # each inline row's row group and place in it (-1: the row's weights are in a file)
+        self.groups = np.full(len(places.shard), -1, np.int64)
+        self.locals = np.full(len(places.shard), -1, np.int64)
+        inline = np.array([file is None for file in places.file], bool)
+        alone = np.array([isinstance(d, str) and d.startswith(BLAKE3) for d in places.sha256],
+                         bool)  # format 7: rows read alone
         for number in np.unique(places.shard).tolist():  # refused at open, not at first read
             self._check_count(number)
+            mine = np.flatnonzero(inline & (places.shard == number))
+            starts = row_group_starts(reader, self.shards[number])
+            rows = places.row[mine].astype(np.int64)
+            self.groups[mine] = np.searchsorted(starts, rows, side="right") - 1
+            self.locals[mine] = rows - starts[self.groups[mine]]
+            located = np.unique(self.groups[mine[alone[mine]]]).tolist()
+            if located:  # found now, once for forked DataLoader workers too
+                reader.checked(self.shards[number]).locate(located)
 
     def _reset(self) -> None:
         self.cache = ByteCache(self.cache_bytes)
-        self._starts: dict[int, np.ndarray] = {}
         self._counted: set[int] = set()  # shards whose footer weight count was checked
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("cache", "_starts", "_counted"):
+        for name in ("cache", "_counted"):
             del state[name]
         return state
 
@@ -110,8 +123,7 @@ class RowSource:
             self.reader.ensure_local(source)  # on a store: fetched into the cache, checked
             return read_checkpoint(self.reader.root, source.path, int(self.places.index[i]),
                                    self.places.sha256[i], layout)
-        group = self._group_of(number, row)
-        local = row - int(self._starts[number][group])
+        group, local = int(self.groups[i]), int(self.locals[i])
         digest = self.places.sha256[i]
         if isinstance(digest, str) and digest.startswith(BLAKE3):  # format 7: the row alone
             self._check_count(number)
@@ -128,11 +140,6 @@ class RowSource:
                                  f"{stop - start} weights; layout {layout.key} has "
                                  f"{layout.size}")
         return values[start:stop].copy()
-
-    def _group_of(self, number: int, row: int) -> int:
-        if number not in self._starts:
-            self._starts[number] = row_group_starts(self.reader, self.shards[number])
-        return int(np.searchsorted(self._starts[number], row, side="right") - 1)
 
     def _check_count(self, number: int) -> None:
         """Refuse shard `number` once (each process) if its footer's weight count is not
@@ -157,8 +164,7 @@ class RowSource:
             if file is not None:
                 key: tuple = ("file", str(file))
             else:
-                number = int(self.places.shard[i])
-                key = ("group", number, self._group_of(number, int(self.places.row[i])))
+                key = ("group", int(self.places.shard[i]), int(self.groups[i]))
             keys.setdefault(key, []).append(i)
         return [np.array(rows, dtype=np.int64) for rows in keys.values()]
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.errors import IntegrityError, ZooFolderError
-from zoo.folder.names import open_regular
+from zoo.folder.names import open_regular, open_regular_fd
 from zoo.folder.plainpages import plain_rows, row_pieces
 
 WEIGHTS_LEAVES = ("weights", "weights.list.element")  # the Parquet leaf of the weights:
@@ -123,7 +123,7 @@ class CheckedShard:
         self._spans: dict[int, tuple[list[Span], Span | None]] = {}
         self._plain: dict[int, Span | None] = {}  # plain weights chunks
         self._plain_leaf: int | None = None  # their column (-1: none)
-        self._pieces: dict[int, list[Span] | None] = {}  # rows found in them
+        self._pieces: dict[int, list[Span] | None] = {}  # rows found in them (in the file)
         with open_regular(path) as handle:  # checked before a byte of it is parsed
             footer = _digest(handle.fileno(), [_footer_span(handle.fileno(), path)], parts[0])
         if footer != parts[0]:
@@ -227,28 +227,46 @@ class CheckedShard:
         self._verify(digest, group, weights=True)
         return plain_rows(data, self.metadata.row_group(group).num_rows)
 
+    def locate(self, groups: list[int]) -> None:
+        """Find the rows of `groups` in the file now (`row_pieces`: page headers and value
+        lengths), so that `read_row` reads a row with a single `pread`."""
+        fd = open_regular_fd(self.path)
+        try:
+            for group in groups:
+                self._row_spans(fd, group)
+        finally:
+            os.close(fd)
+
+    def _row_spans(self, fd: int, group: int) -> list[Span] | None:
+        """Each row of row group `group`: (file offset, bytes) of its weights; None when the
+        chunk is not plain bytes whose rows its page headers locate. Worked out once."""
+        if group not in self._pieces:
+            span = self._plain_span(group)
+            pieces = None if span is None else row_pieces(
+                lambda pos, count: os.pread(fd, count, span[0] + pos), span[1],
+                self.metadata.row_group(group).num_rows)
+            self._pieces[group] = None if pieces is None else \
+                [(span[0] + start, length) for start, length in pieces]
+        return self._pieces[group]
+
     def read_row(self, group: int, row: int, digest: str, size: int) -> np.ndarray | None:
         """Row `row` of row group `group`: its `size` float32 weights read alone (one `pread`
         into the array returned) and refused unless their BLAKE3 is `digest` (the row's
         `weights_sha256`, format 7, checked with the row group's other columns); None when
         the chunk is not plain bytes whose rows its page headers locate (read the group)."""
-        span = self._plain_span(group)
-        if span is None:
-            return None
-        with open_regular(self.path) as handle:
-            fd = handle.fileno()
-            if group not in self._pieces:
-                self._pieces[group] = row_pieces(lambda pos, count: os.pread(
-                    fd, count, span[0] + pos), span[1], self.metadata.row_group(group).num_rows)
-            pieces = self._pieces[group]
-            if pieces is None:
+        fd = open_regular_fd(self.path)
+        try:
+            spans = self._row_spans(fd, group)
+            if spans is None:
                 return None
-            start, length = pieces[row]
+            start, length = spans[row]
             if length != 4 * size:
                 raise ZooFolderError(f"{self.path}: row group {group}, row {row} holds "
                                      f"{length // 4} weights; its layout has {size}")
             values = np.empty(size, "<f4")
-            self._read_into(fd, memoryview(values).cast("B"), span[0] + start, group)
+            self._read_into(fd, memoryview(values).cast("B"), start, group)
+        finally:
+            os.close(fd)
         if row_digest(values) != digest:
             raise IntegrityError(f"{self.path}: row group {group}, row {row} (weights) does "
                                  f"not match its digest (weights_sha256); the shard is "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import collate, default_collate, default_collate_fn_map
@@ -23,12 +24,49 @@ from zoo.errors import ZooError
 class ZooItem(dict):
     """One ZooDataset item; the default collate checks that a batch's layouts agree."""
 
+    def __copy__(self) -> ZooItem:  # DataLoader's default_convert copies each item
+        return ZooItem(self)
+
+
+def row_batch(rows: int, size: int) -> list[torch.Tensor]:
+    """`rows` float32 vectors of `size` that rows are read into, each a row of one new
+    (rows, size) tensor (in shared memory inside a DataLoader worker, as default_collate
+    allocates a batch there): the default collate hands that tensor on without a copy."""
+    if torch.utils.data.get_worker_info() is not None:
+        storage = torch.UntypedStorage._new_shared(rows * size * 4)
+        batch = torch.empty(0).set_(storage).view(rows, size)
+    else:  # numpy asks for huge pages from 4 MB up: a fresh batch costs fewer page faults
+        batch = torch.from_numpy(np.empty((rows, size), np.float32))
+    slots = list(batch)
+    for k, slot in enumerate(slots):
+        slot._zoo_slot = (batch, k)  # only these views are collated without a copy
+    return slots
+
+
+def _whole_batch(values: list[Any]) -> torch.Tensor | None:
+    """The tensor `row_batch` made when `values` are its rows, all and in order."""
+    first = getattr(values[0], "_zoo_slot", None)
+    if first is None or first[0].shape[0] != len(values):
+        return None
+    for k, value in enumerate(values):
+        slot = getattr(value, "_zoo_slot", None)
+        if slot is None or slot[0] is not first[0] or slot[1] != k:
+            return None
+    return first[0]
+
 
 def _collate_items(batch: Sequence[ZooItem], *, collate_fn_map: dict | None = None) -> dict:
-    """default_collate of ZooItems, or an error naming the layouts when their shapes differ."""
+    """default_collate of ZooItems (weights read into one batch tensor by
+    `ZooDataset.__getitems__` are that tensor), or an error naming the layouts when their
+    shapes differ."""
     try:
-        return {key: collate([item[key] for item in batch], collate_fn_map=collate_fn_map)
-                for key in batch[0]}
+        collated = {}
+        for key in batch[0]:
+            values = [item[key] for item in batch]
+            whole = _whole_batch(values) if key == "weights" else None
+            collated[key] = whole if whole is not None else \
+                collate(values, collate_fn_map=collate_fn_map)
+        return collated
     except RuntimeError as error:
         layouts = sorted({str(item.get("layout")) for item in batch})
         if len(layouts) < 2:

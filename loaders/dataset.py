@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import Dataset
 
 from loaders.augmentation import Augment, Augmenter, item_generator
-from loaders.batching import ZooItem, window
+from loaders.batching import ZooItem, row_batch, window
 from loaders.models import module_from
-from loaders.representations import (REPRESENTATIONS, Encoder, Stats, WithoutCounters,
+from loaders.representations import (REPRESENTATIONS, Encoder, Flat, Stats, WithoutCounters,
                                       check_token_options, make_encoder, statistics,
                                       token_rows, widest_row)
 from loaders.rowsource import CACHE_BYTES, LazyStore, RowPlaces, RowSource, lazy_layer_statistics
@@ -219,9 +219,27 @@ class ZooDataset(Dataset):
             encoded = self._encoders[key].encode(self._flat(key, index, generator))
         if self.window is not None:
             encoded = window(encoded, self.window, generator)
+        return self._item(index, encoded)
+
+    def __getitems__(self, indices: list[int]) -> list[Item]:
+        """Items `indices` (a DataLoader's batch). Flat rows that nothing changes (no
+        augmentation, normalisation or window) of one layout, read lazily, are read straight
+        into one batch tensor, which the default collate hands on without copying them."""
+        keys = {self._store.keys[i] for i in indices}
+        key = next(iter(keys)) if len(keys) == 1 else None
+        if key is None or not self.lazy or self._augmenters or self.statistics is not None \
+                or self.window is not None or type(self._encoders[key]) is not Flat:
+            return [self[i] for i in indices]
+        slots = row_batch(len(indices), self._store.layouts[key].size)
+        for index, slot in zip(indices, slots):
+            self._store.source.row(index, slot.numpy())
+        return [self._item(index, {"weights": slot}) for index, slot in zip(indices, slots)]
+
+    def _item(self, index: int, encoded: dict[str, Any]) -> Item:
+        """Row `index`'s item around its `encoded` weights, transformed as configured."""
         model_id, cell_id, epoch = self._ids[index]
-        item = ZooItem(encoded, layout=key, targets=self._targets[index], model_id=model_id,
-                       cell_id=cell_id, epoch=epoch)
+        item = ZooItem(encoded, layout=self._store.keys[index], targets=self._targets[index],
+                       model_id=model_id, cell_id=cell_id, epoch=epoch)
         return self.transform(item) if self.transform is not None else item
 
     def _flat(self, key: str, index: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -113,8 +113,16 @@ class RowSource:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def row(self, i: int) -> np.ndarray:
-        """Row i's weights: a new float32 array of its layout's size."""
+    def row(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Row i's weights: a new float32 array of its layout's size, or `out` (one of that
+        size) filled with them."""
+        values = self._row(i, out)
+        if out is not None and values is not out:
+            out[:] = values
+            return out
+        return values
+
+    def _row(self, i: int, out: np.ndarray | None) -> np.ndarray:
         layout = self.layouts[self.keys[i]]
         number, row = int(self.places.shard[i]), int(self.places.row[i])
         file = self.places.file[i]
@@ -128,7 +136,7 @@ class RowSource:
         if isinstance(digest, str) and digest.startswith(BLAKE3):  # format 7: the row alone
             self._check_count(number)
             alone = self.reader.checked(self.shards[number]).read_row(group, local, digest,
-                                                                      layout.size)
+                                                                      layout.size, out)
             if alone is not None:
                 return alone
         values, offsets = self.cache.get((number, group), lambda: self._read_group(number,
@@ -139,7 +147,7 @@ class RowSource:
             raise ZooFolderError(f"{self.reader.root / shard.path}: row {row} has "
                                  f"{stop - start} weights; layout {layout.key} has "
                                  f"{layout.size}")
-        return values[start:stop].copy()
+        return values[start:stop] if out is not None else values[start:stop].copy()
 
     def _check_count(self, number: int) -> None:
         """Refuse shard `number` once (each process) if its footer's weight count is not

@@ -94,10 +94,14 @@ class ZooStream(IterableDataset):
             role = (turn + worker) % workers
             skip = min(done[role] * batch_size, len(self.order(role, workers)))
         self._skip_items, self._yielded = 0, skip
-        for index in self.order(role, workers)[skip:]:
-            item = self.dataset[int(index)]
-            self._yielded += 1
-            yield item
+        indices = self.order(role, workers)[skip:].tolist()
+        step = batch_size or 1  # a StreamLoader's batches: read at once, into one tensor
+        for start in range(0, len(indices), step):
+            items = self.dataset.__getitems__(indices[start:start + step]) if step > 1 else \
+                [self.dataset[indices[start]]]
+            for item in items:
+                self._yielded += 1
+                yield item
 
     def state_dict(self) -> dict[str, int]:
         """Where an iteration in this process stands (epoch, items yielded), to resume."""

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 import loaders.dataset
-from loaders import Augment, ZooDataset, ZooStream, pad_collate
+from loaders import Augment, StreamLoader, ZooDataset, ZooStream, pad_collate
 from loaders.rowsource import ByteCache
 from zoo.errors import IntegrityError
 from zoo.folder import modelshards
@@ -107,6 +107,28 @@ def test_workers_open_their_own_files_and_return_the_same_rows(tiny_zoo, context
     assert torch.equal(rows, expected)
 
 
+def test_a_batch_of_flat_rows_is_read_into_the_tensor_the_collate_hands_on(tiny_zoo):
+    whole = ZooDataset(tiny_zoo, in_memory=True, split="all", epochs="all")
+    key = sorted(whole.layouts)[0]
+    ours = ZooDataset(tiny_zoo, in_memory=False, split="all", epochs="all",
+                      where={"layout": key})
+    expected = ZooDataset(tiny_zoo, in_memory=True, split="all", epochs="all",
+                          where={"layout": key})
+    picked = [3, 0, 2, 1]
+    items = ours.__getitems__(picked)
+    assert all(same(item, expected[i]) for item, i in zip(items, picked))
+    batch = default_collate(items)
+    assert batch["weights"].data_ptr() == items[0]["weights"].data_ptr()  # no copy
+    stacked = torch.stack([expected[i]["weights"] for i in picked])
+    assert torch.equal(batch["weights"], stacked)
+    part = default_collate(items[:2])  # not the whole batch: stacked as usual
+    assert part["weights"].data_ptr() != items[0]["weights"].data_ptr()
+    assert torch.equal(part["weights"], stacked[:2])
+    loader = DataLoader(ours, batch_size=3, num_workers=2, multiprocessing_context="fork")
+    assert torch.equal(torch.cat([b["weights"] for b in loader]),
+                       torch.stack([expected[i]["weights"] for i in range(len(expected))]))
+
+
 def test_new_zoos_record_a_digest_per_row_group(tiny_zoo):
     manifest = read_manifest(tiny_zoo)
     assert manifest.format_version == FORMAT_VERSION == 7
@@ -167,9 +189,15 @@ def test_a_tampered_row_is_refused_naming_the_file_before_its_values(tiny_zoo, t
     with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0, row 1 "
                                              r"\(weights\) does not match its digest"):
         ours[bad[0]]
+    with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0, row 1 "):
+        key = ours._store.keys[bad[0]]  # a batch of one layout: read into one tensor
+        ours.__getitems__([i for i in range(len(ours)) if i != bad[0] and
+                           ours._store.keys[i] == key][:2] + bad)
     stream = ZooStream(root, split="all", epochs="all", shuffle=False)
     with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0, row 1"):
         list(stream)
+    with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0, row 1"):
+        list(StreamLoader(stream, batch_size=4, collate_fn=pad_collate))
     with pytest.raises(IntegrityError, match=rf"{shards[0].path}: row group 0 \(weights\)"):
         ZooDataset(root, in_memory=True, split="all", epochs="all")  # read by row group
     shutil.copy(tiny_zoo / shards[0].path, root / shards[0].path)

@@ -249,11 +249,13 @@ class CheckedShard:
                 [(span[0] + start, length) for start, length in pieces]
         return self._pieces[group]
 
-    def read_row(self, group: int, row: int, digest: str, size: int) -> np.ndarray | None:
+    def read_row(self, group: int, row: int, digest: str, size: int,
+                 out: np.ndarray | None = None) -> np.ndarray | None:
         """Row `row` of row group `group`: its `size` float32 weights read alone (one `pread`
-        into the array returned) and refused unless their BLAKE3 is `digest` (the row's
-        `weights_sha256`, format 7, checked with the row group's other columns); None when
-        the chunk is not plain bytes whose rows its page headers locate (read the group)."""
+        into the array returned: `out` when given) and refused unless their BLAKE3 is
+        `digest` (the row's `weights_sha256`, format 7, checked with the row group's other
+        columns); None when the chunk is not plain bytes whose rows its page headers locate
+        (read the group)."""
         fd = open_regular_fd(self.path)
         try:
             spans = self._row_spans(fd, group)
@@ -263,7 +265,7 @@ class CheckedShard:
             if length != 4 * size:
                 raise ZooFolderError(f"{self.path}: row group {group}, row {row} holds "
                                      f"{length // 4} weights; its layout has {size}")
-            values = np.empty(size, "<f4")
+            values = np.empty(size, "<f4") if out is None else out
             self._read_into(fd, memoryview(values).cast("B"), start, group)
         finally:
             os.close(fd)

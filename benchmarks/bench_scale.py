@@ -1,7 +1,7 @@
 """Zoos larger than memory: peak memory and speed of lazy random access and of streaming.
 
     python -m benchmarks.bench_scale [--sizes 1 4] [--widths 128 256 1024] [--workers 0 2]
-                                     [--folder /tmp/bench-scale] [--rows 2000]
+                                     [--folder /tmp/bench-scale] [--rows 2000] [--batch 8]
 
 For each size (GB of weights) and width the project's writer (zoo.folder.writer.ZooWriter, as
 `zoo generate` commits) stores a zoo of MLPs 40-w-w-10 with every epoch kept (30 epochs a
@@ -10,8 +10,10 @@ checkpoint beside it. Each reader then runs in its own process, and the peak of 
 process tree's proportional set size (Pss: pages shared by DataLoader workers counted once)
 is sampled every 20 ms, against an interpreter that only imported torch and loaders:
 - random: `--rows` rows in a random order from a lazy ZooDataset (cache_bytes 64 MiB) through
-  a DataLoader, against one `torch.load(weights_only=True)` file per row, same order;
-- streaming: one epoch of ZooStream through StreamLoader (batches of 8), against reading the
+  a DataLoader, one row at a time (batch_size=None) and in batches of `--batch`, against one
+  `torch.load(weights_only=True)` file per row, same order, same DataLoader, and against the
+  same DataLoader over rows that are made, not read (`moved`: what PyTorch hands over at all);
+- streaming: one epoch of ZooStream through StreamLoader (batches of `--batch`), against reading the
   zoo's models shards with plain `open().read()` (1 MiB blocks, the faster of two passes)
   right before it, and against the same reads hashed with BLAKE3 (the bound of any reader
   that checks every byte).
@@ -85,10 +87,10 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run(mode: str, root: Path, workers: int, rows: int) -> dict:
+def run(mode: str, root: Path, workers: int, rows: int, batch: int = 0) -> dict:
     """One measurement in a fresh process; its result and the tree's peak Pss in MB."""
     command = [sys.executable, "-m", "benchmarks.bench_scale", "--measure", mode, "--folder",
-               str(root), "--workers", str(workers), "--rows", str(rows)]
+               str(root), "--workers", str(workers), "--rows", str(rows), "--batch", str(batch)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0
     while process.poll() is None:
@@ -119,9 +121,10 @@ def sequential(root: Path, hashed: bool) -> dict:
     return {"bytes_per_second": max(rates), "bytes": total}
 
 
-def measure(mode: str, root: Path, workers: int, rows: int) -> dict:
-    """The measurement `mode` in this process: rows/s or bytes/s (printed as JSON)."""
-    from torch.utils.data import DataLoader
+def measure(mode: str, root: Path, workers: int, rows: int, batch: int) -> dict:
+    """The measurement `mode` in this process: rows/s or bytes/s (printed as JSON); `batch`
+    rows a batch (0: one row at a time)."""
+    from torch.utils.data import BatchSampler, DataLoader
 
     from loaders import StreamLoader, ZooDataset, ZooStream
 
@@ -133,8 +136,8 @@ def measure(mode: str, root: Path, workers: int, rows: int) -> dict:
         start = time.perf_counter()
         stream = ZooStream(root / "zoo", split="all", epochs="all", cache_bytes=CACHE_BYTES)
         opened, start, total = time.perf_counter() - start, time.perf_counter(), 0
-        for batch in StreamLoader(stream, batch_size=8, num_workers=workers):
-            total += batch["weights"].numel() * 4
+        for items in StreamLoader(stream, batch_size=batch, num_workers=workers):
+            total += items["weights"].numel() * 4
         seconds = time.perf_counter() - start
         return {"bytes_per_second": total / seconds, "bytes": total, "open_seconds": opened}
     count = len(list((root / "torch").iterdir()))
@@ -143,12 +146,31 @@ def measure(mode: str, root: Path, workers: int, rows: int) -> dict:
     if mode == "random":
         dataset = ZooDataset(root / "zoo", split="all", epochs="all", in_memory=False,
                              cache_bytes=CACHE_BYTES)
+    elif mode == "moved":
+        dataset = MadeRows(sum(t.numel() for t in torch.load(
+            root / "torch" / "0.pt", weights_only=True).values()))
     else:
         dataset = TorchFiles(root / "torch")
     opened, start = time.perf_counter() - start, time.perf_counter()
-    loader = DataLoader(dataset, batch_size=None, sampler=order, num_workers=workers)
-    read = sum(1 for _ in loader)  # workers' start included
+    if batch:
+        loader = DataLoader(dataset, batch_sampler=BatchSampler(order, batch, False),
+                            num_workers=workers)
+    else:
+        loader = DataLoader(dataset, batch_size=None, sampler=order, num_workers=workers)
+    read = len(order)
+    for _ in loader:  # workers' start included
+        pass
     return {"rows_per_second": read / (time.perf_counter() - start), "open_seconds": opened}
+
+
+class MadeRows(torch.utils.data.Dataset):
+    """Rows of `size` ones, made when asked (nothing read): the DataLoader's own cost."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"weights": torch.from_numpy(np.ones(self.size, np.float32))}
 
 
 class TorchFiles(torch.utils.data.Dataset):
@@ -162,7 +184,7 @@ class TorchFiles(torch.utils.data.Dataset):
 
 
 def measure_zoo(root: Path, size: float, width: int, worker_counts: list[int], rows: int,
-                empty: float) -> list[dict]:
+                batch: int, empty: float) -> list[dict]:
     """One zoo of `size` GB of MLPs of `width` written, then each reader measured per workers."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -173,9 +195,12 @@ def measure_zoo(root: Path, size: float, width: int, worker_counts: list[int], r
     for workers in worker_counts:
         files = run("torch", root, workers, rows)
         lazy = run("random", root, workers, rows)
+        files_batched = run("torch", root, workers, rows, batch)
+        lazy_batched = run("random", root, workers, rows, batch)
+        moved = run("moved", root, workers, rows, batch)
         plain = run("read", root, workers, 0)
         checked = run("checked", root, workers, 0)
-        stream = run("stream", root, workers, 0)
+        stream = run("stream", root, workers, 0, batch)
         table.append({
             "zoo_gb": round(plain["bytes"] / 1e9, 2), "row_kb": round(plain["bytes"] / count
                                                                         / 1e3),
@@ -183,7 +208,11 @@ def measure_zoo(root: Path, size: float, width: int, worker_counts: list[int], r
             "random_rows_s": lazy["rows_per_second"],
             "torch_load_rows_s": files["rows_per_second"],
             "random_x": lazy["rows_per_second"] / files["rows_per_second"],
-            "random_peak_mb": lazy["peak_mb"] - empty,
+            "batched_rows_s": lazy_batched["rows_per_second"],
+            "batched_torch_load_rows_s": files_batched["rows_per_second"],
+            "batched_x": lazy_batched["rows_per_second"] / files_batched["rows_per_second"],
+            "moved_rows_s": moved["rows_per_second"],
+            "random_peak_mb": max(lazy["peak_mb"], lazy_batched["peak_mb"]) - empty,
             "stream_mb_s": stream["bytes_per_second"] / 1e6,
             "read_mb_s": plain["bytes_per_second"] / 1e6,
             "checked_mb_s": checked["bytes_per_second"] / 1e6,
@@ -202,26 +231,29 @@ def main() -> None:
                         help="hidden units (128: 93 kB a checkpoint; 256: 316 kB; 1024: 4.4 MB)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--rows", type=int, default=2000, help="random rows read per run")
+    parser.add_argument("--batch", type=int, default=8, help="rows a batch (streaming, and "
+                        "random access in batches)")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench-scale"))
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.measure:
         torch.set_num_threads(1)
         print(json.dumps(measure(options.measure, options.folder, options.workers[0],
-                                 options.rows)))
+                                 options.rows, options.batch)))
         return
     table = []
     empty = run("empty", options.folder, 0, 0)["peak_mb"]
     for size in options.sizes:
         for width in options.widths:
             table += measure_zoo(options.folder / f"zoo-{size:g}gb-w{width}", size, width,
-                                 options.workers, options.rows, empty)
+                                 options.workers, options.rows, options.batch, empty)
     print(f"peaks: Pss of the process tree above an interpreter with torch and loaders "
           f"({empty:.0f} MB); decode cache {CACHE_BYTES >> 20} MiB a process")
     print_table(table, list(table[0]))
     path = write_results("scale", {"machine": machine(), "rows": table,
                                    "empty_interpreter_mb": empty, "widths": options.widths,
-                                   "cache_bytes": CACHE_BYTES, "random_rows": options.rows})
+                                   "cache_bytes": CACHE_BYTES, "random_rows": options.rows,
+                                   "batch": options.batch})
     print(f"\nwrote {path}")
 
 

@@ -86,13 +86,15 @@ class RowSource:
         alone = np.array([isinstance(d, str) and d.startswith(BLAKE3) for d in places.sha256],
                          bool)  # format 7: rows read alone
         for number in np.unique(places.shard).tolist():  # refused at open, not at first read
-            self._check_count(number)
+            sizes = 4 * np.asarray(reader.check_weights(self.shards[number]), np.int64)
+            self._counted.add(number)
             mine = np.flatnonzero(inline & (places.shard == number))
             starts = row_group_starts(reader, self.shards[number])
             rows = places.row[mine].astype(np.int64)
             self.groups[mine] = np.searchsorted(starts, rows, side="right") - 1
             self.locals[mine] = rows - starts[self.groups[mine]]
-            located = np.unique(self.groups[mine[alone[mine]]]).tolist()
+            located = {g: sizes[starts[g]:starts[g + 1]].tolist()
+                       for g in np.unique(self.groups[mine[alone[mine]]]).tolist()}
             if located:  # found now, once for forked DataLoader workers too
                 reader.checked(self.shards[number]).locate(located)
 

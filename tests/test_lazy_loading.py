@@ -351,3 +351,30 @@ def test_plain_weight_pages_are_read_in_place_as_arrow_decodes_them(tmp_path):
     pq.write_table(table, zstd, compression="zstd")
     start, length = chunk_spans(pq.read_metadata(zstd), 0)[1]
     assert plain_rows(zstd.read_bytes()[start:start + length], len(rows)) is None
+
+
+def test_rows_located_from_their_sizes_read_a_page_header_not_every_length(tmp_path):
+    from zoo.folder.modelshards import parquet_options
+    from zoo.folder.schema import float32_bytes
+
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal(size, np.float32) for size in (150_000, 0, 3, 400_000, 7)]
+    table = pa.table({"weights": float32_bytes(rows)})  # rows spread over several pages
+    pq.write_table(table, tmp_path / "w.parquet", **parquet_options(table.schema))
+    start, length = chunk_spans(pq.read_metadata(tmp_path / "w.parquet"), 0)[1]
+    chunk = (tmp_path / "w.parquet").read_bytes()[start:start + length]
+    reads = []
+
+    def read(pos, count):
+        reads.append(pos)
+        return chunk[pos:pos + count]
+
+    found = row_pieces(read, length, len(rows))
+    assert [chunk[a:a + n] for a, n in found] == [r.tobytes() for r in rows]
+    by_word = len(reads)
+    reads.clear()
+    sizes = [4 * len(r) for r in rows]
+    assert row_pieces(read, length, len(rows), lengths=sizes) == found
+    assert len(reads) < by_word - len(rows) + 1  # no value length read
+    for wrong in ([*sizes[:2], 8, *sizes[3:]], sizes[:-1], [*sizes, 4]):
+        assert row_pieces(read, length, len(rows), lengths=wrong) is None

@@ -12,7 +12,7 @@ page headers and value lengths, so one row can be read alone (format 7).
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -95,11 +95,16 @@ Read = Callable[[int, int], bytes | memoryview]  # (position, count) -> up to co
 HEADER_BYTES = 1024  # read for a page header from a file: the writer's (no statistics) are ~30
 
 
-def row_pieces(read: Read, size: int, rows: int, header_bytes: int = HEADER_BYTES
-               ) -> list[tuple[int, int]] | None:
+def row_pieces(read: Read, size: int, rows: int, header_bytes: int = HEADER_BYTES,
+               lengths: Sequence[int] | None = None) -> list[tuple[int, int]] | None:
     """(start, bytes) of each of the `rows` rows in a weights chunk of `size` bytes, found
-    by `read` from page headers and value lengths alone (no value is read); None when the
-    chunk is not plain version-1 pages of `rows` non-null values of whole float32s."""
+    by `read` from page headers and value lengths alone (no value is read), or from page
+    headers and the rows' expected `lengths` in bytes (two reads a page: a cold file costs
+    a few reads, not one a row; the caller checks the bytes it reads against their digest);
+    None when the chunk is not plain version-1 pages of `rows` non-null values of whole
+    float32s (of `lengths`, each page filled exactly)."""
+    if lengths is not None and len(lengths) != rows:
+        return None
     pieces: list[tuple[int, int]] = []
     pos = 0
     try:
@@ -115,9 +120,9 @@ def row_pieces(read: Read, size: int, rows: int, header_bytes: int = HEADER_BYTE
             end, values = pos + length, page_header.get(1)
             at = pos + 4 + _word(read, pos)  # the definition levels' length, then the levels
             for _ in range(values or 0):
-                if at + 4 > end:
+                if at + 4 > end or (lengths is not None and len(pieces) >= len(lengths)):
                     return None  # fewer values than the page counts: nulls
-                count = _word(read, at)
+                count = _word(read, at) if lengths is None else lengths[len(pieces)]
                 if at + 4 + count > end or count % 4:
                     return None
                 pieces.append((at + 4, count))

@@ -172,10 +172,11 @@ class ZooReader:
         check_decoded_sizes(path, metadata, shard.rows, columns)
         return path
 
-    def check_weights(self, shard: Shard) -> None:
+    def check_weights(self, shard: Shard) -> list[int]:
         """Refuse a models shard whose footer declares another number of weights than its
         rows' layouts add up to, before its weights are decoded (a small file cannot decode to
-        gigabytes, a tampered layout cannot make a reader allocate them)."""
+        gigabytes, a tampered layout cannot make a reader allocate them). Returns each row's
+        number of inline weights (0: in a per-model file)."""
         table = self.parquet(shard, ["layout", "weights_file"])
         sizes = [self.layout(str(key)).size if file is None else 0 for key, file in
                  zip(table.column("layout").to_pylist(),
@@ -193,13 +194,14 @@ class ZooReader:
                 raise ZooFolderError(f"{self.path(shard)}: declares {declared} bytes of "
                                      f"weights ({chunks[0].compression}); its rows' layouts "
                                      f"hold {expected}, stored uncompressed")
-            return
+            return sizes
         # lists: a row whose checkpoint lives in a per-model file holds one level, no value
         expected = sum(size or 1 for size in sizes)
         declared = sum(c.num_values for c in chunks) if leaf else -1
         if declared != expected:
             raise ZooFolderError(f"{self.path(shard)}: declares {declared} weights; its rows' "
                                  f"layouts hold {expected}")
+        return sizes
 
     def checked(self, shard: Shard) -> CheckedShard:
         """The shard with row-group digests, its footer checked (row groups are checked as

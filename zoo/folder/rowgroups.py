@@ -227,24 +227,27 @@ class CheckedShard:
         self._verify(digest, group, weights=True)
         return plain_rows(data, self.metadata.row_group(group).num_rows)
 
-    def locate(self, groups: list[int]) -> None:
-        """Find the rows of `groups` in the file now (`row_pieces`: page headers and value
-        lengths), so that `read_row` reads a row with a single `pread`."""
+    def locate(self, groups: dict[int, list[int]]) -> None:
+        """Find the rows of each row group in `groups` in the file now, from page headers
+        and the rows' expected bytes (`groups`: row group -> each row's, in order; see
+        `row_pieces`), so that `read_row` reads a row with a single `pread`."""
         fd = open_regular_fd(self.path)
         try:
-            for group in groups:
-                self._row_spans(fd, group)
+            for group, lengths in groups.items():
+                self._row_spans(fd, group, lengths)
         finally:
             os.close(fd)
 
-    def _row_spans(self, fd: int, group: int) -> list[Span] | None:
+    def _row_spans(self, fd: int, group: int, lengths: list[int] | None = None
+                   ) -> list[Span] | None:
         """Each row of row group `group`: (file offset, bytes) of its weights; None when the
-        chunk is not plain bytes whose rows its page headers locate. Worked out once."""
+        chunk is not plain bytes whose rows its page headers locate (with `lengths`, rows of
+        those bytes). Worked out once."""
         if group not in self._pieces:
             span = self._plain_span(group)
             pieces = None if span is None else row_pieces(
                 lambda pos, count: os.pread(fd, count, span[0] + pos), span[1],
-                self.metadata.row_group(group).num_rows)
+                self.metadata.row_group(group).num_rows, lengths=lengths)
             self._pieces[group] = None if pieces is None else \
                 [(span[0] + start, length) for start, length in pieces]
         return self._pieces[group]

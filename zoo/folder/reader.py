@@ -154,7 +154,14 @@ class ZooReader:
                 table = pa.concat_tables([checked.read_group(g, names) for g in
                                           range(checked.metadata.num_row_groups)])
                 return conformed(table, schema, columns)
-            stored = self.parquet_metadata(shard).schema.to_arrow_schema()
+            metadata = self.parquet_metadata(shard)
+            stored = metadata.schema.to_arrow_schema()
+            if shard.parts:  # its footer parsed once, when it was checked
+                names = set(stored.names)
+                present = None if columns is None else [c for c in columns if c in names]
+                with pq.ParquetFile(path, metadata=metadata) as handle:
+                    return conformed(handle.read(columns=present, use_threads=False), schema,
+                                     columns)
             return conformed(pq.read_table(path, columns=columns,
                                            schema=stored_weights(schema, stored)),
                              schema, columns)

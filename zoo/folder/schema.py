@@ -266,17 +266,22 @@ def conformed(table: pa.Table, schema: pa.Schema | None,
     is null, list<float32> weights (formats 3 and 4) become bytes; no schema: as read."""
     if schema is None:
         return table
-    arrays = []
-    for name in columns if columns is not None else schema.names:
+    names = list(columns) if columns is not None else schema.names
+    target = pa.schema([schema.field(n) for n in names])
+    if table.schema.equals(target):  # stored as read: nothing to convert
+        return table
+    arrays, present = [], set(table.column_names)
+    for name in names:
         kind = schema.field(name).type
-        if name not in table.column_names:
+        if name not in present:
             arrays.append(pa.nulls(table.num_rows, kind))
         elif name == "weights" and pa.types.is_list(table.schema.field(name).type):
             lists = table.column(name).combine_chunks()
             offsets = lists.offsets.to_numpy()
             values = lists.values.to_numpy(zero_copy_only=False)
             arrays.append(float32_bytes(values[a:b] for a, b in zip(offsets[:-1], offsets[1:])))
+        elif table.schema.field(name).type == kind:
+            arrays.append(table.column(name))
         else:
             arrays.append(table.column(name).cast(kind))
-    return pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in (
-        columns if columns is not None else schema.names)]))
+    return pa.Table.from_arrays(arrays, schema=target)

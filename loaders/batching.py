@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import collate, default_collate, default_collate_fn_map
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from zoo.errors import ZooError
 
@@ -28,31 +29,34 @@ class ZooItem(dict):
         return ZooItem(self)
 
 
+_BATCHES = WeakTensorKeyDictionary()  # the tensors row_batch made (by identity)
+
+
 def row_batch(rows: int, size: int) -> list[torch.Tensor]:
     """`rows` float32 vectors of `size` that rows are read into, each a row of one new
     (rows, size) tensor (in shared memory inside a DataLoader worker, as default_collate
     allocates a batch there): the default collate hands that tensor on without a copy."""
     if torch.utils.data.get_worker_info() is not None:
         storage = torch.UntypedStorage._new_shared(rows * size * 4)
-        batch = torch.empty(0).set_(storage).view(rows, size)
+        batch = torch.empty(0).set_(storage, 0, (rows, size))
     else:  # numpy asks for huge pages from 4 MB up: a fresh batch costs fewer page faults
         batch = torch.from_numpy(np.empty((rows, size), np.float32))
-    slots = list(batch)
-    for k, slot in enumerate(slots):
-        slot._zoo_slot = (batch, k)  # only these views are collated without a copy
-    return slots
+    _BATCHES[batch] = True
+    return list(batch)
 
 
 def _whole_batch(values: list[Any]) -> torch.Tensor | None:
     """The tensor `row_batch` made when `values` are its rows, all and in order."""
-    first = getattr(values[0], "_zoo_slot", None)
-    if first is None or first[0].shape[0] != len(values):
+    batch = getattr(values[0], "_base", None)
+    if batch is None or batch not in _BATCHES or batch.shape[0] != len(values):
         return None
+    step = batch.stride(0) * batch.element_size()
     for k, value in enumerate(values):
-        slot = getattr(value, "_zoo_slot", None)
-        if slot is None or slot[0] is not first[0] or slot[1] != k:
+        if not isinstance(value, torch.Tensor) or value._base is not batch or \
+                value.shape != batch.shape[1:] or \
+                value.data_ptr() != batch.data_ptr() + k * step:
             return None
-    return first[0]
+    return batch
 
 
 def _collate_items(batch: Sequence[ZooItem], *, collate_fn_map: dict | None = None) -> dict:

@@ -119,6 +119,7 @@ def test_a_batch_of_flat_rows_is_read_into_the_tensor_the_collate_hands_on(tiny_
     assert all(same(item, expected[i]) for item, i in zip(items, picked))
     batch = default_collate(items)
     assert batch["weights"].data_ptr() == items[0]["weights"].data_ptr()  # no copy
+    assert not items[0]["weights"].__dict__  # nothing hidden on what users may save
     stacked = torch.stack([expected[i]["weights"] for i in picked])
     assert torch.equal(batch["weights"], stacked)
     part = default_collate(items[:2])  # not the whole batch: stacked as usual

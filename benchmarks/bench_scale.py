@@ -147,8 +147,7 @@ def measure(mode: str, root: Path, workers: int, rows: int, batch: int) -> dict:
         dataset = ZooDataset(root / "zoo", split="all", epochs="all", in_memory=False,
                              cache_bytes=CACHE_BYTES)
     elif mode == "moved":
-        dataset = MadeRows(sum(t.numel() for t in torch.load(
-            root / "torch" / "0.pt", weights_only=True).values()))
+        dataset = MadeRows(sum(t.numel() for t in TorchFiles(root / "torch")[0].values()))
     else:
         dataset = TorchFiles(root / "torch")
     opened, start = time.perf_counter() - start, time.perf_counter()
